@@ -1,0 +1,606 @@
+//! Reachability: from `index.json` through indexes, manifests, configs and
+//! layers, plus referrers (manifests whose `subject` is reachable, found by
+//! scanning the stored blobs). A referrer never keeps its subject alive: the
+//! walk does not follow `subject`.
+//!
+//! Documents (indexes, manifests, image configs) are loaded, verified and
+//! parsed during the walk; leaves (layers, opaque blobs) are only collected so
+//! that the caller can hash them in parallel. Every problem met is recorded as
+//! an [`Issue`] and the walk goes on, so one damaged blob does not hide others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Read;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::resolve::MAX_NESTING;
+use crate::spec::{
+    self, media_type, Descriptor, Document, DocumentError, Kind, MAX_DOCUMENT_SIZE,
+};
+use crate::store::{Store, StoreError};
+
+/// What kind of problem an issue or verify finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssueKind {
+    /// A referenced blob is absent.
+    Missing,
+    /// A blob's size differs from its descriptor.
+    SizeMismatch,
+    /// A blob's content does not match its digest.
+    DigestMismatch,
+    /// Unparsable JSON, an invalid digest, or a file that cannot be read as expected.
+    Malformed,
+    /// Parsable, but violating the spec's schema (`"manifests": null`, no `schemaVersion`, …).
+    SchemaInvalid,
+    /// A document's own media type differs from its descriptor's (CVE-2021-41190).
+    MediatypeMismatch,
+    /// A blob path that is a symlink, directory or other non-regular file.
+    NonRegular,
+    /// Content ocikit cannot check (unknown digest algorithm, schema1 manifests).
+    Unsupported,
+    /// A decompressed layer does not hash to the config's diff_id (`--deep`).
+    DiffidMismatch,
+    /// A layer that cannot be decompressed or read as tar (`--deep`).
+    BadLayer,
+    /// Warning: a media type ocikit does not know (carried along, not checked further).
+    UnknownMediaType,
+    /// Warning: a non-distributable/foreign layer whose blob is absent.
+    ForeignMissing,
+    /// Warning: a blob nothing references.
+    Unreferenced,
+    /// Warning: a file under `blobs/` whose name is not a digest.
+    StrayFile,
+    /// Warning: odd but tolerated layout metadata (layout version, tag names, empty images).
+    Layout,
+}
+
+impl IssueKind {
+    /// Whether this kind is only a warning (never fails verify).
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            IssueKind::UnknownMediaType
+                | IssueKind::ForeignMissing
+                | IssueKind::Unreferenced
+                | IssueKind::StrayFile
+                | IssueKind::Layout
+        )
+    }
+
+    /// The kind's name as printed (`size-mismatch`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            IssueKind::Missing => "missing",
+            IssueKind::SizeMismatch => "size-mismatch",
+            IssueKind::DigestMismatch => "digest-mismatch",
+            IssueKind::Malformed => "malformed",
+            IssueKind::SchemaInvalid => "schema-invalid",
+            IssueKind::MediatypeMismatch => "mediatype-mismatch",
+            IssueKind::NonRegular => "non-regular",
+            IssueKind::Unsupported => "unsupported",
+            IssueKind::DiffidMismatch => "diffid-mismatch",
+            IssueKind::BadLayer => "bad-layer",
+            IssueKind::UnknownMediaType => "unknown-media-type",
+            IssueKind::ForeignMissing => "foreign-missing",
+            IssueKind::Unreferenced => "unreferenced",
+            IssueKind::StrayFile => "stray-file",
+            IssueKind::Layout => "layout",
+        }
+    }
+}
+
+impl fmt::Display for IssueKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One problem, naming the blob or file and where in the graph it was met.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    /// What kind of problem.
+    pub kind: IssueKind,
+    /// The blob's digest (or the raw digest string when it is invalid), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Where it was met: `index.json manifests[0] > layers[2]`, or a file name.
+    pub path: String,
+    /// One sentence saying what is wrong.
+    pub message: String,
+}
+
+/// Why a descriptor was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// An entry of `index.json` or of a nested index.
+    Entry,
+    /// A manifest's config.
+    Config,
+    /// A manifest's layer.
+    Layer,
+    /// A manifest found because its `subject` is reachable.
+    Referrer,
+}
+
+/// A blob that is reachable, with how it was first reached.
+#[derive(Debug, Clone)]
+pub struct Reached {
+    /// The descriptor it was first reached through.
+    pub descriptor: Descriptor,
+    /// Its validated digest.
+    pub digest: Digest,
+    /// Why it was reached.
+    pub role: Role,
+    /// Where it was first reached.
+    pub path: String,
+    /// Whether it was loaded and verified during the walk (documents).
+    pub verified: bool,
+}
+
+/// An image manifest met during the walk, for layer-level checks.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// The manifest.
+    pub manifest: Digest,
+    /// Where it was met.
+    pub path: String,
+    /// Its layers (descriptor and digest if valid).
+    pub layers: Vec<(Descriptor, Option<Digest>)>,
+    /// The config's `rootfs.diff_ids`, when the config is an image config that parsed.
+    pub diff_ids: Option<Vec<String>>,
+}
+
+/// The result of a walk.
+#[derive(Debug, Default)]
+pub struct Graph {
+    /// Every reachable blob, by digest.
+    pub reached: BTreeMap<Digest, Reached>,
+    /// Problems met.
+    pub issues: Vec<Issue>,
+    /// Image manifests met.
+    pub images: Vec<ImageInfo>,
+    /// Digests of referrers found by scanning.
+    pub referrers: Vec<Digest>,
+    /// Documents that could not be loaded or parsed.
+    pub damaged: Vec<String>,
+}
+
+impl Graph {
+    /// Whether a reachable index, manifest or config could not be loaded or
+    /// parsed (a damaged graph: what it would reference is unknown).
+    pub fn is_damaged(&self) -> bool {
+        !self.damaged.is_empty()
+    }
+}
+
+/// Options of a walk.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkOptions {
+    /// Scan stored blobs for referrers of reachable manifests.
+    pub referrers: bool,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        WalkOptions { referrers: true }
+    }
+}
+
+struct Walker<'a> {
+    store: &'a dyn Store,
+    g: Graph,
+    /// Sizes seen per digest, to flag one digest claimed with two sizes.
+    sizes: HashMap<Digest, i64>,
+    /// diff_ids of the image configs parsed so far.
+    diff_ids: HashMap<Digest, Vec<String>>,
+}
+
+fn issue(kind: IssueKind, digest: Option<String>, path: &str, message: String) -> Issue {
+    Issue {
+        kind,
+        digest,
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// Turns a store error reading a blob into an issue.
+pub fn store_issue(e: &StoreError, digest: &Digest, path: &str) -> Issue {
+    let kind = match e {
+        StoreError::Missing { .. } => IssueKind::Missing,
+        StoreError::SizeMismatch { .. } => IssueKind::SizeMismatch,
+        StoreError::DigestMismatch { .. } => IssueKind::DigestMismatch,
+        StoreError::NotRegular { .. } => IssueKind::NonRegular,
+        StoreError::Unverifiable(_) => IssueKind::Unsupported,
+        StoreError::TooLarge { .. } | StoreError::Io { .. } | StoreError::NotALayout { .. } => {
+            IssueKind::Malformed
+        }
+    };
+    issue(kind, Some(digest.to_string()), path, e.to_string())
+}
+
+/// Walks everything reachable from `index.json`.
+pub fn walk(store: &dyn Store, options: WalkOptions) -> Graph {
+    let mut w = Walker {
+        store,
+        g: Graph::default(),
+        sizes: HashMap::new(),
+        diff_ids: HashMap::new(),
+    };
+    let bytes = match store.index_bytes() {
+        Ok(b) => b,
+        Err(e) => {
+            let kind = match &e {
+                StoreError::NotRegular { .. } => IssueKind::NonRegular,
+                StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    IssueKind::Missing
+                }
+                _ => IssueKind::Malformed,
+            };
+            w.g.issues.push(issue(kind, None, "index.json", format!("index.json cannot be read: {e}")));
+            return w.g;
+        }
+    };
+    w.document(&bytes, Kind::Index, None, "index.json", 0);
+    if options.referrers {
+        w.referrers();
+    }
+    w.g
+}
+
+impl Walker<'_> {
+    fn push(&mut self, kind: IssueKind, digest: Option<String>, path: &str, message: String) {
+        self.g.issues.push(issue(kind, digest, path, message));
+    }
+
+    /// Visits one descriptor.
+    fn visit(&mut self, desc: &Descriptor, role: Role, path: String, depth: usize) {
+        let raw = Some(desc.digest.clone());
+        let digest = match desc.digest() {
+            Ok(d) => d,
+            Err(e) => {
+                self.push(IssueKind::Malformed, raw, &path, format!("{path}: {e}"));
+                return;
+            }
+        };
+        if desc.media_type.is_empty() {
+            self.push(
+                IssueKind::SchemaInvalid,
+                raw.clone(),
+                &path,
+                format!("{path}: the descriptor has no mediaType"),
+            );
+        }
+        if desc.size < 0 {
+            self.push(
+                IssueKind::SchemaInvalid,
+                raw,
+                &path,
+                format!("{path}: the descriptor's size {} is negative", desc.size),
+            );
+            return;
+        }
+        if let Some(&seen) = self.sizes.get(&digest) {
+            if seen != desc.size {
+                self.push(
+                    IssueKind::SizeMismatch,
+                    raw,
+                    &path,
+                    format!("{path}: {digest} is described with size {} here and {seen} elsewhere", desc.size),
+                );
+            }
+            return;
+        }
+        self.sizes.insert(digest.clone(), desc.size);
+        let mut kind = desc.kind();
+        if kind == Kind::Unknown && !desc.media_type.is_empty() {
+            self.push(
+                IssueKind::UnknownMediaType,
+                raw.clone(),
+                &path,
+                format!("{path}: media type {:?} is not one ocikit knows; the blob is carried along unchecked beyond its digest", desc.media_type),
+            );
+        }
+        // An entry or referrer of unknown type may still be a manifest or index
+        // (the media type lies, or is new): sniff it.
+        let sniff = kind == Kind::Unknown
+            && matches!(role, Role::Entry | Role::Referrer)
+            && desc.size <= MAX_DOCUMENT_SIZE as i64;
+        let is_doc = kind.is_document() || kind == Kind::Schema1 || sniff;
+        self.g.reached.insert(
+            digest.clone(),
+            Reached {
+                descriptor: desc.clone(),
+                digest: digest.clone(),
+                role,
+                path: path.clone(),
+                verified: is_doc,
+            },
+        );
+        if !is_doc {
+            return;
+        }
+        let bytes = match self.store.read_verified(&digest, desc.size, MAX_DOCUMENT_SIZE) {
+            Ok(b) => b,
+            Err(e) => {
+                self.g.damaged.push(digest.to_string());
+                self.g.issues.push(store_issue(&e, &digest, &path));
+                return;
+            }
+        };
+        if sniff {
+            kind = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) => spec::sniff_kind(&v),
+                Err(_) => Kind::Unknown,
+            };
+            if !matches!(kind, Kind::Index | Kind::Manifest) {
+                return;
+            }
+        }
+        match kind {
+            Kind::Index | Kind::Manifest => {
+                self.document(&bytes, kind, Some((desc, &digest)), &path, depth + 1);
+            }
+            Kind::Schema1 => self.push(
+                IssueKind::Unsupported,
+                raw,
+                &path,
+                format!("{path}: {digest} is a Docker schema1 manifest, which ocikit does not support"),
+            ),
+            Kind::ImageConfig => self.config(&bytes, &digest, &path),
+            Kind::Empty => {
+                if bytes != b"{}" {
+                    self.push(
+                        IssueKind::Malformed,
+                        raw,
+                        &path,
+                        format!("{path}: {digest} has the empty media type but is not {{}}"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Parses an index or manifest and visits its children.
+    fn document(
+        &mut self,
+        bytes: &[u8],
+        expected: Kind,
+        from: Option<(&Descriptor, &Digest)>,
+        path: &str,
+        depth: usize,
+    ) {
+        let digest = from.map(|(_, d)| d.to_string());
+        let name = match from {
+            Some((_, d)) => format!("{path}: {d}"),
+            None => path.to_string(),
+        };
+        if depth > MAX_NESTING {
+            self.push(
+                IssueKind::Malformed,
+                digest,
+                path,
+                format!("{name}: indexes nested more than {MAX_NESTING} deep"),
+            );
+            return;
+        }
+        let value: serde_json::Value = match spec::check_json(bytes)
+            .and_then(|()| serde_json::from_slice(bytes).map_err(|e| DocumentError::Syntax(e.to_string())))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                self.g.damaged.extend(digest.clone());
+                self.push(IssueKind::Malformed, digest, path, format!("{name} {e}"));
+                return;
+            }
+        };
+        // The document's own media type must agree with its descriptor's.
+        let own = value.get("mediaType").and_then(|m| m.as_str());
+        let own_kind = spec::sniff_kind(&value);
+        if let (Some((desc, _)), Some(own)) = (from, own) {
+            if own != desc.media_type {
+                self.push(
+                    IssueKind::MediatypeMismatch,
+                    digest.clone(),
+                    path,
+                    format!("{name} says it is {own:?} but its descriptor says {:?}", desc.media_type),
+                );
+            }
+        } else if let (Some((desc, _)), None) = (from, own) {
+            if own_kind != Kind::Unknown && own_kind != expected && desc.kind() != Kind::Unknown {
+                self.push(
+                    IssueKind::MediatypeMismatch,
+                    digest.clone(),
+                    path,
+                    format!("{name} is shaped like a {:?} but its descriptor says {:?}", own_kind, desc.media_type),
+                );
+            }
+        }
+        // Parse by what the document is (its own type or shape wins), so a
+        // mislabelled manifest is still walked.
+        let kind = match own_kind {
+            Kind::Index | Kind::Manifest => own_kind,
+            _ => expected,
+        };
+        let doc = match spec::parse_document(bytes, kind) {
+            Ok(d) => d,
+            Err(e) => {
+                let k = match e {
+                    DocumentError::Ambiguous(_) => IssueKind::MediatypeMismatch,
+                    _ => IssueKind::Malformed,
+                };
+                self.g.damaged.extend(digest.clone());
+                self.push(k, digest, path, format!("{name} {e}"));
+                return;
+            }
+        };
+        if value.get("schemaVersion").and_then(|v| v.as_i64()) != Some(2) {
+            self.push(
+                IssueKind::SchemaInvalid,
+                digest.clone(),
+                path,
+                format!("{name} has no \"schemaVersion\": 2"),
+            );
+        }
+        match doc {
+            Document::Index(idx) => {
+                match value.get("manifests") {
+                    Some(serde_json::Value::Array(_)) => {}
+                    Some(serde_json::Value::Null) => self.push(
+                        IssueKind::SchemaInvalid,
+                        digest.clone(),
+                        path,
+                        format!("{name} has \"manifests\": null (the spec requires an array)"),
+                    ),
+                    _ => self.push(
+                        IssueKind::SchemaInvalid,
+                        digest.clone(),
+                        path,
+                        format!("{name} has no \"manifests\" array"),
+                    ),
+                }
+                let prefix = if from.is_none() { "index.json ".to_string() } else { format!("{path} > ") };
+                for (i, d) in idx.entries().iter().enumerate() {
+                    let label = match d.ref_name() {
+                        Some(t) => format!("{prefix}manifests[{i}] ({t})"),
+                        None => match &d.platform {
+                            Some(p) => format!("{prefix}manifests[{i}] ({p})"),
+                            None => format!("{prefix}manifests[{i}]"),
+                        },
+                    };
+                    self.visit(d, Role::Entry, label, depth);
+                }
+            }
+            Document::Manifest(m) => {
+                let Some((_, mdigest)) = from else { return };
+                let mut info = ImageInfo {
+                    manifest: mdigest.clone(),
+                    path: path.to_string(),
+                    layers: Vec::new(),
+                    diff_ids: None,
+                };
+                match &m.config {
+                    Some(c) => {
+                        self.visit(c, Role::Config, format!("{path} > config"), depth);
+                        if c.kind() == Kind::ImageConfig {
+                            if let Ok(cd) = c.digest() {
+                                info.diff_ids = self.diff_ids.get(&cd).cloned();
+                            }
+                        }
+                    }
+                    None => self.push(
+                        IssueKind::SchemaInvalid,
+                        digest.clone(),
+                        path,
+                        format!("{name} has no config descriptor"),
+                    ),
+                }
+                let layers = m.layers.as_deref().unwrap_or(&[]);
+                for (i, l) in layers.iter().enumerate() {
+                    self.visit(l, Role::Layer, format!("{path} > layers[{i}]"), depth);
+                    info.layers.push((l.clone(), l.digest().ok()));
+                }
+                self.g.images.push(info);
+            }
+        }
+    }
+
+    fn config(&mut self, bytes: &[u8], digest: &Digest, path: &str) {
+        match spec::parse_config(bytes) {
+            Ok(cfg) => {
+                let rootfs = cfg.rootfs.as_ref();
+                if let Some(t) = rootfs.and_then(|r| r.kind.as_deref()) {
+                    if t != "layers" {
+                        self.push(
+                            IssueKind::SchemaInvalid,
+                            Some(digest.to_string()),
+                            path,
+                            format!("{path}: config {digest} has rootfs.type {t:?}; only \"layers\" is defined"),
+                        );
+                    }
+                }
+                let ids = rootfs.and_then(|r| r.diff_ids.clone()).unwrap_or_default();
+                self.diff_ids.insert(digest.clone(), ids);
+            }
+            Err(e) => self.push(
+                IssueKind::Malformed,
+                Some(digest.to_string()),
+                path,
+                format!("{path}: config {digest} {e}"),
+            ),
+        }
+    }
+
+    /// Finds manifests whose subject is reachable, repeatedly (referrers of
+    /// referrers), by reading small unvisited blobs that look like JSON.
+    fn referrers(&mut self) {
+        let Ok(entries) = self.store.list_blobs() else {
+            return;
+        };
+        let mut candidates: Vec<(Digest, u64)> = entries
+            .into_iter()
+            .filter(|e| e.regular && e.size <= MAX_DOCUMENT_SIZE && e.size > 1)
+            .filter_map(|e| e.digest.map(|d| (d, e.size)))
+            .filter(|(d, _)| !self.g.reached.contains_key(d) && d.algorithm().is_verifiable())
+            .collect();
+        let mut subjects: Vec<(Digest, u64, Digest, String)> = Vec::new();
+        candidates.retain(|(d, size)| {
+            let Ok(blob) = self.store.open_blob(d) else { return false };
+            let mut head = [0u8; 1];
+            let mut r = blob.into_reader();
+            if r.read(&mut head).ok() != Some(1) || head[0] != b'{' {
+                return false;
+            }
+            let Ok(bytes) = self.store.read_verified(d, *size as i64, MAX_DOCUMENT_SIZE) else {
+                return false;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return false };
+            let kind = spec::sniff_kind(&v);
+            if !matches!(kind, Kind::Index | Kind::Manifest) {
+                return false;
+            }
+            let Some(subject) = v.get("subject").and_then(|s| s.get("digest")).and_then(|s| s.as_str()).and_then(|s| Digest::parse(s).ok()) else {
+                return false;
+            };
+            let mt = v
+                .get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    if kind == Kind::Index { media_type::OCI_INDEX } else { media_type::OCI_MANIFEST }.to_string()
+                });
+            subjects.push((d.clone(), *size, subject, mt));
+            true
+        });
+        loop {
+            let mut progressed = false;
+            for (d, size, subject, mt) in &subjects {
+                if self.g.reached.contains_key(d) || !self.g.reached.contains_key(subject) {
+                    continue;
+                }
+                let desc = Descriptor {
+                    media_type: mt.clone(),
+                    digest: d.to_string(),
+                    size: *size as i64,
+                    urls: None,
+                    annotations: None,
+                    data: None,
+                    artifact_type: None,
+                    platform: None,
+                    extra: Default::default(),
+                };
+                self.g.referrers.push(d.clone());
+                self.visit(&desc, Role::Referrer, format!("referrer of {}", subject.short()), 0);
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,693 @@
+//! The writable OCI image layout: `init`, `open`, the writer lock, the atomic
+//! blob writer and `index.json` edits.
+//!
+//! # Safety of writes
+//! - A blob is written to a temporary file under `.ocikit-tmp/` inside the
+//!   layout, hashed while written, checked against the expected digest and size,
+//!   fsynced, then renamed to `blobs/<alg>/<encoded>` and the directory fsynced.
+//!   A crash leaves at most a stale temporary file (removed by `gc`).
+//! - `index.json` is replaced by writing a temporary file, fsyncing and renaming.
+//! - Writers hold an exclusive advisory lock on `.ocikit.lock` in the layout for
+//!   their whole run, so concurrent writers take turns and none loses another's
+//!   `index.json` change. The lock is advisory: other tools ignore it.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::reference::{is_valid_ref_name, Reference};
+use crate::resolve::{self, ResolveError};
+use crate::spec::{self, Descriptor, DocumentError, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
+use crate::store::{self, LayoutStore, Store, StoreError};
+
+/// The only `imageLayoutVersion` ocikit writes (and the only one the schema allows).
+pub const IMAGE_LAYOUT_VERSION: &str = "1.0.0";
+/// Name of the lock file in the layout root.
+pub const LOCK_FILE: &str = ".ocikit.lock";
+/// Name of the temporary directory in the layout root.
+pub const TMP_DIR: &str = ".ocikit-tmp";
+
+/// An error writing or opening a layout. Each names the path or ref at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// Reading failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Resolving a reference failed.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// An I/O error while writing.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// `init` on a directory that has other content.
+    #[error("{} is not empty and is not an OCI image layout; refusing to initialise it", .0.display())]
+    NotEmpty(PathBuf),
+    /// `index.json` cannot be edited.
+    #[error("{}: {source}", path.display())]
+    Index {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: DocumentError,
+    },
+    /// A blob written does not match what was expected.
+    #[error("refusing to store blob: {0}")]
+    Verify(StoreError),
+    /// A tag that ocikit will not write.
+    #[error("{0:?} is not a valid tag (allowed: letters, digits and -._:@+/ between them)")]
+    InvalidTag(String),
+    /// `untag` of a tag that does not exist.
+    #[error("{layout} has no tag {tag:?}{}", list_tags(.existing))]
+    NoSuchTag {
+        /// The layout.
+        layout: String,
+        /// The tag.
+        tag: String,
+        /// The tags that exist.
+        existing: Vec<String>,
+    },
+}
+
+fn list_tags(tags: &[String]) -> String {
+    if tags.is_empty() {
+        " (it has no tags)".to_string()
+    } else {
+        format!(" (tags: {})", tags.join(", "))
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
+    move |source| LayoutError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An OCI image layout directory that ocikit can read and write.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    store: LayoutStore,
+}
+
+/// Warnings found while opening a layout (not errors: the layout is usable).
+#[derive(Debug, Clone, Default)]
+pub struct OpenWarnings {
+    /// `imageLayoutVersion` when it is not `1.0.0`.
+    pub layout_version: Option<String>,
+}
+
+fn check_oci_layout(root: &Path) -> Result<OpenWarnings, StoreError> {
+    let path = root.join("oci-layout");
+    let bytes = store::read_small_file(&path, 64 << 10).map_err(|e| match e {
+        StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+            StoreError::NotALayout {
+                path: root.to_path_buf(),
+                reason: "it has no oci-layout file".into(),
+            }
+        }
+        e => e,
+    })?;
+    let bad = |reason: String| StoreError::NotALayout {
+        path: root.to_path_buf(),
+        reason,
+    };
+    spec::check_json(&bytes).map_err(|e| bad(format!("oci-layout {e}")))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("oci-layout is not valid JSON: {e}")))?;
+    let version = v
+        .as_object()
+        .ok_or_else(|| bad("oci-layout is not a JSON object".into()))?
+        .get("imageLayoutVersion")
+        .ok_or_else(|| bad("oci-layout has no imageLayoutVersion".into()))?
+        .as_str()
+        .ok_or_else(|| bad("oci-layout's imageLayoutVersion is not a string".into()))?;
+    Ok(OpenWarnings {
+        layout_version: (version != IMAGE_LAYOUT_VERSION).then(|| version.to_string()),
+    })
+}
+
+impl Layout {
+    /// Opens an existing layout: `oci-layout` must be a regular file holding a
+    /// JSON object with `imageLayoutVersion`. A version other than `1.0.0` is
+    /// accepted (see [`Layout::open_with_warnings`]).
+    ///
+    /// # Errors
+    /// [`StoreError::NotALayout`] and file errors.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let layout = ocikit::Layout::open("testdata/demo")?;
+    /// let image = layout.resolve(Some(&ocikit::Reference::Tag("1.0".into())), &ocikit::PlatformChoice::Host)?;
+    /// println!("{} layers", image.layers().len());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(root: impl AsRef<Path>) -> Result<Layout, StoreError> {
+        Layout::open_with_warnings(root).map(|(l, _)| l)
+    }
+
+    /// Like [`Layout::open`], also returning what is odd but tolerated.
+    ///
+    /// # Errors
+    /// As [`Layout::open`].
+    pub fn open_with_warnings(root: impl AsRef<Path>) -> Result<(Layout, OpenWarnings), StoreError> {
+        let root = root.as_ref();
+        let meta = fs::metadata(root).map_err(|e| StoreError::io(root, e))?;
+        if !meta.is_dir() {
+            return Err(StoreError::NotALayout {
+                path: root.to_path_buf(),
+                reason: "it is not a directory".into(),
+            });
+        }
+        let warnings = check_oci_layout(root)?;
+        Ok((
+            Layout {
+                store: LayoutStore::new(root),
+            },
+            warnings,
+        ))
+    }
+
+    /// Creates a layout at `root` (`oci-layout`, empty `index.json`, `blobs/`).
+    /// On an existing valid layout it changes nothing; on a non-empty directory
+    /// that is not a layout it fails.
+    ///
+    /// # Errors
+    /// [`LayoutError::NotEmpty`] and I/O errors.
+    pub fn init(root: impl AsRef<Path>) -> Result<Layout, LayoutError> {
+        let root = root.as_ref();
+        match fs::symlink_metadata(root) {
+            Ok(m) if m.is_dir() => {
+                if let Ok(l) = Layout::open(root) {
+                    // Only a complete layout is left alone.
+                    if l.store.index_bytes().is_ok() {
+                        return Ok(l);
+                    }
+                }
+                let mut entries = fs::read_dir(root).map_err(io_err(root))?;
+                if entries.next().is_some() {
+                    return Err(LayoutError::NotEmpty(root.to_path_buf()));
+                }
+            }
+            Ok(_) => return Err(LayoutError::NotEmpty(root.to_path_buf())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(root).map_err(io_err(root))?;
+            }
+            Err(e) => return Err(io_err(root)(e)),
+        }
+        let layout = Layout {
+            store: LayoutStore::new(root),
+        };
+        let _lock = layout.lock()?;
+        fs::create_dir_all(root.join("blobs").join("sha256")).map_err(io_err(root))?;
+        layout.write_atomic(
+            "oci-layout",
+            format!("{{\"imageLayoutVersion\":\"{IMAGE_LAYOUT_VERSION}\"}}").as_bytes(),
+        )?;
+        layout.write_atomic("index.json", EMPTY_INDEX.as_bytes())?;
+        Ok(layout)
+    }
+
+    /// The layout's root directory.
+    pub fn root(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// The read-only store over this layout.
+    pub fn store(&self) -> &LayoutStore {
+        &self.store
+    }
+
+    /// Takes the exclusive writer lock, waiting for other writers.
+    ///
+    /// # Errors
+    /// I/O errors creating or locking the lock file.
+    pub fn lock(&self) -> Result<LayoutLock, LayoutError> {
+        let path = self.root().join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.lock().map_err(io_err(&path))?;
+        Ok(LayoutLock { _file: file })
+    }
+
+    /// Starts writing a blob. `expected` is the digest and size the content must
+    /// have; without it the blob is hashed with sha256 and stored under that.
+    ///
+    /// # Errors
+    /// I/O errors creating the temporary file.
+    pub fn blob_writer(&self, expected: Option<(Digest, u64)>) -> Result<BlobWriter<'_>, LayoutError> {
+        let tmp_dir = self.root().join(TMP_DIR);
+        fs::create_dir_all(&tmp_dir).map_err(io_err(&tmp_dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&tmp_dir)
+            .map_err(io_err(&tmp_dir))?;
+        let algorithm = match &expected {
+            Some((d, _)) if d.algorithm().is_verifiable() => d.algorithm().clone(),
+            _ => Algorithm::Sha256,
+        };
+        Ok(BlobWriter {
+            layout: self,
+            out: BufWriter::with_capacity(256 << 10, tmp),
+            hasher: Hasher::new(algorithm),
+            written: 0,
+            expected,
+        })
+    }
+
+    /// Writes a small file in the root atomically (temp, fsync, rename, dir fsync).
+    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), LayoutError> {
+        let root = self.root();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .tempfile_in(root)
+            .map_err(io_err(root))?;
+        tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        let dest = root.join(name);
+        tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
+        sync_dir(root)?;
+        Ok(())
+    }
+
+    /// Reads `index.json` for editing. Call with the lock held.
+    ///
+    /// # Errors
+    /// Unreadable or malformed `index.json`.
+    pub fn read_index(&self, _lock: &LayoutLock) -> Result<IndexFile, LayoutError> {
+        let bytes = self.store.index_bytes()?;
+        IndexFile::parse(&bytes).map_err(|source| LayoutError::Index {
+            path: self.root().join("index.json"),
+            source,
+        })
+    }
+
+    /// Replaces `index.json` atomically. Call with the lock held.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write_index(&self, _lock: &LayoutLock, index: &IndexFile) -> Result<(), LayoutError> {
+        self.write_atomic("index.json", index.to_bytes().as_bytes())
+    }
+
+    /// Resolves a reference to one image (see [`crate::resolve`]).
+    ///
+    /// # Errors
+    /// See [`ResolveError`].
+    pub fn resolve(
+        &self,
+        reference: Option<&Reference>,
+        platform: &resolve::PlatformChoice,
+    ) -> Result<resolve::Image, ResolveError> {
+        resolve::resolve_image(&self.store, reference, platform)
+    }
+
+    /// Tags what `source` names as `new_tag` in `index.json`. If another entry
+    /// holds `new_tag`, the name moves: that entry keeps its place untagged (so
+    /// nothing it references becomes garbage), or is dropped when another entry
+    /// lists the same digest. Returns the tagged descriptor.
+    ///
+    /// # Errors
+    /// An invalid tag, an unresolvable source, or write errors.
+    pub fn tag(&self, source: Option<&Reference>, new_tag: &str) -> Result<Descriptor, LayoutError> {
+        if !is_valid_ref_name(new_tag) {
+            return Err(LayoutError::InvalidTag(new_tag.to_string()));
+        }
+        let lock = self.lock()?;
+        let mut index = self.read_index(&lock)?;
+        let target = resolve::find_descriptor(&self.store, source)?;
+        let target_digest = target.digest.clone();
+
+        // Already tagged so: nothing to do.
+        if index.entries.iter().any(|e| {
+            e.descriptor.ref_name() == Some(new_tag) && e.descriptor.digest == target_digest
+        }) {
+            return Ok(target);
+        }
+        index.remove_name(new_tag);
+        // Reuse an untagged entry for the same digest rather than adding another.
+        if let Some(e) = index.entries.iter_mut().find(|e| {
+            e.descriptor.digest == target_digest && e.descriptor.ref_name().is_none()
+        }) {
+            e.set_annotation(ANNOTATION_REF_NAME, Some(new_tag));
+            return self.write_index(&lock, &index).map(|()| target);
+        }
+        let mut desc = target.clone();
+        let ann = desc.annotations.get_or_insert_with(Default::default);
+        ann.remove(ANNOTATION_IMAGE_NAME);
+        ann.insert(ANNOTATION_REF_NAME.to_string(), new_tag.to_string());
+        index.push(&desc);
+        self.write_index(&lock, &index)?;
+        Ok(desc)
+    }
+
+    /// Removes `tag` from `index.json`. The entry stays, untagged, unless another
+    /// entry lists the same digest (then it is dropped); `gc` never deletes what an
+    /// untagged entry references.
+    ///
+    /// # Errors
+    /// [`LayoutError::NoSuchTag`] and write errors.
+    pub fn untag(&self, tag: &str) -> Result<(), LayoutError> {
+        let lock = self.lock()?;
+        let mut index = self.read_index(&lock)?;
+        if !index.remove_name(tag) {
+            return Err(LayoutError::NoSuchTag {
+                layout: self.store.name(),
+                tag: tag.to_string(),
+                existing: index.tags(),
+            });
+        }
+        self.write_index(&lock, &index)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LayoutError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+const EMPTY_INDEX: &str = "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[]}";
+
+/// The exclusive writer lock on a layout; released when dropped.
+pub struct LayoutLock {
+    _file: File,
+}
+
+/// Writes one blob atomically; see [`Layout::blob_writer`].
+pub struct BlobWriter<'a> {
+    layout: &'a Layout,
+    out: BufWriter<tempfile::NamedTempFile>,
+    hasher: Hasher,
+    written: u64,
+    expected: Option<(Digest, u64)>,
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Checks the digest and size, fsyncs, and renames the blob into place.
+    /// On a mismatch nothing is stored and the temporary file is removed.
+    ///
+    /// # Errors
+    /// [`LayoutError::Verify`] on a digest or size mismatch; I/O errors.
+    pub fn finish(self) -> Result<(Digest, u64), LayoutError> {
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| io_err(Path::new(TMP_DIR))(e.into_error()))?;
+        let actual = self.hasher.finish();
+        if let Some((digest, size)) = &self.expected {
+            if self.written != *size {
+                return Err(LayoutError::Verify(StoreError::SizeMismatch {
+                    digest: digest.clone(),
+                    expected: *size as i64,
+                    actual: self.written,
+                }));
+            }
+            if digest.algorithm().is_verifiable() && &actual != digest {
+                return Err(LayoutError::Verify(StoreError::DigestMismatch {
+                    expected: digest.clone(),
+                    actual,
+                }));
+            }
+        }
+        let digest = match self.expected {
+            Some((d, _)) => d,
+            None => actual,
+        };
+        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        let dest = self.layout.root().join(digest.blob_path());
+        let dir = dest.parent().unwrap_or(self.layout.root()).to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
+        sync_dir(&dir)?;
+        Ok((digest, self.written))
+    }
+}
+
+/// One `index.json` entry: its original bytes (kept verbatim unless edited) and
+/// its parsed descriptor.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    raw: Box<RawValue>,
+    /// The parsed descriptor.
+    pub descriptor: Descriptor,
+}
+
+impl IndexEntry {
+    /// Sets (`Some`) or removes (`None`) an annotation, re-serialising only this
+    /// entry and keeping its other fields in order.
+    pub fn set_annotation(&mut self, key: &str, value: Option<&str>) {
+        let Ok(mut obj) = serde_json::from_str::<Map<String, Value>>(self.raw.get()) else {
+            return;
+        };
+        let mut ann = match obj.remove("annotations") {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        match value {
+            Some(v) => {
+                ann.insert(key.to_string(), Value::String(v.to_string()));
+            }
+            None => {
+                ann.shift_remove(key);
+            }
+        }
+        if !ann.is_empty() {
+            obj.insert("annotations".into(), Value::Object(ann));
+        }
+        let text = Value::Object(obj).to_string();
+        if let (Ok(raw), Ok(desc)) = (RawValue::from_string(text.clone()), serde_json::from_str(&text)) {
+            self.raw = raw;
+            self.descriptor = desc;
+        }
+    }
+}
+
+/// `index.json` opened for editing. Top-level fields and untouched entries are
+/// written back byte for byte; only edited entries are re-serialised.
+#[derive(Debug, Clone)]
+pub struct IndexFile {
+    fields: Vec<(String, Box<RawValue>)>,
+    /// The `manifests` entries.
+    pub entries: Vec<IndexEntry>,
+}
+
+struct RawObject(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawObject, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, raw)) = m.next_entry::<String, Box<RawValue>>()? {
+                    v.push((k, raw));
+                }
+                Ok(RawObject(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl IndexFile {
+    /// Parses `index.json` bytes.
+    ///
+    /// # Errors
+    /// JSON hazards, or entries that are not descriptors.
+    pub fn parse(bytes: &[u8]) -> Result<IndexFile, DocumentError> {
+        spec::check_json(bytes)?;
+        let RawObject(fields) =
+            serde_json::from_slice(bytes).map_err(|e| DocumentError::Syntax(e.to_string()))?;
+        let mut entries = Vec::new();
+        let mut kept = Vec::new();
+        for (k, raw) in fields {
+            if k == "manifests" {
+                let list: Option<Vec<Box<RawValue>>> = serde_json::from_str(raw.get())
+                    .map_err(|e| DocumentError::Syntax(format!("manifests: {e}")))?;
+                for (i, raw) in list.unwrap_or_default().into_iter().enumerate() {
+                    let descriptor = serde_json::from_str(raw.get())
+                        .map_err(|e| DocumentError::Syntax(format!("manifests[{i}]: {e}")))?;
+                    entries.push(IndexEntry { raw, descriptor });
+                }
+            }
+            kept.push((k, raw));
+        }
+        if !kept.iter().any(|(k, _)| k == "manifests") {
+            kept.push(("manifests".into(), RawValue::from_string("[]".into()).map_err(|e| DocumentError::Syntax(e.to_string()))?));
+        }
+        Ok(IndexFile {
+            fields: kept,
+            entries,
+        })
+    }
+
+    /// The bytes to write.
+    pub fn to_bytes(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, raw)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::String(k.clone()).to_string());
+            out.push(':');
+            if k == "manifests" {
+                out.push('[');
+                for (j, e) in self.entries.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(e.raw.get());
+                }
+                out.push(']');
+            } else {
+                out.push_str(raw.get());
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    /// Appends a new entry.
+    pub fn push(&mut self, desc: &Descriptor) {
+        let text = serde_json::to_string(desc).unwrap_or_default();
+        if let Ok(raw) = RawValue::from_string(text) {
+            self.entries.push(IndexEntry {
+                raw,
+                descriptor: desc.clone(),
+            });
+        }
+    }
+
+    /// Every tag, in order.
+    pub fn tags(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.descriptor.ref_name().map(str::to_string))
+            .collect()
+    }
+
+    /// Removes `name` from every entry holding it (with its now stale
+    /// `io.containerd.image.name`). An entry left untagged is dropped if another
+    /// entry lists the same digest; otherwise it stays. Returns whether any entry
+    /// held the name.
+    pub fn remove_name(&mut self, name: &str) -> bool {
+        let mut found = false;
+        let mut i = 0;
+        while i < self.entries.len() {
+            if self.entries[i].descriptor.ref_name() != Some(name) {
+                i += 1;
+                continue;
+            }
+            found = true;
+            let digest = self.entries[i].descriptor.digest.clone();
+            let duplicate = self
+                .entries
+                .iter()
+                .enumerate()
+                .any(|(j, e)| j != i && e.descriptor.digest == digest);
+            if duplicate {
+                self.entries.remove(i);
+            } else {
+                let e = &mut self.entries[i];
+                e.set_annotation(ANNOTATION_REF_NAME, None);
+                e.set_annotation(ANNOTATION_IMAGE_NAME, None);
+                i += 1;
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn blob_writer_stores_verified_blobs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::init(dir.path().join("l")).unwrap();
+        let good = Digest::of_bytes(Algorithm::Sha256, b"content");
+        let mut w = layout.blob_writer(Some((good.clone(), 7))).unwrap();
+        w.write_all(b"content").unwrap();
+        assert_eq!(w.finish().unwrap(), (good.clone(), 7));
+        assert_eq!(fs::read(layout.root().join(good.blob_path())).unwrap(), b"content");
+
+        // Wrong content under an expected digest: refused, nothing stored, no temp left.
+        let other = Digest::of_bytes(Algorithm::Sha256, b"other!!");
+        let mut w = layout.blob_writer(Some((other.clone(), 7))).unwrap();
+        w.write_all(b"content").unwrap();
+        assert!(matches!(
+            w.finish(),
+            Err(LayoutError::Verify(StoreError::DigestMismatch { .. }))
+        ));
+        assert!(!layout.root().join(other.blob_path()).exists());
+        // Wrong size: refused.
+        let mut w = layout.blob_writer(Some((good.clone(), 8))).unwrap();
+        w.write_all(b"content").unwrap();
+        assert!(matches!(
+            w.finish(),
+            Err(LayoutError::Verify(StoreError::SizeMismatch { .. }))
+        ));
+        assert_eq!(fs::read_dir(layout.root().join(TMP_DIR)).unwrap().count(), 0);
+
+        // Unknown digest: hashed with sha256.
+        let mut w = layout.blob_writer(None).unwrap();
+        w.write_all(b"abc").unwrap();
+        let (d, n) = w.finish().unwrap();
+        assert_eq!((d, n), (Digest::of_bytes(Algorithm::Sha256, b"abc"), 3));
+
+        // sha512 expected: hashed with sha512.
+        let d512 = Digest::of_bytes(Algorithm::Sha512, b"x");
+        let mut w = layout.blob_writer(Some((d512.clone(), 1))).unwrap();
+        w.write_all(b"x").unwrap();
+        w.finish().unwrap();
+        assert!(layout.root().join(d512.blob_path()).is_file());
+    }
+
+    #[test]
+    fn index_edits_keep_untouched_bytes() {
+        let original = br#"{"schemaVersion":2, "x-top": {"keep": [1, 2.50]},
+          "manifests":[ {"mediaType":"a/b","digest":"sha256:aa","size":1, "x":"\u00e9"},
+                        {"mediaType":"a/b","digest":"sha256:bb","size":2,"annotations":{"z":"1","org.opencontainers.image.ref.name":"t"}} ]}"#;
+        let mut idx = IndexFile::parse(original).unwrap();
+        let out = idx.to_bytes();
+        assert!(out.contains(r#"{"keep": [1, 2.50]}"#));
+        assert!(out.contains(r#"{"mediaType":"a/b","digest":"sha256:aa","size":1, "x":"\u00e9"}"#));
+        assert!(idx.remove_name("t"));
+        let out = idx.to_bytes();
+        assert!(out.contains(r#""annotations":{"z":"1"}"#), "{out}");
+        assert!(out.contains(r#""x":"\u00e9"}"#));
+        assert!(!idx.remove_name("t"));
+    }
+}

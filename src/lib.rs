@@ -1,0 +1,48 @@
+//! ocikit: an offline OCI image-layout toolkit.
+//!
+//! It reads and writes OCI image-layout directories (`oci-layout`, `index.json`,
+//! `blobs/<alg>/<encoded>`), resolves tags, digests and platforms to images, and
+//! verifies every reachable blob in parallel. It never talks to a registry.
+//!
+//! Stored bytes are sacred: manifests, indexes and configs are kept as stored and
+//! parsed only to navigate; every blob read is checked against its digest and
+//! size; every write is atomic.
+//!
+//! # Example: resolve and verify a layout
+//! ```
+//! use ocikit::{Layout, PlatformChoice, Reference};
+//! use ocikit::platform::PlatformSpec;
+//!
+//! let layout = Layout::open(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/demo"))?;
+//! let arm64: PlatformSpec = "linux/arm64".parse()?;
+//! let image = layout.resolve(
+//!     Some(&Reference::Tag("1.0".into())),
+//!     &PlatformChoice::Specific(arm64),
+//! )?;
+//! println!("manifest {} has {} layers", image.manifest.digest, image.layers().len());
+//!
+//! let report = ocikit::verify::verify(layout.store(), &ocikit::verify::VerifyOptions::default());
+//! assert!(report.is_clean(), "{:?}", report.findings);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+pub mod digest;
+pub mod graph;
+pub mod layer;
+pub mod layout;
+mod mmap;
+pub mod platform;
+pub mod reference;
+pub mod resolve;
+pub mod spec;
+pub mod store;
+pub mod verify;
+
+pub use digest::{Algorithm, Digest};
+pub use layout::Layout;
+pub use reference::{Location, Reference};
+pub use resolve::PlatformChoice;
+pub use spec::{Descriptor, ImageIndex, ImageManifest};
+pub use store::Store;

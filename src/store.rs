@@ -1,0 +1,454 @@
+//! Read-only blob access: the [`Store`] trait and its layout-directory backend.
+//!
+//! Every file a store opens is opened as a regular file without following
+//! symlinks (`O_NOFOLLOW`), re-checked after opening (same inode, still a
+//! regular file), and its size is compared with what the caller expects before
+//! anything is read.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{self, Digest};
+use crate::spec::MAX_DOCUMENT_SIZE;
+
+/// An error reading from a store. Every variant names the file or digest at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O error on a file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The location is not an image layout (or archive) at all.
+    #[error("{} is not an OCI image layout: {reason}", path.display())]
+    NotALayout {
+        /// The location.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// A referenced blob is absent.
+    #[error("blob {digest} is missing ({} does not exist)", path.display())]
+    Missing {
+        /// The blob.
+        digest: Digest,
+        /// Where it should be.
+        path: PathBuf,
+    },
+    /// A file that must be a regular file is a symlink, directory or other.
+    #[error("{} is a {what}, not a regular file (refusing to follow or read it)", path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        what: &'static str,
+    },
+    /// A file is larger than ocikit will read into memory.
+    #[error("{} is {size} bytes, over the {limit}-byte limit for JSON documents", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A blob's size differs from its descriptor's.
+    #[error("blob {digest} is {actual} bytes but its descriptor says {expected}")]
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// The descriptor's size.
+        expected: i64,
+        /// The stored size.
+        actual: u64,
+    },
+    /// A blob's content does not hash to its digest.
+    #[error("blob {expected} has the wrong content: it hashes to {actual}")]
+    DigestMismatch {
+        /// The digest it is stored under.
+        expected: Digest,
+        /// What its bytes hash to.
+        actual: Digest,
+    },
+    /// A digest whose algorithm ocikit cannot compute.
+    #[error("blob {0} uses an algorithm ocikit cannot verify, so it is not read")]
+    Unverifiable(Digest),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// An open blob: a regular file (or, for archives, a slice of one).
+pub struct Blob {
+    file: File,
+    len: u64,
+}
+
+impl Blob {
+    /// The stored size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the blob is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Hashes the whole blob (memory-mapped where large).
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn hash(&self, algorithm: digest::Algorithm) -> io::Result<(Digest, u64)> {
+        digest::hash_file(algorithm, &self.file)
+    }
+
+    /// A reader over the blob's bytes.
+    pub fn into_reader(self) -> impl Read + Send {
+        io::BufReader::with_capacity(256 << 10, self.file)
+    }
+
+    /// The blob's bytes, memory-mapped (or read, where mapping fails or the blob
+    /// is empty).
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn bytes(&self) -> io::Result<BlobBytes> {
+        if let Some(m) = crate::mmap::map(&self.file) {
+            return Ok(BlobBytes::Mapped(m));
+        }
+        let mut v = Vec::with_capacity(self.len as usize);
+        (&self.file).read_to_end(&mut v)?;
+        Ok(BlobBytes::Owned(v))
+    }
+}
+
+/// A blob's bytes in memory or mapped.
+pub enum BlobBytes {
+    /// Memory-mapped.
+    Mapped(memmap2::Mmap),
+    /// Read into memory.
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for BlobBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            BlobBytes::Mapped(m) => m,
+            BlobBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A file found under `blobs/`.
+#[derive(Debug, Clone)]
+pub struct BlobEntry {
+    /// The digest its name spells, if it spells a valid one.
+    pub digest: Option<Digest>,
+    /// Its path relative to the store root.
+    pub path: PathBuf,
+    /// Its size (0 for non-regular files).
+    pub size: u64,
+    /// Whether it is a regular file (not a symlink, directory, …).
+    pub regular: bool,
+}
+
+/// Read-only access to the content of a layout or archive.
+pub trait Store: Send + Sync {
+    /// How to name this store in messages (its path).
+    fn name(&self) -> String;
+
+    /// The raw bytes of `index.json`.
+    ///
+    /// # Errors
+    /// Missing, non-regular, too large or unreadable `index.json`.
+    fn index_bytes(&self) -> Result<Vec<u8>, StoreError>;
+
+    /// Opens a blob as a regular file.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`], [`StoreError::NotRegular`] or I/O errors.
+    fn open_blob(&self, digest: &Digest) -> Result<Blob, StoreError>;
+
+    /// Where a blob lives, for messages.
+    fn blob_location(&self, digest: &Digest) -> PathBuf;
+
+    /// Every file under `blobs/`, sorted by path.
+    ///
+    /// # Errors
+    /// I/O errors listing the directory.
+    fn list_blobs(&self) -> Result<Vec<BlobEntry>, StoreError>;
+
+    /// Reads a blob fully after checking its size against `size` and `limit`,
+    /// and verifies its digest.
+    ///
+    /// # Errors
+    /// Any [`StoreError`]; a blob over `limit` bytes is refused before reading.
+    fn read_verified(&self, digest: &Digest, size: i64, limit: u64) -> Result<Vec<u8>, StoreError> {
+        if !digest.algorithm().is_verifiable() {
+            return Err(StoreError::Unverifiable(digest.clone()));
+        }
+        let blob = self.open_blob(digest)?;
+        if size < 0 || blob.len() != size as u64 {
+            return Err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: size,
+                actual: blob.len(),
+            });
+        }
+        if blob.len() > limit {
+            return Err(StoreError::TooLarge {
+                path: self.blob_location(digest),
+                size: blob.len(),
+                limit,
+            });
+        }
+        let mut bytes = Vec::with_capacity(blob.len() as usize);
+        blob.into_reader()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io(&self.blob_location(digest), e))?;
+        if bytes.len() as u64 != size as u64 {
+            // The file changed between stat and read.
+            return Err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: size,
+                actual: bytes.len() as u64,
+            });
+        }
+        let actual = Digest::of_bytes(digest.algorithm().clone(), &bytes);
+        if &actual != digest {
+            return Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// What a file type is called in messages.
+fn file_type_name(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_dir() {
+        "directory"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// Opens `path` as a regular file: refuses symlinks (not followed, not read) and
+/// anything but regular files, and re-checks the inode after opening so a file
+/// swapped in between is noticed. Returns the file and its size.
+///
+/// # Errors
+/// [`StoreError::NotRegular`], or [`StoreError::Io`] (with `NotFound` when absent).
+pub fn open_regular(path: &Path) -> Result<(File, u64), StoreError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let before = fs::symlink_metadata(path).map_err(|e| StoreError::io(path, e))?;
+    if !before.file_type().is_file() {
+        return Err(StoreError::NotRegular {
+            path: path.to_path_buf(),
+            what: file_type_name(&before.file_type()),
+        });
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| StoreError::io(path, e))?;
+    let after = file.metadata().map_err(|e| StoreError::io(path, e))?;
+    if !after.file_type().is_file() || after.ino() != before.ino() || after.dev() != before.dev() {
+        return Err(StoreError::NotRegular {
+            path: path.to_path_buf(),
+            what: "file that changed while it was opened",
+        });
+    }
+    Ok((file, after.len()))
+}
+
+/// Reads a small regular file (`oci-layout`, `index.json`) with a size limit.
+///
+/// # Errors
+/// As [`open_regular`], plus [`StoreError::TooLarge`].
+pub fn read_small_file(path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
+    let (file, len) = open_regular(path)?;
+    if len > limit {
+        return Err(StoreError::TooLarge {
+            path: path.to_path_buf(),
+            size: len,
+            limit,
+        });
+    }
+    let mut v = Vec::with_capacity(len as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut v)
+        .map_err(|e| StoreError::io(path, e))?;
+    if v.len() as u64 > limit {
+        return Err(StoreError::TooLarge {
+            path: path.to_path_buf(),
+            size: v.len() as u64,
+            limit,
+        });
+    }
+    Ok(v)
+}
+
+/// A layout directory, read-only.
+#[derive(Debug, Clone)]
+pub struct LayoutStore {
+    root: PathBuf,
+}
+
+impl LayoutStore {
+    /// A store over `root`, without checking anything (see
+    /// [`crate::layout::Layout::open`] for the checked way in).
+    pub fn new(root: impl Into<PathBuf>) -> LayoutStore {
+        LayoutStore { root: root.into() }
+    }
+
+    /// The layout's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Store for LayoutStore {
+    fn name(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn index_bytes(&self) -> Result<Vec<u8>, StoreError> {
+        read_small_file(&self.root.join("index.json"), MAX_DOCUMENT_SIZE)
+    }
+
+    fn open_blob(&self, digest: &Digest) -> Result<Blob, StoreError> {
+        let path = self.root.join(digest.blob_path());
+        match open_regular(&path) {
+            Ok((file, len)) => Ok(Blob { file, len }),
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::Missing {
+                    digest: digest.clone(),
+                    path,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn blob_location(&self, digest: &Digest) -> PathBuf {
+        self.root.join(digest.blob_path())
+    }
+
+    fn list_blobs(&self) -> Result<Vec<BlobEntry>, StoreError> {
+        let blobs = self.root.join("blobs");
+        let mut out = Vec::new();
+        let algs = match fs::read_dir(&blobs) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(StoreError::io(&blobs, e)),
+        };
+        for alg in algs {
+            let alg = alg.map_err(|e| StoreError::io(&blobs, e))?;
+            let alg_name = alg.file_name().to_string_lossy().into_owned();
+            let alg_type = alg.file_type().map_err(|e| StoreError::io(&alg.path(), e))?;
+            if !alg_type.is_dir() {
+                out.push(BlobEntry {
+                    digest: None,
+                    path: PathBuf::from("blobs").join(&alg_name),
+                    size: 0,
+                    regular: alg_type.is_file(),
+                });
+                continue;
+            }
+            for ent in fs::read_dir(alg.path()).map_err(|e| StoreError::io(&alg.path(), e))? {
+                let ent = ent.map_err(|e| StoreError::io(&alg.path(), e))?;
+                let name = ent.file_name().to_string_lossy().into_owned();
+                let meta = fs::symlink_metadata(ent.path())
+                    .map_err(|e| StoreError::io(&ent.path(), e))?;
+                let digest = Digest::parse(&format!("{alg_name}:{name}"))
+                    .ok()
+                    .filter(|d| d.algorithm().as_str() == alg_name && d.encoded() == name);
+                out.push(BlobEntry {
+                    digest,
+                    path: PathBuf::from("blobs").join(&alg_name).join(&name),
+                    size: if meta.is_file() { meta.len() } else { 0 },
+                    regular: meta.file_type().is_file(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+
+    #[test]
+    fn symlinked_blob_is_refused_and_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, b"{}").unwrap();
+        let d = Digest::of_bytes(Algorithm::Sha256, b"{}");
+        let p = dir.path().join("layout").join(d.blob_path());
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&secret, &p).unwrap();
+        let store = LayoutStore::new(dir.path().join("layout"));
+        match store.open_blob(&d) {
+            Err(StoreError::NotRegular { what, .. }) => assert_eq!(what, "symlink"),
+            other => panic!("{:?}", other.map(|b| b.len())),
+        }
+    }
+
+    #[test]
+    fn read_verified_checks_size_then_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Digest::of_bytes(Algorithm::Sha256, b"hello");
+        let p = dir.path().join(d.blob_path());
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, b"hello").unwrap();
+        let store = LayoutStore::new(dir.path());
+        assert_eq!(store.read_verified(&d, 5, 100).unwrap(), b"hello");
+        assert!(matches!(
+            store.read_verified(&d, 4, 100),
+            Err(StoreError::SizeMismatch { actual: 5, .. })
+        ));
+        assert!(matches!(
+            store.read_verified(&d, 5, 4),
+            Err(StoreError::TooLarge { .. })
+        ));
+        fs::write(&p, b"HELLO").unwrap();
+        assert!(matches!(
+            store.read_verified(&d, 5, 100),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        let missing = Digest::of_bytes(Algorithm::Sha256, b"nope");
+        assert!(matches!(
+            store.read_verified(&missing, 4, 100),
+            Err(StoreError::Missing { .. })
+        ));
+    }
+}

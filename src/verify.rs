@@ -1,0 +1,436 @@
+//! `verify`: every blob reachable from `index.json` (indexes, manifests,
+//! configs, layers and referrers) is checked for existence, size and digest,
+//! leaves in parallel; documents are checked against the spec's structure; all
+//! problems are reported, not only the first. `--deep` also decompresses every
+//! layer (in parallel) and checks its DiffID and that it is a readable tar.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::graph::{self, Graph, Issue, IssueKind, Reached, Role, WalkOptions};
+use crate::layer::{self, LayerError};
+use crate::layout::{IMAGE_LAYOUT_VERSION, LOCK_FILE, TMP_DIR};
+use crate::reference::is_valid_ref_name;
+use crate::spec::{self, Kind};
+use crate::store::{self, LayoutStore, Store, StoreError};
+
+/// Options for [`verify`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Also decompress layers and check DiffIDs and tar readability.
+    pub deep: bool,
+}
+
+/// A verify finding: an [`Issue`] with its severity.
+pub type Finding = Issue;
+
+/// The result of [`verify`].
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// What was verified.
+    pub location: String,
+    /// Whether `--deep` was used.
+    pub deep: bool,
+    /// Blobs whose digest was checked.
+    pub blobs_checked: u64,
+    /// Bytes hashed.
+    pub bytes_checked: u64,
+    /// Layers decompressed (`--deep`).
+    pub layers_decompressed: u64,
+    /// Errors and warnings, sorted by kind then path.
+    pub findings: Vec<Finding>,
+}
+
+impl VerifyReport {
+    /// Findings that are errors.
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| !f.kind.is_warning())
+    }
+
+    /// Findings that are warnings.
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.kind.is_warning())
+    }
+
+    /// Whether there are no errors (warnings allowed).
+    pub fn is_clean(&self) -> bool {
+        self.errors().next().is_none()
+    }
+}
+
+fn finding(kind: IssueKind, digest: Option<String>, path: &str, message: String) -> Finding {
+    Issue {
+        kind,
+        digest,
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// Verifies a layout directory: its `oci-layout` file and `blobs/` directory,
+/// then everything [`verify`] checks. A directory with neither `oci-layout` nor
+/// `index.json` is not a layout: that is an error, not a finding.
+///
+/// # Errors
+/// [`StoreError::NotALayout`] or an unreadable directory.
+pub fn verify_layout(root: &Path, options: &VerifyOptions) -> Result<VerifyReport, StoreError> {
+    let meta = std::fs::metadata(root).map_err(|e| StoreError::io(root, e))?;
+    if !meta.is_dir() {
+        return Err(StoreError::NotALayout {
+            path: root.to_path_buf(),
+            reason: "it is not a directory".into(),
+        });
+    }
+    let has = |n: &str| root.join(n).symlink_metadata().is_ok();
+    if !has("oci-layout") && !has("index.json") {
+        return Err(StoreError::NotALayout {
+            path: root.to_path_buf(),
+            reason: "it has neither oci-layout nor index.json".into(),
+        });
+    }
+    let mut pre = Vec::new();
+    match store::read_small_file(&root.join("oci-layout"), 64 << 10) {
+        Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            pre.push(finding(IssueKind::Missing, None, "oci-layout", "oci-layout is missing".into()))
+        }
+        Err(e @ StoreError::NotRegular { .. }) => {
+            pre.push(finding(IssueKind::NonRegular, None, "oci-layout", e.to_string()))
+        }
+        Err(e) => pre.push(finding(IssueKind::Malformed, None, "oci-layout", format!("oci-layout cannot be read: {e}"))),
+        Ok(bytes) => {
+            let parsed = spec::check_json(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|()| serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string()));
+            match parsed {
+                Err(e) => pre.push(finding(IssueKind::Malformed, None, "oci-layout", format!("oci-layout is not valid JSON: {e}"))),
+                Ok(v) => match v.get("imageLayoutVersion").map(|v| v.as_str()) {
+                    Some(Some(IMAGE_LAYOUT_VERSION)) => {}
+                    Some(Some(other)) => pre.push(finding(
+                        IssueKind::Layout,
+                        None,
+                        "oci-layout",
+                        format!("oci-layout has imageLayoutVersion {other:?}; only {IMAGE_LAYOUT_VERSION:?} is defined (read anyway)"),
+                    )),
+                    _ => pre.push(finding(
+                        IssueKind::SchemaInvalid,
+                        None,
+                        "oci-layout",
+                        "oci-layout has no imageLayoutVersion string".into(),
+                    )),
+                },
+            }
+        }
+    }
+    match root.join("blobs").symlink_metadata() {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => pre.push(finding(IssueKind::NonRegular, None, "blobs", "blobs is not a directory".into())),
+        Err(_) => pre.push(finding(
+            IssueKind::Layout,
+            None,
+            "blobs",
+            "the layout has no blobs/ directory".into(),
+        )),
+    }
+    let store = LayoutStore::new(root);
+    let mut report = verify(&store, options);
+    pre.append(&mut report.findings);
+    report.findings = pre;
+    sort(&mut report.findings);
+    Ok(report)
+}
+
+fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        (a.kind.is_warning(), a.kind, &a.path, &a.digest).cmp(&(b.kind.is_warning(), b.kind, &b.path, &b.digest))
+    });
+}
+
+/// What hashing one leaf found.
+struct LeafResult {
+    findings: Vec<Finding>,
+    bytes: u64,
+    checked: bool,
+    diff_id: Option<Digest>,
+    decompressed: bool,
+}
+
+/// Verifies everything reachable in a store. Never fails: problems are findings.
+pub fn verify(store: &dyn Store, options: &VerifyOptions) -> VerifyReport {
+    let graph = graph::walk(store, WalkOptions { referrers: true });
+    let mut findings = graph.issues.clone();
+    let mut blobs_checked = graph.reached.values().filter(|r| r.verified).count() as u64;
+    let mut bytes_checked: u64 = graph
+        .reached
+        .values()
+        .filter(|r| r.verified)
+        .map(|r| r.descriptor.size.max(0) as u64)
+        .sum();
+    // Documents that failed were counted; remove the ones with issues.
+    let failed_docs: BTreeSet<&String> = graph.damaged.iter().collect();
+    blobs_checked -= failed_docs.len() as u64;
+
+    // Leaves, largest first so the long hashes start early.
+    let mut leaves: Vec<&Reached> = graph.reached.values().filter(|r| !r.verified).collect();
+    leaves.sort_by(|a, b| b.descriptor.size.cmp(&a.descriptor.size).then(a.digest.cmp(&b.digest)));
+    let decompressed = AtomicU64::new(0);
+    let results: Vec<(Digest, LeafResult)> = leaves
+        .par_iter()
+        .map(|r| (r.digest.clone(), check_leaf(store, r, options.deep, &decompressed)))
+        .collect();
+    let mut diff_ids: HashMap<Digest, Digest> = HashMap::new();
+    for (digest, r) in results {
+        findings.extend(r.findings);
+        if r.checked {
+            blobs_checked += 1;
+            bytes_checked += r.bytes;
+        }
+        if let Some(d) = r.diff_id {
+            diff_ids.insert(digest, d);
+        }
+        let _ = r.decompressed;
+    }
+    if options.deep {
+        findings.extend(check_diff_ids(&graph, &diff_ids));
+    }
+    findings.extend(unreferenced(store, &graph));
+    findings.extend(tag_warnings(store));
+    for img in &graph.images {
+        if img.layers.is_empty() {
+            findings.push(finding(
+                IssueKind::Layout,
+                Some(img.manifest.to_string()),
+                &img.path,
+                format!("{}: manifest {} has no layers (allowed; the spec says it SHOULD have one)", img.path, img.manifest),
+            ));
+        }
+    }
+    dedup(&mut findings);
+    sort(&mut findings);
+    VerifyReport {
+        location: store.name(),
+        deep: options.deep,
+        blobs_checked,
+        bytes_checked,
+        layers_decompressed: decompressed.load(Ordering::Relaxed),
+        findings,
+    }
+}
+
+fn dedup(findings: &mut Vec<Finding>) {
+    let mut seen = BTreeSet::new();
+    findings.retain(|f| seen.insert((f.kind, f.digest.clone(), f.message.clone())));
+}
+
+fn check_leaf(store: &dyn Store, r: &Reached, deep: bool, decompressed: &AtomicU64) -> LeafResult {
+    let mut out = LeafResult {
+        findings: Vec::new(),
+        bytes: 0,
+        checked: false,
+        diff_id: None,
+        decompressed: false,
+    };
+    let digest = &r.digest;
+    let ds = Some(digest.to_string());
+    let path = &r.path;
+    if !digest.algorithm().is_verifiable() {
+        out.findings.push(finding(
+            IssueKind::Unsupported,
+            ds,
+            path,
+            format!("{path}: {digest} uses the algorithm {:?}, which ocikit cannot verify", digest.algorithm().as_str()),
+        ));
+        return out;
+    }
+    let blob = match store.open_blob(digest) {
+        Ok(b) => b,
+        Err(StoreError::Missing { .. }) if r.descriptor.is_foreign() => {
+            out.findings.push(finding(
+                IssueKind::ForeignMissing,
+                ds,
+                path,
+                format!("{path}: non-distributable layer {digest} is absent (allowed: it is fetched from its own source)"),
+            ));
+            return out;
+        }
+        Err(e) => {
+            out.findings.push(graph::store_issue(&e, digest, path));
+            return out;
+        }
+    };
+    let expected = r.descriptor.size;
+    let layer_compression = match r.descriptor.kind() {
+        Kind::Layer { compression, .. } if r.role == Role::Layer => Some(compression),
+        _ => None,
+    };
+    if blob.len() as i64 != expected {
+        let matches = blob.hash(digest.algorithm().clone()).map(|(d, _)| &d == digest).unwrap_or(false);
+        out.findings.push(finding(
+            IssueKind::SizeMismatch,
+            ds,
+            path,
+            format!(
+                "{path}: blob {digest} is {} bytes but its descriptor says {expected}{}",
+                blob.len(),
+                if matches { " (its content does match the digest)" } else { "" }
+            ),
+        ));
+        return out;
+    }
+    if let (true, Some(compression)) = (deep, layer_compression) {
+        decompressed.fetch_add(1, Ordering::Relaxed);
+        out.decompressed = true;
+        let len = blob.len();
+        match layer::digest_layer(blob.into_reader(), digest.algorithm().clone(), compression) {
+            Ok(l) => {
+                out.checked = true;
+                out.bytes = len;
+                if &l.blob_digest != digest {
+                    out.findings.push(digest_mismatch(digest, &l.blob_digest, path));
+                } else {
+                    out.diff_id = Some(l.diff_id);
+                }
+            }
+            Err(e @ LayerError::Io(_)) => out.findings.push(finding(IssueKind::Malformed, ds, path, format!("{path}: layer {digest} {e}"))),
+            Err(e) => {
+                // Still tell whether the stored bytes are intact.
+                let intact = store
+                    .open_blob(digest)
+                    .and_then(|b| b.hash(digest.algorithm().clone()).map_err(|e| StoreError::io(&store.blob_location(digest), e)))
+                    .map(|(d, _)| &d == digest);
+                match intact {
+                    Ok(false) => {
+                        out.findings.push(finding(IssueKind::DigestMismatch, ds, path, format!("{path}: blob {digest} has the wrong content")))
+                    }
+                    _ => out.findings.push(finding(IssueKind::BadLayer, ds, path, format!("{path}: layer {digest} {e}"))),
+                }
+            }
+        }
+        return out;
+    }
+    match blob.hash(digest.algorithm().clone()) {
+        Ok((actual, n)) => {
+            out.checked = true;
+            out.bytes = n;
+            if &actual != digest {
+                out.findings.push(digest_mismatch(digest, &actual, path));
+            }
+        }
+        Err(e) => out.findings.push(finding(
+            IssueKind::Malformed,
+            ds,
+            path,
+            format!("{path}: {} cannot be read: {e}", store.blob_location(digest).display()),
+        )),
+    }
+    out
+}
+
+fn digest_mismatch(expected: &Digest, actual: &Digest, path: &str) -> Finding {
+    finding(
+        IssueKind::DigestMismatch,
+        Some(expected.to_string()),
+        path,
+        format!("{path}: blob {expected} has the wrong content (it hashes to {actual})"),
+    )
+}
+
+fn check_diff_ids(graph: &Graph, diff_ids: &HashMap<Digest, Digest>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for img in &graph.images {
+        let Some(ids) = &img.diff_ids else { continue };
+        let fs_layers: Vec<&(crate::Descriptor, Option<Digest>)> = img
+            .layers
+            .iter()
+            .filter(|(d, _)| matches!(d.kind(), Kind::Layer { .. }))
+            .collect();
+        if fs_layers.len() != img.layers.len() {
+            continue; // not a filesystem image (artifacts may use layer-ish types)
+        }
+        let m = Some(img.manifest.to_string());
+        if ids.len() != img.layers.len() {
+            out.push(finding(
+                IssueKind::SchemaInvalid,
+                m.clone(),
+                &img.path,
+                format!("{}: manifest {} has {} layers but its config lists {} diff_ids", img.path, img.manifest, img.layers.len(), ids.len()),
+            ));
+            continue;
+        }
+        for (i, ((_, ld), want)) in img.layers.iter().zip(ids).enumerate() {
+            let Some(ld) = ld else { continue };
+            let Some(got) = diff_ids.get(ld) else { continue };
+            if got.to_string() != *want {
+                out.push(finding(
+                    IssueKind::DiffidMismatch,
+                    Some(ld.to_string()),
+                    &format!("{} > layers[{i}]", img.path),
+                    format!("{} > layers[{i}]: layer {ld} decompresses to {got} but the config's diff_ids[{i}] is {want}", img.path),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn unreferenced(store: &dyn Store, graph: &Graph) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Ok(entries) = store.list_blobs() else {
+        return out;
+    };
+    for e in entries {
+        let p = e.path.display().to_string();
+        match &e.digest {
+            Some(d) if graph.reached.contains_key(d) => {}
+            Some(d) => out.push(finding(
+                IssueKind::Unreferenced,
+                Some(d.to_string()),
+                &p,
+                format!("{p} is not referenced from index.json ({} bytes; gc would remove it)", e.size),
+            )),
+            None => out.push(finding(
+                IssueKind::StrayFile,
+                None,
+                &p,
+                format!("{p} is not named by a valid digest; left alone"),
+            )),
+        }
+    }
+    out
+}
+
+fn tag_warnings(store: &dyn Store) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Ok((_, index)) = crate::resolve::read_index_json(store) else {
+        return out;
+    };
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, d) in index.entries().iter().enumerate() {
+        let Some(tag) = d.ref_name() else { continue };
+        let path = format!("index.json manifests[{i}] ({tag})");
+        if let Some(first) = seen.insert(tag, i) {
+            out.push(finding(
+                IssueKind::Layout,
+                Some(d.digest.clone()),
+                &path,
+                format!("tag {tag:?} is on manifests[{first}] and manifests[{i}]; the first is used"),
+            ));
+        }
+        if !is_valid_ref_name(tag) {
+            out.push(finding(
+                IssueKind::Layout,
+                Some(d.digest.clone()),
+                &path,
+                format!("tag {tag:?} does not follow the ref.name grammar (read anyway)"),
+            ));
+        }
+    }
+    out
+}
+
+/// Files ocikit itself keeps in a layout root (never reported).
+pub const OWN_FILES: &[&str] = &[LOCK_FILE, TMP_DIR];
