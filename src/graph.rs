@@ -297,7 +297,9 @@ impl Walker<'_> {
         }
         self.sizes.insert(digest.clone(), desc.size);
         let mut kind = desc.kind();
-        if kind == Kind::Unknown && !desc.media_type.is_empty() {
+        // Artifacts use arbitrary config and layer types; only an index entry of
+        // unknown type is worth a warning (it may be a manifest ocikit cannot walk).
+        if kind == Kind::Unknown && !desc.media_type.is_empty() && role == Role::Entry {
             self.push(
                 IssueKind::UnknownMediaType,
                 raw.clone(),

@@ -1,1 +1,708 @@
-fn main(){}
+//! The `ocikit` command: parses arguments, calls the library, prints reports
+//! and maps errors to exit codes (0 success / no difference, 1 a negative
+//! finding, 2 usage or operational error). No logic lives here.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use ocikit::digest::Digest;
+use ocikit::platform::PlatformSpec;
+use ocikit::reference::{Location, Reference, Transport};
+use ocikit::resolve::{self, Image, PlatformChoice};
+use ocikit::spec::{self, Descriptor, Kind};
+use ocikit::store::{LayoutStore, Store};
+use ocikit::verify::{self, VerifyOptions, VerifyReport};
+use ocikit::Layout;
+
+/// Offline OCI image-layout toolkit.
+#[derive(Parser)]
+#[command(name = "ocikit", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an empty OCI image layout (no-op on an existing layout).
+    #[command(after_help = "Example:\n  ocikit init ./images")]
+    Init {
+        /// Directory to create.
+        dir: PathBuf,
+    },
+    /// List the images in a location: tag, digest, media type, platforms, size.
+    #[command(after_help = "Example:\n  ocikit ls testdata/demo")]
+    Ls {
+        /// LOCATION: [oci:]PATH.
+        location: String,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarise one image: index, manifest, config and layers.
+    #[command(after_help = "Example:\n  ocikit inspect testdata/demo:1.0 --platform linux/arm64")]
+    Inspect {
+        /// LOCATION[:REF].
+        location: String,
+        /// Platform to choose in a multi-platform index (os/arch[/variant]); default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the exact stored bytes of an index, manifest or config.
+    #[command(after_help = "Examples:\n  ocikit cat testdata/demo index          # index.json itself\n  ocikit cat testdata/demo:1.0 index      # the image index tagged 1.0\n  ocikit cat testdata/demo:1.0 manifest --platform linux/arm64")]
+    Cat {
+        /// LOCATION[:REF].
+        location: String,
+        /// What to print.
+        what: CatWhat,
+        /// Platform to choose in a multi-platform index; default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+    },
+    /// Print the exact stored bytes of one blob (verified before it is printed).
+    #[command(after_help = "Example:\n  ocikit blob testdata/demo sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")]
+    Blob {
+        /// LOCATION.
+        location: String,
+        /// The blob's digest (alg:encoded).
+        digest: String,
+    },
+    /// Add a tag to an image in a layout (moving it if another image has it).
+    #[command(after_help = "Example:\n  ocikit tag ./images:1.0 stable\n  ocikit tag ./images@sha256:… pinned")]
+    Tag {
+        /// LAYOUT[:REF] naming the image to tag.
+        source: String,
+        /// The new tag.
+        tag: String,
+    },
+    /// Remove a tag from a layout.
+    #[command(after_help = "Example:\n  ocikit untag ./images:stable")]
+    Untag {
+        /// LAYOUT:TAG.
+        target: String,
+    },
+    /// Check every reachable blob's existence, size and digest, and the documents' structure.
+    #[command(after_help = "Exit status: 0 clean (warnings allowed), 1 problems found, 2 could not run.\nExample:\n  ocikit verify testdata/demo --deep")]
+    Verify {
+        /// LOCATION.
+        location: String,
+        /// Also decompress every layer and check its diff_id and tar stream.
+        #[arg(long)]
+        deep: bool,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CatWhat {
+    Index,
+    Manifest,
+    Config,
+}
+
+/// A negative finding: exit 1, report already printed.
+struct Negative;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(Negative)) => ExitCode::from(1),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            let mut msg = String::new();
+            for (i, cause) in e.chain().enumerate() {
+                let s = cause.to_string();
+                if i > 0 && msg.contains(&s) {
+                    continue;
+                }
+                if i > 0 {
+                    msg.push_str(": ");
+                }
+                msg.push_str(&s);
+            }
+            eprintln!("ocikit: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> Result<Option<Negative>> {
+    match cli.command {
+        Command::Init { dir } => {
+            Layout::init(&dir)?;
+            Ok(None)
+        }
+        Command::Ls { location, json } => ls(&location, json).map(|()| None),
+        Command::Inspect {
+            location,
+            platform,
+            json,
+        } => inspect(&location, choice(platform), json).map(|()| None),
+        Command::Cat {
+            location,
+            what,
+            platform,
+        } => cat(&location, what, choice(platform)).map(|()| None),
+        Command::Blob { location, digest } => blob(&location, &digest).map(|()| None),
+        Command::Tag { source, tag } => {
+            let loc = Location::parse(&source)?;
+            let layout = open_layout(&loc)?;
+            let d = layout.tag(loc.reference.as_ref(), &tag)?;
+            eprintln!("tagged {} as {tag}", d.digest);
+            Ok(None)
+        }
+        Command::Untag { target } => {
+            let loc = Location::parse(&target)?;
+            let Some(Reference::Tag(tag)) = &loc.reference else {
+                bail!("untag needs LAYOUT:TAG, got {target:?}");
+            };
+            open_layout(&loc)?.untag(tag)?;
+            Ok(None)
+        }
+        Command::Verify {
+            location,
+            deep,
+            json,
+        } => verify_cmd(&location, deep, json),
+    }
+}
+
+fn choice(p: Option<PlatformSpec>) -> PlatformChoice {
+    p.map(PlatformChoice::Specific).unwrap_or_default()
+}
+
+fn reject_archive(loc: &Location, path: &Path) -> Result<()> {
+    match loc.transport {
+        Transport::OciArchive | Transport::DockerArchive => bail!(
+            "{}: {}: archives are not supported yet; unpack it or use an oci: layout",
+            path.display(),
+            loc.transport.prefix()
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn check_exists(path: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("{} does not exist", path.display()))?;
+    if meta.is_file() {
+        bail!(
+            "{} is a file; reading archives (oci-archive, docker-archive) is not supported yet",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn open_layout(loc: &Location) -> Result<Layout> {
+    reject_archive(loc, &loc.path)?;
+    check_exists(&loc.path)?;
+    let (layout, warnings) = Layout::open_with_warnings(&loc.path)?;
+    if let Some(v) = warnings.layout_version {
+        eprintln!(
+            "ocikit: warning: {}/oci-layout has imageLayoutVersion {v:?}; reading it as 1.0.0",
+            loc.path.display()
+        );
+    }
+    Ok(layout)
+}
+
+fn open_store(location: &str) -> Result<(Location, LayoutStore)> {
+    let loc = Location::parse(location)?;
+    let layout = open_layout(&loc)?;
+    Ok((loc, layout.store().clone()))
+}
+
+fn out() -> io::BufWriter<io::StdoutLock<'static>> {
+    io::BufWriter::with_capacity(256 << 10, io::stdout().lock())
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    let mut o = out();
+    serde_json::to_writer_pretty(&mut o, v)?;
+    writeln!(o)?;
+    o.flush()?;
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A short name for a media type (`oci manifest`, `docker manifest`, …).
+fn short_type(mt: &str) -> String {
+    use spec::media_type as m;
+    match mt {
+        m::OCI_INDEX => "oci index".into(),
+        m::OCI_MANIFEST => "oci manifest".into(),
+        m::DOCKER_LIST => "docker list".into(),
+        m::DOCKER_MANIFEST => "docker manifest".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Escapes control characters in names taken from images before printing.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+struct EntrySummary {
+    platforms: Vec<String>,
+    total: Option<u64>,
+    artifact_type: Option<String>,
+}
+
+/// Platforms and total size of one index.json entry (best effort: what cannot
+/// be read is left out rather than failing the listing).
+fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut total = 0u64;
+    let mut complete = true;
+    let mut platforms = Vec::new();
+    let mut artifact_type = desc.artifact_type.clone();
+    let mut add = |d: &Descriptor, total: &mut u64| {
+        if seen.insert(d.digest.clone()) {
+            *total += d.size.max(0) as u64;
+        }
+    };
+    add(desc, &mut total);
+    let mut manifests = Vec::new();
+    match resolve::load_node(store, desc, "manifest") {
+        Ok(node) => match spec::parse_document(&node.bytes, desc.kind()) {
+            Ok(spec::Document::Index(idx)) => {
+                for d in idx.entries() {
+                    if let Some(p) = &d.platform {
+                        if !(p.os == "unknown" && p.architecture == "unknown") {
+                            platforms.push(p.to_string());
+                        }
+                    }
+                    add(d, &mut total);
+                    if d.kind() == Kind::Manifest {
+                        manifests.push((d.clone(), false));
+                    }
+                }
+            }
+            Ok(spec::Document::Manifest(m)) => {
+                artifact_type = artifact_type.or(m.artifact_type.clone());
+                manifests.push((desc.clone(), true));
+            }
+            Err(_) => complete = false,
+        },
+        Err(_) => complete = false,
+    }
+    for (d, want_platform) in manifests {
+        let Ok(node) = resolve::load_node(store, &d, "manifest") else {
+            complete = false;
+            continue;
+        };
+        let Ok(spec::Document::Manifest(m)) = spec::parse_document(&node.bytes, Kind::Manifest)
+        else {
+            complete = false;
+            continue;
+        };
+        if let Some(c) = &m.config {
+            add(c, &mut total);
+            if want_platform && c.kind() == Kind::ImageConfig {
+                if let Ok(cn) = resolve::load_node(store, c, "config") {
+                    if let Ok(cfg) = spec::parse_config(&cn.bytes) {
+                        if cfg.os.is_some() || cfg.architecture.is_some() {
+                            platforms.push(cfg.platform().to_string());
+                        }
+                    }
+                }
+            }
+        }
+        for l in m.layers.as_deref().unwrap_or(&[]) {
+            add(l, &mut total);
+        }
+    }
+    EntrySummary {
+        platforms,
+        total: complete.then_some(total),
+        artifact_type,
+    }
+}
+
+fn ls(location: &str, json: bool) -> Result<()> {
+    let (loc, store) = open_store(location)?;
+    if loc.reference.is_some() {
+        bail!("ls lists a whole location; drop the reference from {location:?}");
+    }
+    let (_, index) = resolve::read_index_json(&store)?;
+    let rows: Vec<(Descriptor, EntrySummary)> = index
+        .entries()
+        .iter()
+        .map(|d| (d.clone(), summarize(&store, d)))
+        .collect();
+    if json {
+        let images: Vec<_> = rows
+            .iter()
+            .map(|(d, s)| {
+                json!({
+                    "tag": d.ref_name(),
+                    "digest": d.digest,
+                    "mediaType": d.media_type,
+                    "artifactType": s.artifact_type,
+                    "platforms": s.platforms,
+                    "size": d.size,
+                    "totalSize": s.total,
+                    "annotations": d.annotations,
+                })
+            })
+            .collect();
+        return print_json(&json!({
+            "schemaVersion": 1,
+            "location": store.name(),
+            "images": images,
+        }));
+    }
+    let mut o = out();
+    let table: Vec<[String; 5]> = rows
+        .iter()
+        .map(|(d, s)| {
+            [
+                clean(d.ref_name().unwrap_or("<none>")),
+                d.digest().map(|x| x.short()).unwrap_or_else(|_| clean(&d.digest)),
+                clean(&short_type(&d.media_type)),
+                if s.platforms.is_empty() {
+                    s.artifact_type.clone().map(|a| clean(&a)).unwrap_or_else(|| "-".into())
+                } else {
+                    s.platforms.join(",")
+                },
+                s.total.map(human).unwrap_or_else(|| "?".into()),
+            ]
+        })
+        .collect();
+    let header = ["TAG", "DIGEST", "TYPE", "PLATFORMS", "SIZE"];
+    let mut widths = header.map(str::len);
+    for r in &table {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |o: &mut dyn Write, cols: [&str; 5]| -> io::Result<()> {
+        writeln!(
+            o,
+            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3],
+            cols[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        )
+    };
+    line(&mut o, header)?;
+    for r in &table {
+        line(&mut o, [&r[0], &r[1], &r[2], &r[3], &r[4]])?;
+    }
+    o.flush()?;
+    Ok(())
+}
+
+fn resolve_image(store: &LayoutStore, loc: &Location, platform: &PlatformChoice) -> Result<Image> {
+    Ok(resolve::resolve_image(store, loc.reference.as_ref(), platform)?)
+}
+
+fn inspect(location: &str, platform: PlatformChoice, json: bool) -> Result<()> {
+    let (loc, store) = open_store(location)?;
+    let image = resolve_image(&store, &loc, &platform)?;
+    let config = image.config(&store)?;
+    let cfg = match &config {
+        Some(node) if node.descriptor.kind() == Kind::ImageConfig => Some(
+            spec::parse_config(&node.bytes)
+                .map_err(|e| anyhow!("config {} {e}", node.digest))?,
+        ),
+        _ => None,
+    };
+    let layers = image.layers();
+    let diff_ids: Vec<String> = cfg
+        .as_ref()
+        .and_then(|c| c.rootfs.as_ref())
+        .and_then(|r| r.diff_ids.clone())
+        .unwrap_or_default();
+    let total: u64 = image.manifest.bytes.len() as u64
+        + config.as_ref().map_or(0, |c| c.bytes.len() as u64)
+        + layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>();
+    let platform_str = cfg
+        .as_ref()
+        .map(|c| c.platform().to_string())
+        .or_else(|| image.platform.as_ref().map(|p| p.to_string()));
+    if json {
+        let m = &image.parsed;
+        return print_json(&json!({
+            "schemaVersion": 1,
+            "location": store.name(),
+            "reference": loc.reference.as_ref().map(|r| r.to_string()),
+            "indexes": image.indexes.iter().map(|n| json!({
+                "digest": n.digest, "mediaType": n.descriptor.media_type, "size": n.bytes.len(),
+            })).collect::<Vec<_>>(),
+            "platform": platform_str,
+            "manifest": {
+                "digest": image.manifest.digest,
+                "mediaType": m.media_type.clone().unwrap_or_else(|| image.manifest.descriptor.media_type.clone()),
+                "size": image.manifest.bytes.len(),
+                "artifactType": m.artifact_type,
+                "annotations": m.annotations,
+                "subject": m.subject,
+            },
+            "config": config.as_ref().map(|c| json!({
+                "digest": c.digest,
+                "mediaType": c.descriptor.media_type,
+                "size": c.bytes.len(),
+                "created": cfg.as_ref().and_then(|x| x.created.clone()),
+                "config": cfg.as_ref().and_then(|x| x.config.clone()),
+                "historyLength": cfg.as_ref().and_then(|x| x.history.as_ref().map(Vec::len)),
+            })),
+            "layers": layers.iter().enumerate().map(|(i, l)| json!({
+                "digest": l.digest, "mediaType": l.media_type, "size": l.size,
+                "diffId": diff_ids.get(i),
+            })).collect::<Vec<_>>(),
+            "totalSize": total,
+        }));
+    }
+    let mut o = out();
+    if let Some(r) = &loc.reference {
+        writeln!(o, "Reference:  {}", clean(&r.to_string()))?;
+    }
+    for n in &image.indexes {
+        writeln!(o, "Index:      {}  {}", n.digest, short_type(&n.descriptor.media_type))?;
+    }
+    if let Some(p) = &platform_str {
+        writeln!(o, "Platform:   {}", clean(p))?;
+    }
+    writeln!(
+        o,
+        "Manifest:   {}  {}  {}",
+        image.manifest.digest,
+        clean(&short_type(&image.manifest.descriptor.media_type)),
+        human(image.manifest.bytes.len() as u64)
+    )?;
+    if let Some(a) = &image.parsed.artifact_type {
+        writeln!(o, "Artifact:   {}", clean(a))?;
+    }
+    if let Some(s) = &image.parsed.subject {
+        writeln!(o, "Subject:    {}", clean(&s.digest))?;
+    }
+    if let Some(c) = &config {
+        writeln!(
+            o,
+            "Config:     {}  {}  {}",
+            c.digest,
+            clean(&c.descriptor.media_type),
+            human(c.bytes.len() as u64)
+        )?;
+    }
+    if let Some(c) = &cfg {
+        if let Some(t) = &c.created {
+            writeln!(o, "  Created:    {}", clean(t))?;
+        }
+        if let Some(rc) = c.config.as_ref().and_then(|v| v.as_object()) {
+            for (key, label) in [
+                ("Entrypoint", "Entrypoint"),
+                ("Cmd", "Cmd"),
+                ("WorkingDir", "WorkingDir"),
+                ("User", "User"),
+                ("Env", "Env"),
+                ("Labels", "Labels"),
+            ] {
+                if let Some(v) = rc.get(key).filter(|v| !v.is_null()) {
+                    writeln!(o, "  {label:<11} {}", clean(&v.to_string()))?;
+                }
+            }
+        }
+        if let Some(h) = &c.history {
+            writeln!(o, "  History:    {} entries", h.len())?;
+        }
+    }
+    writeln!(o, "Layers:     {} ({} total image size)", layers.len(), human(total))?;
+    for (i, l) in layers.iter().enumerate() {
+        let short = l.digest().map(|d| d.short()).unwrap_or_else(|_| clean(&l.digest));
+        write!(o, "  {i:>3}  {short}  {:>10}  {}", human(l.size.max(0) as u64), clean(&l.media_type))?;
+        if let Some(d) = diff_ids.get(i) {
+            write!(o, "  diff_id {}", clean(d))?;
+        }
+        writeln!(o)?;
+    }
+    if let Some(ann) = &image.parsed.annotations {
+        writeln!(o, "Annotations:")?;
+        for (k, v) in ann {
+            writeln!(o, "  {}={}", clean(k), clean(v))?;
+        }
+    }
+    o.flush()?;
+    Ok(())
+}
+
+fn write_bytes(bytes: &[u8]) -> Result<()> {
+    let mut o = out();
+    o.write_all(bytes)?;
+    o.flush()?;
+    Ok(())
+}
+
+fn cat(location: &str, what: CatWhat, platform: PlatformChoice) -> Result<()> {
+    let (loc, store) = open_store(location)?;
+    match what {
+        CatWhat::Index => {
+            if loc.reference.is_none() {
+                return write_bytes(&store.index_bytes()?);
+            }
+            let node = resolve::resolve_node(&store, loc.reference.as_ref())?;
+            let is_index = match node.descriptor.kind() {
+                Kind::Index => true,
+                Kind::Manifest => false,
+                _ => serde_json::from_slice(&node.bytes)
+                    .map(|v| spec::sniff_kind(&v) == Kind::Index)
+                    .unwrap_or(false),
+            };
+            if !is_index {
+                bail!(
+                    "{} names {} ({}), which is not an index; use 'cat … manifest'",
+                    loc.display(),
+                    node.digest,
+                    node.descriptor.media_type
+                );
+            }
+            write_bytes(&node.bytes)
+        }
+        CatWhat::Manifest => {
+            let image = resolve_image(&store, &loc, &platform)?;
+            write_bytes(&image.manifest.bytes)
+        }
+        CatWhat::Config => {
+            let image = resolve_image(&store, &loc, &platform)?;
+            match image.config(&store)? {
+                Some(c) => write_bytes(&c.bytes),
+                None => bail!("manifest {} has no config", image.manifest.digest),
+            }
+        }
+    }
+}
+
+fn blob(location: &str, digest: &str) -> Result<()> {
+    let (_, store) = open_store(location)?;
+    let digest = Digest::parse(digest)?;
+    if !digest.algorithm().is_verifiable() {
+        bail!("{digest} uses an algorithm ocikit cannot verify; refusing to print unverified bytes");
+    }
+    let blob = store.open_blob(&digest)?;
+    let bytes = blob
+        .bytes()
+        .with_context(|| format!("{}", store.blob_location(&digest).display()))?;
+    let actual = Digest::of_bytes(digest.algorithm().clone(), &bytes);
+    if actual != digest {
+        bail!("blob {digest} has the wrong content (it hashes to {actual}); not printed");
+    }
+    write_bytes(&bytes)
+}
+
+fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>> {
+    let loc = Location::parse(location)?;
+    reject_archive(&loc, &loc.path)?;
+    if loc.reference.is_some() {
+        bail!("verify checks a whole location; drop the reference from {location:?}");
+    }
+    check_exists(&loc.path)?;
+    let start = Instant::now();
+    let report = verify::verify_layout(&loc.path, &VerifyOptions { deep })?;
+    let secs = start.elapsed().as_secs_f64();
+    if json {
+        print_json(&verify_json(&report, secs))?;
+    } else {
+        print_verify(&report, secs)?;
+    }
+    Ok((!report.is_clean()).then_some(Negative))
+}
+
+fn verify_json(r: &VerifyReport, secs: f64) -> serde_json::Value {
+    let findings: Vec<_> = r
+        .findings
+        .iter()
+        .map(|f| {
+            json!({
+                "severity": if f.kind.is_warning() { "warning" } else { "error" },
+                "kind": f.kind,
+                "digest": f.digest,
+                "path": f.path,
+                "message": f.message,
+            })
+        })
+        .collect();
+    json!({
+        "schemaVersion": 1,
+        "location": r.location,
+        "ok": r.is_clean(),
+        "deep": r.deep,
+        "blobsChecked": r.blobs_checked,
+        "bytesChecked": r.bytes_checked,
+        "layersDecompressed": r.layers_decompressed,
+        "errors": r.errors().count(),
+        "warnings": r.warnings().count(),
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "findings": findings,
+    })
+}
+
+fn print_verify(r: &VerifyReport, secs: f64) -> Result<()> {
+    let mut o = out();
+    for f in &r.findings {
+        let sev = if f.kind.is_warning() { "warning" } else { "error" };
+        writeln!(o, "{sev}: {}: {}", f.kind, clean(&f.message))?;
+    }
+    let errors = r.errors().count();
+    let warnings = r.warnings().count();
+    let verdict = if errors == 0 { "ok" } else { "FAILED" };
+    writeln!(
+        o,
+        "{verdict}: {} blobs, {} checked{} in {secs:.2}s; {errors} error{}, {warnings} warning{}",
+        r.blobs_checked,
+        human(r.bytes_checked),
+        if r.deep {
+            format!(", {} layers decompressed", r.layers_decompressed)
+        } else {
+            String::new()
+        },
+        if errors == 1 { "" } else { "s" },
+        if warnings == 1 { "" } else { "s" },
+    )?;
+    o.flush()?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# benches/compare.sh: one benchmark run of ocikit against its peers on a large,
+# deterministic OCI image layout, printed as a table with ratios against the
+# targets. Run from anywhere (it changes to the repository root):
+#
+#   benches/compare.sh
+#   OCIKIT_BENCH_SCALE=0.01 OCIKIT_BENCH_DIR=/tmp/ob benches/compare.sh   # quick
+#
+# Environment:
+#   OCIKIT_BENCH_DIR    where the image (big/), logs and results.tsv live
+#                       (default ~/.cache/ocikit-bench)
+#   OCIKIT_BENCH_SCALE  image scale for examples/bigimage.rs (default 1, ~2 GB
+#                       uncompressed, ~0.8 GB of blobs)
+#
+# Every row is also appended to $OCIKIT_BENCH_DIR/results.tsv as
+# "name<TAB>seconds<TAB>peak_rss_kib" (NA where not applicable).
+# Timings are informational: the exit status never depends on a target.
+# Needs GNU time (/usr/bin/time, Debian package "time"), openssl, coreutils.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+BENCH_DIR=${OCIKIT_BENCH_DIR:-$HOME/.cache/ocikit-bench}
+SCALE=${OCIKIT_BENCH_SCALE:-1}
+IMAGE=$BENCH_DIR/big
+RESULTS=$BENCH_DIR/results.tsv
+LOGS=$BENCH_DIR/logs
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+OCIKIT=$TARGET_DIR/release/ocikit
+BIGIMAGE=$TARGET_DIR/release/examples/bigimage
+
+say() { printf '%s\n' "$*"; }
+warn() { printf 'compare.sh: %s\n' "$*" >&2; }
+die() {
+    warn "$*"
+    exit 2
+}
+
+# --- prerequisites ------------------------------------------------------------
+if [[ ! -x /usr/bin/time ]] || ! /usr/bin/time --version 2>&1 | grep -q 'GNU'; then
+    die "GNU time is required at /usr/bin/time (Debian/Ubuntu: apt-get install time)"
+fi
+command -v openssl >/dev/null || die "openssl is required (Debian/Ubuntu: apt-get install openssl)"
+for tool in sha256sum nproc awk find; do
+    command -v "$tool" >/dev/null || die "$tool is required (coreutils/findutils/gawk or mawk)"
+done
+mkdir -p "$BENCH_DIR" "$LOGS"
+
+# --- 1. build -----------------------------------------------------------------
+say "==> cargo build --release"
+ocikit_ok=1
+if ! cargo build --release; then
+    warn "cargo build --release failed: the ocikit rows will be skipped"
+    ocikit_ok=0
+fi
+say "==> cargo build --release --example bigimage"
+if ! cargo build --release --example bigimage; then
+    # The example links the library, so a broken src/ breaks it too; a cached
+    # image (matching stamp) is still good enough to run the peers.
+    if [[ -f $IMAGE/.bigimage-stamp && -x $BIGIMAGE ]]; then
+        warn "building the bigimage example failed; using the previously built generator"
+    else
+        die "building the bigimage example failed and there is no earlier build"
+    fi
+fi
+
+# --- 2. the image (cached between runs by its stamp) ---------------------------
+say "==> generating $IMAGE (scale $SCALE)"
+"$BIGIMAGE" "$IMAGE" --scale "$SCALE"
+
+mapfile -t BLOBS < <(find "$IMAGE/blobs" -type f | LC_ALL=C sort)
+((${#BLOBS[@]} > 0)) || die "no blobs under $IMAGE/blobs"
+TOTAL_BYTES=$(find "$IMAGE/blobs" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d", s}')
+
+# Warm the page cache once, before any timing, so every tool reads from memory
+# and the rows compare hashing and parsing, not the (slow) disk.
+cat "${BLOBS[@]}" >/dev/null
+
+# --- measurement helpers --------------------------------------------------------
+# measure NAME -- CMD...
+#   Runs CMD under GNU time with output in $LOGS/NAME.log. Sets M_STATUS (exit
+#   status), M_SECS (wall seconds) and M_RSS_KIB (peak RSS). Appends a results
+#   row only when CMD exited 0. Never fails the script.
+measure() {
+    local name=$1
+    shift
+    [[ ${1:-} == -- ]] && shift
+    local tfile
+    tfile=$(mktemp)
+    M_STATUS=0
+    /usr/bin/time -o "$tfile" -f '%e %M' "$@" >"$LOGS/$name.log" 2>&1 || M_STATUS=$?
+    # On failure GNU time writes "Command exited with non-zero status N" first.
+    read -r M_SECS M_RSS_KIB < <(tail -n 1 "$tfile") || true
+    rm -f "$tfile"
+    if [[ ! ${M_SECS:-} =~ ^[0-9.]+$ ]]; then
+        M_SECS=NA
+        M_RSS_KIB=NA
+    fi
+    if ((M_STATUS == 0)); then
+        record "$name" "$M_SECS" "$M_RSS_KIB"
+    fi
+}
+
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; }
+
+# mbps SECONDS -> MB/s (10^6 B/s) for TOTAL_BYTES
+mbps() { awk -v b="$TOTAL_BYTES" -v s="$1" 'BEGIN { if (s > 0) printf "%.0f", b / s / 1e6; else print "inf" }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+
+ROWS=()
+row() { ROWS+=("$(printf '%-34s %9s %10s %12s  %s' "$1" "$2" "$3" "$4" "${5:-}")"); }
+
+# --- 3a. openssl: the single-core sha256 ceiling ---------------------------------
+measure openssl-speed-sha256 -- openssl speed -evp sha256 -bytes 16384 -seconds 3
+# openssl prints "The 'numbers' are in 1000s of bytes per second" and ends with
+# "sha256   1716977.00k": kB/s / 1000 = MB/s.
+OPENSSL_MBPS=$(awk 'END { v = $NF; sub(/k$/, "", v); printf "%.0f", v / 1000 }' "$LOGS/openssl-speed-sha256.log")
+[[ $OPENSSL_MBPS =~ ^[0-9]+$ && $OPENSSL_MBPS -gt 0 ]] || die "could not parse openssl speed output ($LOGS/openssl-speed-sha256.log)"
+
+# Cores the ideal verifier could use. sha256 of one blob is inherently
+# sequential, so a verifier can only spread the work over blobs: its ceiling is
+# one core per blob that is big enough to matter, capped by the cores we have.
+# A blob with under 5% of the bytes finishes in a sliver of the run and cannot
+# keep a core busy, so it does not count. (For the default image that is the
+# four big layers, so the cap is nproc on small machines.)
+NPROC=$(nproc)
+BIG_BLOBS=$(find "$IMAGE/blobs" -type f -printf '%s\n' |
+    awk -v t="$TOTAL_BYTES" '$1 * 20 > t { n++ } END { print n + 0 }')
+CORES=$((NPROC < BIG_BLOBS ? NPROC : BIG_BLOBS))
+((CORES >= 1)) || CORES=1
+IDEAL_MBPS=$((OPENSSL_MBPS * CORES))
+IDEAL_SECS=$(awk -v b="$TOTAL_BYTES" -v r="$IDEAL_MBPS" 'BEGIN { printf "%.3f", b / (r * 1e6) }')
+record "openssl-sha256-ideal-x$CORES" "$IDEAL_SECS" NA
+row "openssl sha256 (1 core)" - "$OPENSSL_MBPS" - "openssl speed -evp sha256 -bytes 16384"
+row "openssl sha256 (x$CORES cores, ideal)" "$IDEAL_SECS" "$IDEAL_MBPS" - \
+    "cores = min(nproc $NPROC, $BIG_BLOBS blobs with >5% of bytes)"
+
+# --- 3b. sha256sum over every blob ------------------------------------------------
+measure sha256sum -- sha256sum -- "${BLOBS[@]}"
+if ((M_STATUS == 0)); then
+    SHA256SUM_SECS=$M_SECS
+    bad=$(awk '{ n = $2; sub(/.*\//, "", n); if (n != $1) c++ } END { print c + 0 }' "$LOGS/sha256sum.log")
+    note="1 process, sequential"
+    ((bad == 0)) || note="$note; $bad blob(s) do not match their names!"
+    row "sha256sum (all blobs)" "$M_SECS" "$(mbps "$M_SECS")" "$(mib "$M_RSS_KIB")" "$note"
+else
+    SHA256SUM_SECS=
+    row "sha256sum (all blobs)" - - - "failed (exit $M_STATUS), see $LOGS/sha256sum.log"
+fi
+
+# --- 3c. ocikit verify -------------------------------------------------------------
+VERIFY_SECS=
+VERIFY_RSS=
+if ((ocikit_ok)) && [[ ! -x $OCIKIT ]]; then
+    warn "$OCIKIT is missing: skipping the ocikit rows"
+    ocikit_ok=0
+fi
+if ((ocikit_ok)) && ! "$OCIKIT" --help 2>&1 | grep -qw verify; then
+    warn "$OCIKIT has no 'verify' subcommand yet: skipping the ocikit rows"
+    ocikit_ok=0
+fi
+if ((ocikit_ok)); then
+    # Twice; the better run counts (the first also settles CPU frequency and
+    # any cache the file system keeps beyond the warm-up above).
+    for run in 1 2; do
+        measure "ocikit-verify-run$run" -- "$OCIKIT" verify "oci:$IMAGE"
+        case $M_STATUS in
+        0)
+            if [[ -z $VERIFY_SECS ]] || awk -v a="$M_SECS" -v b="$VERIFY_SECS" 'BEGIN { exit !(a < b) }'; then
+                VERIFY_SECS=$M_SECS
+                VERIFY_RSS=$M_RSS_KIB
+            fi
+            ;;
+        1) warn "ocikit verify reported findings on the generated image (exit 1): see $LOGS/ocikit-verify-run$run.log" ;;
+        *) warn "ocikit verify could not run (exit $M_STATUS): see $LOGS/ocikit-verify-run$run.log" ;;
+        esac
+    done
+    if [[ -n $VERIFY_SECS ]]; then
+        record ocikit-verify "$VERIFY_SECS" "$VERIFY_RSS"
+        row "ocikit verify (best of 2)" "$VERIFY_SECS" "$(mbps "$VERIFY_SECS")" "$(mib "$VERIFY_RSS")" "ocikit verify oci:DIR"
+    else
+        row "ocikit verify (best of 2)" - - - "no clean run, see $LOGS/ocikit-verify-run*.log"
+    fi
+else
+    row "ocikit verify (best of 2)" - - - "skipped: CLI not available"
+fi
+
+# --- future rows (one line each with measure + row) -----------------------------------
+# measure ocikit-export   -- "$OCIKIT" export "oci:$IMAGE:base" "$BENCH_DIR/base.tar"
+# measure skopeo-export   -- skopeo copy "oci:$IMAGE:base" "oci-archive:$BENCH_DIR/base-skopeo.tar"
+# measure ocikit-import   -- "$OCIKIT" import "$BENCH_DIR/base.tar" "oci:$BENCH_DIR/imported"
+# measure skopeo-import   -- skopeo copy "oci-archive:$BENCH_DIR/base.tar" "oci:$BENCH_DIR/imported-skopeo:base"
+# measure ocikit-flatten  -- "$OCIKIT" flatten "oci:$IMAGE:v2" "$BENCH_DIR/rootfs"
+# measure umoci-unpack    -- umoci raw unpack --rootless --image "$IMAGE:v2" "$BENCH_DIR/rootfs-umoci"
+# measure ocikit-gc       -- "$OCIKIT" gc "oci:$BENCH_DIR/copy"
+# measure ocikit-diff     -- "$OCIKIT" diff "oci:$IMAGE:base" "oci:$IMAGE:v2"
+
+# --- 4. report -----------------------------------------------------------------------
+say ""
+say "ocikit benchmark: $IMAGE (scale $SCALE): ${#BLOBS[@]} blobs, $TOTAL_BYTES bytes; $NPROC cores"
+say "page cache warmed with 'cat blobs/* >/dev/null' before all timings (every tool reads from memory)"
+say "MB/s = 10^6 bytes per second of blob data"
+say ""
+printf '%-34s %9s %10s %12s  %s\n' "row" "seconds" "MB/s" "peak RSS" "notes"
+printf '%s\n' "${ROWS[@]}"
+say ""
+say "ratios:"
+if [[ -n $VERIFY_SECS ]]; then
+    awk -v b="$TOTAL_BYTES" -v s="$VERIFY_SECS" -v ideal="$IDEAL_MBPS" -v cores="$CORES" -v sum="$SHA256SUM_SECS" \
+        -v rss="$VERIFY_RSS" 'BEGIN {
+        v = (s > 0) ? b / s / 1e6 : 1e18
+        pct = 100 * v / ideal
+        printf "  verify vs openssl x%d:   %6.1f %%   (target >= 80 %%: %s)\n", cores, pct, (pct >= 80 ? "met" : "NOT met")
+        if (sum != "") printf "  verify vs sha256sum:     %6.2f x faster\n", (s > 0 ? sum / s : 1e18)
+        m = rss / 1024
+        printf "  verify peak RSS:         %6.1f MiB (target < 100 MiB: %s)\n", m, (m < 100 ? "met" : "NOT met")
+    }'
+else
+    say "  ocikit verify did not produce a clean run: no ratios"
+fi
+say ""
+say "results appended to $RESULTS; per-row output in $LOGS/"
