@@ -354,16 +354,12 @@ impl Walker<'_> {
                 format!("{path}: {digest} is a Docker schema1 manifest, which ocikit does not support"),
             ),
             Kind::ImageConfig => self.config(&bytes, &digest, &path),
-            Kind::Empty => {
-                if bytes != b"{}" {
-                    self.push(
-                        IssueKind::Malformed,
-                        raw,
-                        &path,
-                        format!("{path}: {digest} has the empty media type but is not {{}}"),
-                    );
-                }
-            }
+            Kind::Empty if bytes != b"{}" => self.push(
+                IssueKind::Malformed,
+                raw,
+                &path,
+                format!("{path}: {digest} has the empty media type but is not {{}}"),
+            ),
             _ => {}
         }
     }

@@ -631,7 +631,6 @@ impl IndexFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     #[test]
     fn blob_writer_stores_verified_blobs_only() {

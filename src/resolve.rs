@@ -286,7 +286,7 @@ pub fn match_tag<'a>(entries: &'a [Descriptor], tag: &str) -> Vec<&'a Descriptor
     }
 }
 
-fn distinct_by_digest<'a>(v: Vec<&'a Descriptor>) -> Vec<&'a Descriptor> {
+fn distinct_by_digest(v: Vec<&Descriptor>) -> Vec<&Descriptor> {
     let mut seen = HashSet::new();
     v.into_iter().filter(|d| seen.insert(d.digest.clone())).collect()
 }
@@ -294,7 +294,7 @@ fn distinct_by_digest<'a>(v: Vec<&'a Descriptor>) -> Vec<&'a Descriptor> {
 /// What a reference points at: an entry of `index.json`, a nested descriptor,
 /// or (with no reference and platform entries at the top) `index.json` itself.
 enum Root {
-    Descriptor(Descriptor),
+    Descriptor(Box<Descriptor>),
     TopLevel(Vec<Descriptor>),
 }
 
@@ -306,7 +306,7 @@ fn find_root(store: &dyn Store, reference: Option<&Reference>) -> Result<Root, R
             let distinct = distinct_by_digest(entries.iter().collect());
             match distinct.len() {
                 0 => Err(ResolveError::Empty(store.name())),
-                1 => Ok(Root::Descriptor(distinct[0].clone())),
+                1 => Ok(Root::Descriptor(Box::new(distinct[0].clone()))),
                 _ if entries.iter().all(|d| d.platform.is_some()) => {
                     Ok(Root::TopLevel(entries.to_vec()))
                 }
@@ -325,7 +325,7 @@ fn find_root(store: &dyn Store, reference: Option<&Reference>) -> Result<Root, R
                     reference: tag.clone(),
                     available: labels(entries),
                 }),
-                1 => Ok(Root::Descriptor(found[0].clone())),
+                1 => Ok(Root::Descriptor(Box::new(found[0].clone()))),
                 _ => Err(ResolveError::Ambiguous {
                     location: store.name(),
                     reference: Some(tag.clone()),
@@ -334,7 +334,7 @@ fn find_root(store: &dyn Store, reference: Option<&Reference>) -> Result<Root, R
             }
         }
         Some(Reference::Digest(digest)) => {
-            find_by_digest(store, entries, digest).map(Root::Descriptor)
+            find_by_digest(store, entries, digest).map(|d| Root::Descriptor(Box::new(d)))
         }
     }
 }
@@ -435,7 +435,7 @@ pub fn find_descriptor(
     reference: Option<&Reference>,
 ) -> Result<Descriptor, ResolveError> {
     match find_root(store, reference)? {
-        Root::Descriptor(d) => Ok(d),
+        Root::Descriptor(d) => Ok(*d),
         Root::TopLevel(entries) => Err(ResolveError::Ambiguous {
             location: store.name(),
             reference: None,
@@ -522,7 +522,7 @@ pub fn resolve_image(
     let mut indexes = Vec::new();
     let mut chosen_platform = None;
     let mut desc = match find_root(store, reference)? {
-        Root::Descriptor(d) => d,
+        Root::Descriptor(d) => *d,
         Root::TopLevel(entries) => {
             let d = choose(&format!("{}/index.json", store.name()), &entries, platform)?;
             chosen_platform = d.platform.clone();

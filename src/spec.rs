@@ -515,6 +515,7 @@ impl<'de> Visitor<'de> for ShapeVisitor {
 
 /// A parsed index or manifest.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Document {
     /// An image index or manifest list.
     Index(ImageIndex),
