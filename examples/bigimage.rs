@@ -126,31 +126,33 @@ impl Rng {
 // ---------------------------------------------------------------------------
 // Vocabulary: a few hundred pronounceable words plus common code/English tokens.
 
-const COMMON: &[&str] = &[
-    "the", "of", "and", "to", "in", "is", "for", "with", "return", "static", "const", "void",
-    "struct", "if", "else", "while", "import", "from", "def", "class", "self", "None", "true",
-    "false", "null", "error", "config", "value", "data", "file", "path", "name", "type",
-    "init", "main", "test", "version", "license", "copyright", "int", "char", "size", "len",
-    "buffer", "index", "string", "list", "object", "module", "function", "result", "options",
-];
+const COMMON: &str = "the of and to in is for with return static const void struct if else while \
+    import from def class self None true false null error config value data file \
+    path name type init main test version license copyright int char size len buffer \
+    index string list object module function result options";
 
 fn vocabulary() -> Vec<Vec<u8>> {
     const ONSET: &[&str] = &[
-        "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
-        "ch", "sh", "th", "st", "pr", "tr", "gr", "bl", "cl", "",
+        "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "ch",
+        "sh", "th", "st", "pr", "tr", "gr", "bl", "cl", "",
     ];
     const NUCLEUS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ea", "io", "ou", "y"];
-    const CODA: &[&str] = &["", "", "", "n", "r", "s", "t", "l", "x", "m", "ck", "nd", "ng"];
-    let mut rng = Rng::new(0x766f_6361_62);
-    let mut words: Vec<Vec<u8>> = COMMON.iter().map(|w| w.as_bytes().to_vec()).collect();
+    const CODA: &[&str] = &[
+        "", "", "", "n", "r", "s", "t", "l", "x", "m", "ck", "nd", "ng",
+    ];
+    let mut rng = Rng::new(0x0076_6f63_6162);
+    let mut words: Vec<Vec<u8>> = COMMON
+        .split_whitespace()
+        .map(|w| w.as_bytes().to_vec())
+        .collect();
     let mut seen: std::collections::BTreeSet<Vec<u8>> = words.iter().cloned().collect();
     while words.len() < 640 {
         let syllables = rng.range(1, 3);
         let mut w = String::new();
         for _ in 0..syllables {
-            w.push_str(*rng.pick(ONSET));
-            w.push_str(*rng.pick(NUCLEUS));
-            w.push_str(*rng.pick(CODA));
+            w.push_str(rng.pick::<&str>(ONSET));
+            w.push_str(rng.pick::<&str>(NUCLEUS));
+            w.push_str(rng.pick::<&str>(CODA));
         }
         if w.len() >= 2 && w.len() <= 12 && seen.insert(w.as_bytes().to_vec()) {
             words.push(w.into_bytes());
@@ -453,7 +455,8 @@ fn base_name(path: &str) -> &str {
 
 /// Whether one path is the other or lies inside it.
 fn overlaps(a: &str, b: &str) -> bool {
-    let inside = |x: &str, y: &str| x.len() > y.len() && x.starts_with(y) && x.as_bytes()[y.len()] == b'/';
+    let inside =
+        |x: &str, y: &str| x.len() > y.len() && x.starts_with(y) && x.as_bytes()[y.len()] == b'/';
     a == b || inside(a, b) || inside(b, a)
 }
 
@@ -805,7 +808,11 @@ fn small_file_kind(kind: RootKind, rng: &mut Rng) -> (&'static str, Content, u32
             (".list", Text, 0o644),
             (".key", Text, 0o600),
         ],
-        Include => &[(".h", Text, 0o644), (".hpp", Text, 0o644), (".inc", Text, 0o644)],
+        Include => &[
+            (".h", Text, 0o644),
+            (".hpp", Text, 0o644),
+            (".inc", Text, 0o644),
+        ],
         Man => &[(".1.gz", Packed, 0o644)],
         Python => &[
             (".py", Text, 0o644),
@@ -869,7 +876,11 @@ fn plan_layer(spec: &Spec, scale: f64, vocab: &Vocab) -> Tree {
                         continue;
                     }
                     let name = vocab.name(&mut rng);
-                    let d = if parent.is_empty() { name } else { format!("{parent}/{name}") };
+                    let d = if parent.is_empty() {
+                        name
+                    } else {
+                        format!("{parent}/{name}")
+                    };
                     if !dirs.contains(&d) {
                         dirs.push(d);
                     }
@@ -974,7 +985,11 @@ fn plan_layer(spec: &Spec, scale: f64, vocab: &Vocab) -> Tree {
     // Large files.
     for &(path, mib, content) in spec.large {
         let size = ((mib * MIB) as f64 * scale).round() as u64;
-        let mode = if path.ends_with(".so") || path.contains(".so.") { 0o755 } else { 0o644 };
+        let mode = if path.ends_with(".so") || path.contains(".so.") {
+            0o755
+        } else {
+            0o644
+        };
         tree.file(path, size.max(64 * KIB), content, mode);
     }
 
@@ -986,8 +1001,16 @@ fn plan_layer(spec: &Spec, scale: f64, vocab: &Vocab) -> Tree {
         let target = rng.pick(&files).clone();
         let other = rng.pick(&files).clone();
         let dir = parent_of(&other).unwrap_or("");
-        let name = format!("{}{}", vocab.word(&mut rng), rng.pick(&["", ".link", "-current", ".1"]));
-        let path = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+        let name = format!(
+            "{}{}",
+            vocab.word(&mut rng),
+            rng.pick(&["", ".link", "-current", ".1"])
+        );
+        let path = if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        };
         let link_target = if parent_of(&target) == parent_of(&path) {
             base_name(&target).to_string()
         } else {
@@ -1040,8 +1063,16 @@ fn add_base_os(tree: &mut Tree, scale: f64, vocab: &Vocab) {
     ] {
         tree.symlink(link, target);
     }
-    tree.symlink("usr/lib64/ld-linux-x86-64.so.2", "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
-    tree.file("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 236 * KIB, Binary, 0o755);
+    tree.symlink(
+        "usr/lib64/ld-linux-x86-64.so.2",
+        "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    );
+    tree.file(
+        "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        236 * KIB,
+        Binary,
+        0o755,
+    );
     for (path, mode) in [
         ("usr/bin/su", 0o4755),
         ("usr/bin/passwd", 0o4755),
@@ -1093,13 +1124,28 @@ fn add_base_os(tree: &mut Tree, scale: f64, vocab: &Vocab) {
         let size = rng.log_size(200, 16 * KIB);
         tree.file(&format!("usr/share/doc/{pkg}/copyright"), size, Text, 0o644);
         let size = rng.log_size(200, 16 * KIB);
-        tree.file(&format!("usr/share/doc/{pkg}/changelog.Debian.gz"), size, Packed, 0o644);
+        tree.file(
+            &format!("usr/share/doc/{pkg}/changelog.Debian.gz"),
+            size,
+            Packed,
+            0o644,
+        );
         let size = rng.log_size(100, 8 * KIB);
         tree.file(&format!("var/lib/dpkg/info/{pkg}.list"), size, Text, 0o644);
         let size = rng.log_size(100, 8 * KIB);
-        tree.file(&format!("var/lib/dpkg/info/{pkg}.md5sums"), size, Text, 0o644);
+        tree.file(
+            &format!("var/lib/dpkg/info/{pkg}.md5sums"),
+            size,
+            Text,
+            0o644,
+        );
     }
-    tree.file("var/lib/dpkg/status", scaled(2 * MIB, scale, 4 * KIB), Text, 0o644);
+    tree.file(
+        "var/lib/dpkg/status",
+        scaled(2 * MIB, scale, 4 * KIB),
+        Text,
+        0o644,
+    );
 }
 
 /// What the v2 top layer changes relative to the six shared layers.
@@ -1158,14 +1204,22 @@ fn add_v2_changes(tree: &mut Tree, lower: &[&Tree], rng: &mut Rng) -> V2Changes 
         1,
         &mut claimed,
     ));
-    dirs.extend(choose(dirs_at(lower[3], "opt/webui/node_modules/", 3), 1, &mut claimed));
+    dirs.extend(choose(
+        dirs_at(lower[3], "opt/webui/node_modules/", 3),
+        1,
+        &mut claimed,
+    ));
     ch.deleted_dirs = dirs;
 
     // Single files from layers 1, 2 and 6, and one large model file (layer 5).
     let mut files = choose(files_under(lower[0], "usr/"), 10, &mut claimed);
     files.extend(choose(files_under(lower[1], "usr/"), 5, &mut claimed));
     files.extend(choose(files_under(lower[5], ""), 3, &mut claimed));
-    files.extend(choose(vec!["opt/models/index/ann.idx".to_string()], 1, &mut claimed));
+    files.extend(choose(
+        vec!["opt/models/index/ann.idx".to_string()],
+        1,
+        &mut claimed,
+    ));
     ch.deleted_files = files;
 
     // One opaque directory (layer 6's configuration of one package).
@@ -1408,7 +1462,10 @@ fn write_image(out: &Path, name: &str, layers: &[(&LayerOut, &Spec)]) -> io::Res
             })
         })
         .collect();
-    let diff_ids: Vec<String> = layers.iter().map(|(l, _)| format!("sha256:{}", l.diff_id)).collect();
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|(l, _)| format!("sha256:{}", l.diff_id))
+        .collect();
     let config = json!({
         "created": history_time(layers.len() - 1),
         "architecture": "amd64",
@@ -1558,7 +1615,8 @@ fn run(args: &Args) -> Result<(), String> {
         move |e: io::Error| format!("{what}: {e}")
     };
     // Written first so an interrupted run is recognised as ours next time.
-    write_small(out, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err("oci-layout"))?;
+    write_small(out, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(io_err("oci-layout"))?;
 
     let vocab = Vocab {
         words: vocabulary(),
@@ -1585,10 +1643,7 @@ fn run(args: &Args) -> Result<(), String> {
     let layers: Vec<LayerOut> = results.into_iter().map(|(_, l)| l).collect();
 
     let base: Vec<(&LayerOut, &Spec)> = (0..7).map(|i| (&layers[i], &SPECS[i])).collect();
-    let v2: Vec<(&LayerOut, &Spec)> = (0..6)
-        .chain([7])
-        .map(|i| (&layers[i], &SPECS[i]))
-        .collect();
+    let v2: Vec<(&LayerOut, &Spec)> = (0..6).chain([7]).map(|i| (&layers[i], &SPECS[i])).collect();
     let descs = vec![
         write_image(out, "base", &base).map_err(io_err("base image"))?,
         write_image(out, "v2", &v2).map_err(io_err("v2 image"))?,
@@ -1609,7 +1664,11 @@ fn run(args: &Args) -> Result<(), String> {
         "layer", "entries", "uncompressed", "compressed", "ratio"
     );
     for (i, l) in layers.iter().enumerate() {
-        let label = if i < 7 { format!("base{}", i + 1) } else { "v2-7".to_string() };
+        let label = if i < 7 {
+            format!("base{}", i + 1)
+        } else {
+            "v2-7".to_string()
+        };
         println!(
             "  {:<6} {:>8} {:>14} {:>14} {:>6.2}  sha256:{}",
             label,

@@ -16,9 +16,7 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::resolve::MAX_NESTING;
-use crate::spec::{
-    self, media_type, Descriptor, Document, DocumentError, Kind, MAX_DOCUMENT_SIZE,
-};
+use crate::spec::{self, media_type, Descriptor, Document, DocumentError, Kind, MAX_DOCUMENT_SIZE};
 use crate::store::{Store, StoreError};
 
 /// What kind of problem an issue or verify finding is.
@@ -241,7 +239,12 @@ pub fn walk(store: &dyn Store, options: WalkOptions) -> Graph {
                 }
                 _ => IssueKind::Malformed,
             };
-            w.g.issues.push(issue(kind, None, "index.json", format!("index.json cannot be read: {e}")));
+            w.g.issues.push(issue(
+                kind,
+                None,
+                "index.json",
+                format!("index.json cannot be read: {e}"),
+            ));
             return w.g;
         }
     };
@@ -290,7 +293,10 @@ impl Walker<'_> {
                     IssueKind::SizeMismatch,
                     raw,
                     &path,
-                    format!("{path}: {digest} is described with size {} here and {seen} elsewhere", desc.size),
+                    format!(
+                        "{path}: {digest} is described with size {} here and {seen} elsewhere",
+                        desc.size
+                    ),
                 );
             }
             return;
@@ -326,7 +332,10 @@ impl Walker<'_> {
         if !is_doc {
             return;
         }
-        let bytes = match self.store.read_verified(&digest, desc.size, MAX_DOCUMENT_SIZE) {
+        let bytes = match self
+            .store
+            .read_verified(&digest, desc.size, MAX_DOCUMENT_SIZE)
+        {
             Ok(b) => b,
             Err(e) => {
                 self.g.damaged.push(digest.to_string());
@@ -351,7 +360,9 @@ impl Walker<'_> {
                 IssueKind::Unsupported,
                 raw,
                 &path,
-                format!("{path}: {digest} is a Docker schema1 manifest, which ocikit does not support"),
+                format!(
+                    "{path}: {digest} is a Docker schema1 manifest, which ocikit does not support"
+                ),
             ),
             Kind::ImageConfig => self.config(&bytes, &digest, &path),
             Kind::Empty if bytes != b"{}" => self.push(
@@ -387,9 +398,9 @@ impl Walker<'_> {
             );
             return;
         }
-        let value: serde_json::Value = match spec::check_json(bytes)
-            .and_then(|()| serde_json::from_slice(bytes).map_err(|e| DocumentError::Syntax(e.to_string())))
-        {
+        let value: serde_json::Value = match spec::check_json(bytes).and_then(|()| {
+            serde_json::from_slice(bytes).map_err(|e| DocumentError::Syntax(e.to_string()))
+        }) {
             Ok(v) => v,
             Err(e) => {
                 self.g.damaged.extend(digest.clone());
@@ -406,7 +417,10 @@ impl Walker<'_> {
                     IssueKind::MediatypeMismatch,
                     digest.clone(),
                     path,
-                    format!("{name} says it is {own:?} but its descriptor says {:?}", desc.media_type),
+                    format!(
+                        "{name} says it is {own:?} but its descriptor says {:?}",
+                        desc.media_type
+                    ),
                 );
             }
         } else if let (Some((desc, _)), None) = (from, own) {
@@ -415,7 +429,10 @@ impl Walker<'_> {
                     IssueKind::MediatypeMismatch,
                     digest.clone(),
                     path,
-                    format!("{name} is shaped like a {:?} but its descriptor says {:?}", own_kind, desc.media_type),
+                    format!(
+                        "{name} is shaped like a {:?} but its descriptor says {:?}",
+                        own_kind, desc.media_type
+                    ),
                 );
             }
         }
@@ -462,7 +479,11 @@ impl Walker<'_> {
                         format!("{name} has no \"manifests\" array"),
                     ),
                 }
-                let prefix = if from.is_none() { "index.json ".to_string() } else { format!("{path} > ") };
+                let prefix = if from.is_none() {
+                    "index.json ".to_string()
+                } else {
+                    format!("{path} > ")
+                };
                 for (i, d) in idx.entries().iter().enumerate() {
                     let label = match d.ref_name() {
                         Some(t) => format!("{prefix}manifests[{i}] ({t})"),
@@ -475,7 +496,16 @@ impl Walker<'_> {
                 }
             }
             Document::Manifest(m) => {
-                let Some((_, mdigest)) = from else { return };
+                let Some((_, mdigest)) = from else {
+                    // index.json itself is a manifest: readers refuse it, so must verify.
+                    self.push(
+                        IssueKind::MediatypeMismatch,
+                        None,
+                        path,
+                        format!("{name} is an image manifest, not an image index"),
+                    );
+                    return;
+                };
                 let mut info = ImageInfo {
                     manifest: mdigest.clone(),
                     path: path.to_string(),
@@ -548,7 +578,9 @@ impl Walker<'_> {
             .collect();
         let mut subjects: Vec<(Digest, u64, Digest, String)> = Vec::new();
         candidates.retain(|(d, size)| {
-            let Ok(blob) = self.store.open_blob(d) else { return false };
+            let Ok(blob) = self.store.open_blob(d) else {
+                return false;
+            };
             let mut head = [0u8; 1];
             let mut r = blob.into_reader();
             if r.read(&mut head).ok() != Some(1) || head[0] != b'{' {
@@ -557,12 +589,19 @@ impl Walker<'_> {
             let Ok(bytes) = self.store.read_verified(d, *size as i64, MAX_DOCUMENT_SIZE) else {
                 return false;
             };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return false };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                return false;
+            };
             let kind = spec::sniff_kind(&v);
             if !matches!(kind, Kind::Index | Kind::Manifest) {
                 return false;
             }
-            let Some(subject) = v.get("subject").and_then(|s| s.get("digest")).and_then(|s| s.as_str()).and_then(|s| Digest::parse(s).ok()) else {
+            let Some(subject) = v
+                .get("subject")
+                .and_then(|s| s.get("digest"))
+                .and_then(|s| s.as_str())
+                .and_then(|s| Digest::parse(s).ok())
+            else {
                 return false;
             };
             let mt = v
@@ -570,7 +609,12 @@ impl Walker<'_> {
                 .and_then(|m| m.as_str())
                 .map(str::to_string)
                 .unwrap_or_else(|| {
-                    if kind == Kind::Index { media_type::OCI_INDEX } else { media_type::OCI_MANIFEST }.to_string()
+                    if kind == Kind::Index {
+                        media_type::OCI_INDEX
+                    } else {
+                        media_type::OCI_MANIFEST
+                    }
+                    .to_string()
                 });
             subjects.push((d.clone(), *size, subject, mt));
             true
@@ -593,7 +637,12 @@ impl Walker<'_> {
                     extra: Default::default(),
                 };
                 self.g.referrers.push(d.clone());
-                self.visit(&desc, Role::Referrer, format!("referrer of {}", subject.short()), 0);
+                self.visit(
+                    &desc,
+                    Role::Referrer,
+                    format!("referrer of {}", subject.short()),
+                    0,
+                );
                 progressed = true;
             }
             if !progressed {

@@ -63,7 +63,10 @@ pub struct LayerDigests {
 ///
 /// # Errors
 /// Decoder set-up errors (zstd).
-pub fn decoder<'a, R: BufRead + 'a>(reader: R, compression: Compression) -> io::Result<Box<dyn Read + 'a>> {
+pub fn decoder<'a, R: BufRead + 'a>(
+    reader: R,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
@@ -77,7 +80,11 @@ pub fn decoder<'a, R: BufRead + 'a>(reader: R, compression: Compression) -> io::
 ///
 /// # Errors
 /// See [`LayerError`].
-pub fn digest_layer<R: Read>(reader: R, algorithm: Algorithm, compression: Compression) -> Result<LayerDigests, LayerError> {
+pub fn digest_layer<R: Read>(
+    reader: R,
+    algorithm: Algorithm,
+    compression: Compression,
+) -> Result<LayerDigests, LayerError> {
     let mut outer = BufReader::with_capacity(256 << 10, HashingReader::new(reader, algorithm));
     let head = outer.fill_buf()?;
     let sniffed = Compression::sniff(head);
@@ -106,11 +113,14 @@ pub fn digest_layer<R: Read>(reader: R, algorithm: Algorithm, compression: Compr
         let mut entries = 0u64;
         {
             let mut archive = tar::Archive::new(&mut inner);
-            let iter = archive.entries().map_err(|source| LayerError::Tar { entries, source })?;
+            let iter = archive
+                .entries()
+                .map_err(|source| LayerError::Tar { entries, source })?;
             for entry in iter {
                 let mut entry = entry.map_err(|source| classify(source, compression, entries))?;
                 // Read the data so that decompression errors surface here.
-                io::copy(&mut entry, &mut io::sink()).map_err(|source| classify(source, compression, entries))?;
+                io::copy(&mut entry, &mut io::sink())
+                    .map_err(|source| classify(source, compression, entries))?;
                 entries += 1;
             }
         }
@@ -131,10 +141,16 @@ pub fn digest_layer<R: Read>(reader: R, algorithm: Algorithm, compression: Compr
 /// Errors from inside the tar reader may come from the decoder below it.
 fn classify(source: io::Error, compression: Compression, entries: u64) -> LayerError {
     let from_decoder = compression != Compression::None
-        && matches!(source.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData)
+        && matches!(
+            source.kind(),
+            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData
+        )
         && !source.to_string().contains("archive");
     if from_decoder {
-        LayerError::Decompress { compression, source }
+        LayerError::Decompress {
+            compression,
+            source,
+        }
     } else {
         LayerError::Tar { entries, source }
     }

@@ -123,7 +123,8 @@ fn check_oci_layout(root: &Path) -> Result<OpenWarnings, StoreError> {
         reason,
     };
     spec::check_json(&bytes).map_err(|e| bad(format!("oci-layout {e}")))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("oci-layout is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("oci-layout is not valid JSON: {e}")))?;
     let version = v
         .as_object()
         .ok_or_else(|| bad("oci-layout is not a JSON object".into()))?
@@ -159,7 +160,9 @@ impl Layout {
     ///
     /// # Errors
     /// As [`Layout::open`].
-    pub fn open_with_warnings(root: impl AsRef<Path>) -> Result<(Layout, OpenWarnings), StoreError> {
+    pub fn open_with_warnings(
+        root: impl AsRef<Path>,
+    ) -> Result<(Layout, OpenWarnings), StoreError> {
         let root = root.as_ref();
         let meta = fs::metadata(root).map_err(|e| StoreError::io(root, e))?;
         if !meta.is_dir() {
@@ -248,7 +251,10 @@ impl Layout {
     ///
     /// # Errors
     /// I/O errors creating the temporary file.
-    pub fn blob_writer(&self, expected: Option<(Digest, u64)>) -> Result<BlobWriter<'_>, LayoutError> {
+    pub fn blob_writer(
+        &self,
+        expected: Option<(Digest, u64)>,
+    ) -> Result<BlobWriter<'_>, LayoutError> {
         let tmp_dir = self.root().join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(io_err(&tmp_dir))?;
         let tmp = tempfile::Builder::new()
@@ -276,6 +282,7 @@ impl Layout {
             .tempfile_in(root)
             .map_err(io_err(root))?;
         tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
+        set_readable(tmp.as_file(), tmp.path())?;
         tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         let dest = root.join(name);
         tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
@@ -322,7 +329,11 @@ impl Layout {
     ///
     /// # Errors
     /// An invalid tag, an unresolvable source, or write errors.
-    pub fn tag(&self, source: Option<&Reference>, new_tag: &str) -> Result<Descriptor, LayoutError> {
+    pub fn tag(
+        &self,
+        source: Option<&Reference>,
+        new_tag: &str,
+    ) -> Result<Descriptor, LayoutError> {
         if !is_valid_ref_name(new_tag) {
             return Err(LayoutError::InvalidTag(new_tag.to_string()));
         }
@@ -339,9 +350,11 @@ impl Layout {
         }
         index.remove_name(new_tag);
         // Reuse an untagged entry for the same digest rather than adding another.
-        if let Some(e) = index.entries.iter_mut().find(|e| {
-            e.descriptor.digest == target_digest && e.descriptor.ref_name().is_none()
-        }) {
+        if let Some(e) = index
+            .entries
+            .iter_mut()
+            .find(|e| e.descriptor.digest == target_digest && e.descriptor.ref_name().is_none())
+        {
             e.set_annotation(ANNOTATION_REF_NAME, Some(new_tag));
             return self.write_index(&lock, &index).map(|()| target);
         }
@@ -372,6 +385,14 @@ impl Layout {
         }
         self.write_index(&lock, &index)
     }
+}
+
+/// Temporary files are created 0600; what ocikit publishes in a layout is
+/// 0644, as other tools write it, so other users and tools can read it.
+fn set_readable(file: &File, path: &Path) -> Result<(), LayoutError> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io_err(path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LayoutError> {
@@ -439,6 +460,7 @@ impl BlobWriter<'_> {
             Some((d, _)) => d,
             None => actual,
         };
+        set_readable(tmp.as_file(), tmp.path())?;
         tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         let dest = self.layout.root().join(digest.blob_path());
         let dir = dest.parent().unwrap_or(self.layout.root()).to_path_buf();
@@ -465,7 +487,7 @@ impl IndexEntry {
         let Ok(mut obj) = serde_json::from_str::<Map<String, Value>>(self.raw.get()) else {
             return;
         };
-        let mut ann = match obj.remove("annotations") {
+        let mut ann = match obj.shift_remove("annotations") {
             Some(Value::Object(m)) => m,
             _ => Map::new(),
         };
@@ -481,7 +503,10 @@ impl IndexEntry {
             obj.insert("annotations".into(), Value::Object(ann));
         }
         let text = Value::Object(obj).to_string();
-        if let (Ok(raw), Ok(desc)) = (RawValue::from_string(text.clone()), serde_json::from_str(&text)) {
+        if let (Ok(raw), Ok(desc)) = (
+            RawValue::from_string(text.clone()),
+            serde_json::from_str(&text),
+        ) {
             self.raw = raw;
             self.descriptor = desc;
         }
@@ -543,7 +568,11 @@ impl IndexFile {
             kept.push((k, raw));
         }
         if !kept.iter().any(|(k, _)| k == "manifests") {
-            kept.push(("manifests".into(), RawValue::from_string("[]".into()).map_err(|e| DocumentError::Syntax(e.to_string()))?));
+            kept.push((
+                "manifests".into(),
+                RawValue::from_string("[]".into())
+                    .map_err(|e| DocumentError::Syntax(e.to_string()))?,
+            ));
         }
         Ok(IndexFile {
             fields: kept,
@@ -640,7 +669,19 @@ mod tests {
         let mut w = layout.blob_writer(Some((good.clone(), 7))).unwrap();
         w.write_all(b"content").unwrap();
         assert_eq!(w.finish().unwrap(), (good.clone(), 7));
-        assert_eq!(fs::read(layout.root().join(good.blob_path())).unwrap(), b"content");
+        assert_eq!(
+            fs::read(layout.root().join(good.blob_path())).unwrap(),
+            b"content"
+        );
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = fs::metadata(layout.root().join(good.blob_path())).unwrap();
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                0o644,
+                "blobs must be readable by others"
+            );
+        }
 
         // Wrong content under an expected digest: refused, nothing stored, no temp left.
         let other = Digest::of_bytes(Algorithm::Sha256, b"other!!");
@@ -658,7 +699,10 @@ mod tests {
             w.finish(),
             Err(LayoutError::Verify(StoreError::SizeMismatch { .. }))
         ));
-        assert_eq!(fs::read_dir(layout.root().join(TMP_DIR)).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(layout.root().join(TMP_DIR)).unwrap().count(),
+            0
+        );
 
         // Unknown digest: hashed with sha256.
         let mut w = layout.blob_writer(None).unwrap();

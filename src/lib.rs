@@ -32,7 +32,6 @@ pub mod digest;
 pub mod graph;
 pub mod layer;
 pub mod layout;
-mod mmap;
 pub mod platform;
 pub mod reference;
 pub mod resolve;

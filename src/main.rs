@@ -58,7 +58,9 @@ enum Command {
         json: bool,
     },
     /// Print the exact stored bytes of an index, manifest or config.
-    #[command(after_help = "Examples:\n  ocikit cat testdata/demo index          # index.json itself\n  ocikit cat testdata/demo:1.0 index      # the image index tagged 1.0\n  ocikit cat testdata/demo:1.0 manifest --platform linux/arm64")]
+    #[command(
+        after_help = "Examples:\n  ocikit cat testdata/demo index          # index.json itself\n  ocikit cat testdata/demo:1.0 index      # the image index tagged 1.0\n  ocikit cat testdata/demo:1.0 manifest --platform linux/arm64"
+    )]
     Cat {
         /// LOCATION[:REF].
         location: String,
@@ -69,7 +71,9 @@ enum Command {
         platform: Option<PlatformSpec>,
     },
     /// Print the exact stored bytes of one blob (verified before it is printed).
-    #[command(after_help = "Example:\n  ocikit blob testdata/demo sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")]
+    #[command(
+        after_help = "Example:\n  ocikit blob testdata/demo sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    )]
     Blob {
         /// LOCATION.
         location: String,
@@ -77,7 +81,9 @@ enum Command {
         digest: String,
     },
     /// Add a tag to an image in a layout (moving it if another image has it).
-    #[command(after_help = "Example:\n  ocikit tag ./images:1.0 stable\n  ocikit tag ./images@sha256:… pinned")]
+    #[command(
+        after_help = "Example:\n  ocikit tag ./images:1.0 stable\n  ocikit tag ./images@sha256:… pinned"
+    )]
     Tag {
         /// LAYOUT[:REF] naming the image to tag.
         source: String,
@@ -91,7 +97,9 @@ enum Command {
         target: String,
     },
     /// Check every reachable blob's existence, size and digest, and the documents' structure.
-    #[command(after_help = "Exit status: 0 clean (warnings allowed), 1 problems found, 2 could not run.\nExample:\n  ocikit verify testdata/demo --deep")]
+    #[command(
+        after_help = "Exit status: 0 clean (warnings allowed), 1 problems found, 2 could not run.\nExample:\n  ocikit verify testdata/demo --deep"
+    )]
     Verify {
         /// LOCATION.
         location: String,
@@ -115,7 +123,33 @@ enum CatWhat {
 struct Negative;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::from(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    },
+                );
+            }
+            // One line, like every other error; clap's own text minus its usage block.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("ocikit: error: {first} (see 'ocikit --help')");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(Negative)) => ExitCode::from(1),
@@ -396,10 +430,15 @@ fn ls(location: &str, json: bool) -> Result<()> {
         .map(|(d, s)| {
             [
                 clean(d.ref_name().unwrap_or("<none>")),
-                d.digest().map(|x| x.short()).unwrap_or_else(|_| clean(&d.digest)),
+                d.digest()
+                    .map(|x| x.short())
+                    .unwrap_or_else(|_| clean(&d.digest)),
                 clean(&short_type(&d.media_type)),
                 if s.platforms.is_empty() {
-                    s.artifact_type.clone().map(|a| clean(&a)).unwrap_or_else(|| "-".into())
+                    s.artifact_type
+                        .clone()
+                        .map(|a| clean(&a))
+                        .unwrap_or_else(|| "-".into())
                 } else {
                     s.platforms.join(",")
                 },
@@ -438,7 +477,11 @@ fn ls(location: &str, json: bool) -> Result<()> {
 }
 
 fn resolve_image(store: &LayoutStore, loc: &Location, platform: &PlatformChoice) -> Result<Image> {
-    Ok(resolve::resolve_image(store, loc.reference.as_ref(), platform)?)
+    Ok(resolve::resolve_image(
+        store,
+        loc.reference.as_ref(),
+        platform,
+    )?)
 }
 
 fn inspect(location: &str, platform: PlatformChoice, json: bool) -> Result<()> {
@@ -447,8 +490,7 @@ fn inspect(location: &str, platform: PlatformChoice, json: bool) -> Result<()> {
     let config = image.config(&store)?;
     let cfg = match &config {
         Some(node) if node.descriptor.kind() == Kind::ImageConfig => Some(
-            spec::parse_config(&node.bytes)
-                .map_err(|e| anyhow!("config {} {e}", node.digest))?,
+            spec::parse_config(&node.bytes).map_err(|e| anyhow!("config {} {e}", node.digest))?,
         ),
         _ => None,
     };
@@ -503,7 +545,12 @@ fn inspect(location: &str, platform: PlatformChoice, json: bool) -> Result<()> {
         writeln!(o, "Reference:  {}", clean(&r.to_string()))?;
     }
     for n in &image.indexes {
-        writeln!(o, "Index:      {}  {}", n.digest, short_type(&n.descriptor.media_type))?;
+        writeln!(
+            o,
+            "Index:      {}  {}",
+            n.digest,
+            short_type(&n.descriptor.media_type)
+        )?;
     }
     if let Some(p) = &platform_str {
         writeln!(o, "Platform:   {}", clean(p))?;
@@ -552,10 +599,23 @@ fn inspect(location: &str, platform: PlatformChoice, json: bool) -> Result<()> {
             writeln!(o, "  History:    {} entries", h.len())?;
         }
     }
-    writeln!(o, "Layers:     {} ({} total image size)", layers.len(), human(total))?;
+    writeln!(
+        o,
+        "Layers:     {} ({} total image size)",
+        layers.len(),
+        human(total)
+    )?;
     for (i, l) in layers.iter().enumerate() {
-        let short = l.digest().map(|d| d.short()).unwrap_or_else(|_| clean(&l.digest));
-        write!(o, "  {i:>3}  {short}  {:>10}  {}", human(l.size.max(0) as u64), clean(&l.media_type))?;
+        let short = l
+            .digest()
+            .map(|d| d.short())
+            .unwrap_or_else(|_| clean(&l.digest));
+        write!(
+            o,
+            "  {i:>3}  {short}  {:>10}  {}",
+            human(l.size.max(0) as u64),
+            clean(&l.media_type)
+        )?;
         if let Some(d) = diff_ids.get(i) {
             write!(o, "  diff_id {}", clean(d))?;
         }
@@ -621,17 +681,24 @@ fn blob(location: &str, digest: &str) -> Result<()> {
     let (_, store) = open_store(location)?;
     let digest = Digest::parse(digest)?;
     if !digest.algorithm().is_verifiable() {
-        bail!("{digest} uses an algorithm ocikit cannot verify; refusing to print unverified bytes");
+        bail!(
+            "{digest} uses an algorithm ocikit cannot verify; refusing to print unverified bytes"
+        );
     }
+    // Verify first, then stream: nothing unverified reaches stdout, and memory
+    // stays bounded whatever the blob's size.
     let blob = store.open_blob(&digest)?;
-    let bytes = blob
-        .bytes()
-        .with_context(|| format!("{}", store.blob_location(&digest).display()))?;
-    let actual = Digest::of_bytes(digest.algorithm().clone(), &bytes);
+    let location = || store.blob_location(&digest).display().to_string();
+    let (actual, _) = blob
+        .hash(digest.algorithm().clone())
+        .with_context(location)?;
     if actual != digest {
         bail!("blob {digest} has the wrong content (it hashes to {actual}); not printed");
     }
-    write_bytes(&bytes)
+    let mut o = out();
+    blob.copy_to(&mut o)?;
+    o.flush()?;
+    Ok(())
 }
 
 fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>> {
@@ -642,7 +709,13 @@ fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>
     }
     check_exists(&loc.path)?;
     let start = Instant::now();
-    let report = verify::verify_layout(&loc.path, &VerifyOptions { deep })?;
+    let bar = Bar::new(if deep {
+        "verifying (deep)"
+    } else {
+        "verifying"
+    });
+    let report = verify::verify_layout_with_progress(&loc.path, &VerifyOptions { deep }, &bar)?;
+    bar.done();
     let secs = start.elapsed().as_secs_f64();
     if json {
         print_json(&verify_json(&report, secs))?;
@@ -650,6 +723,46 @@ fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>
         print_verify(&report, secs)?;
     }
     Ok((!report.is_clean()).then_some(Negative))
+}
+
+/// A progress bar on stderr when it is a terminal; nothing otherwise.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(what: &str) -> Bar {
+        use std::io::IsTerminal;
+        if !io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let pb =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(what.to_string());
+        Bar(Some(pb))
+    }
+
+    fn done(&self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+impl verify::Progress for Bar {
+    fn begin(&self, total: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_length(total);
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(pb) = &self.0 {
+            pb.inc(bytes);
+        }
+    }
 }
 
 fn verify_json(r: &VerifyReport, secs: f64) -> serde_json::Value {
@@ -684,7 +797,11 @@ fn verify_json(r: &VerifyReport, secs: f64) -> serde_json::Value {
 fn print_verify(r: &VerifyReport, secs: f64) -> Result<()> {
     let mut o = out();
     for f in &r.findings {
-        let sev = if f.kind.is_warning() { "warning" } else { "error" };
+        let sev = if f.kind.is_warning() {
+            "warning"
+        } else {
+            "error"
+        };
         writeln!(o, "{sev}: {}: {}", f.kind, clean(&f.message))?;
     }
     let errors = r.errors().count();

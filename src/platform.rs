@@ -85,8 +85,7 @@ impl FromStr for PlatformSpec {
         let parts: Vec<&str> = s.split('/').collect();
         let ok = |p: &&str| {
             !p.is_empty()
-                && p
-                    .bytes()
+                && p.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         };
         match parts.as_slice() {

@@ -139,7 +139,12 @@ impl Location {
             return done(rest, None);
         }
         // Rule 3: the longest existing prefix before a ':'.
-        for (i, _) in rest.match_indices(':').collect::<Vec<_>>().into_iter().rev() {
+        for (i, _) in rest
+            .match_indices(':')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             if i > 0 && exists(Path::new(&rest[..i])) {
                 return split_at(s, rest, i, done);
             }
@@ -327,7 +332,10 @@ mod tests {
         assert_eq!(l.path, PathBuf::from("a:b"));
         assert_eq!(l.reference, tag("reg:5000/x:1.2"));
         // docker-style refs after an existing archive.
-        let l = parse("docker-archive:save.tar:registry:5000/team/app:1.2", &["save.tar"]);
+        let l = parse(
+            "docker-archive:save.tar:registry:5000/team/app:1.2",
+            &["save.tar"],
+        );
         assert_eq!(l.reference, tag("registry:5000/team/app:1.2"));
         // Rule 4: not existing, first ':'.
         let l = parse("new/layout:v1:extra", &[]);
@@ -363,7 +371,15 @@ mod tests {
 
     #[test]
     fn ref_name_grammar() {
-        for ok in ["latest", "1.0", "v1.2.3-rc1", "a/b/c", "reg:5000/x", "a--b", "A_b"] {
+        for ok in [
+            "latest",
+            "1.0",
+            "v1.2.3-rc1",
+            "a/b/c",
+            "reg:5000/x",
+            "a--b",
+            "A_b",
+        ] {
             assert!(is_valid_ref_name(ok), "{ok}");
         }
         for bad in ["", "-x", "x-", "a//b", "a b", "a..b", "ä", "a/", "a---b"] {
@@ -374,8 +390,14 @@ mod tests {
     #[test]
     fn docker_normalisation() {
         let n = |s| normalize_docker_name(s);
-        assert_eq!(n("busybox").as_deref(), Some("docker.io/library/busybox:latest"));
-        assert_eq!(n("busybox:1").as_deref(), Some("docker.io/library/busybox:1"));
+        assert_eq!(
+            n("busybox").as_deref(),
+            Some("docker.io/library/busybox:latest")
+        );
+        assert_eq!(
+            n("busybox:1").as_deref(),
+            Some("docker.io/library/busybox:1")
+        );
         assert_eq!(n("team/app:2").as_deref(), Some("docker.io/team/app:2"));
         assert_eq!(
             n("registry:5000/team/app:1.2").as_deref(),

@@ -126,7 +126,9 @@ fn choices(v: &[String]) -> String {
 }
 
 fn for_ref(r: &Option<String>) -> String {
-    r.as_ref().map(|r| format!(" matching {r:?}")).unwrap_or_default()
+    r.as_ref()
+        .map(|r| format!(" matching {r:?}"))
+        .unwrap_or_default()
 }
 
 /// A loaded and verified JSON document: its descriptor and exact bytes.
@@ -177,13 +179,12 @@ impl Image {
     pub fn image_config(&self, store: &dyn Store) -> Result<Option<ImageConfig>, ResolveError> {
         match self.config(store)? {
             Some(node) if node.descriptor.kind() == Kind::ImageConfig => {
-                let parsed = spec::parse_config(&node.bytes).map_err(|source| {
-                    ResolveError::Document {
+                let parsed =
+                    spec::parse_config(&node.bytes).map_err(|source| ResolveError::Document {
                         what: "config",
                         digest: node.digest.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 Ok(Some(parsed))
             }
             _ => Ok(None),
@@ -236,7 +237,10 @@ pub fn read_index_json(store: &dyn Store) -> Result<(Vec<u8>, ImageIndex), Resol
 
 /// A human label for an `index.json` entry: `tag (sha256:0123…, media type)`.
 pub fn entry_label(d: &Descriptor) -> String {
-    let short = d.digest().map(|d| d.short()).unwrap_or_else(|_| d.digest.clone());
+    let short = d
+        .digest()
+        .map(|d| d.short())
+        .unwrap_or_else(|_| d.digest.clone());
     match d.ref_name() {
         Some(t) => format!("{t} ({short})"),
         None => format!("@{}", d.digest),
@@ -288,7 +292,9 @@ pub fn match_tag<'a>(entries: &'a [Descriptor], tag: &str) -> Vec<&'a Descriptor
 
 fn distinct_by_digest(v: Vec<&Descriptor>) -> Vec<&Descriptor> {
     let mut seen = HashSet::new();
-    v.into_iter().filter(|d| seen.insert(d.digest.clone())).collect()
+    v.into_iter()
+        .filter(|d| seen.insert(d.digest.clone()))
+        .collect()
 }
 
 /// What a reference points at: an entry of `index.json`, a nested descriptor,
@@ -450,7 +456,10 @@ pub fn find_descriptor(
 ///
 /// # Errors
 /// See [`ResolveError`].
-pub fn resolve_node(store: &dyn Store, reference: Option<&Reference>) -> Result<Node, ResolveError> {
+pub fn resolve_node(
+    store: &dyn Store,
+    reference: Option<&Reference>,
+) -> Result<Node, ResolveError> {
     let desc = find_descriptor(store, reference)?;
     load_node(store, &desc, "manifest")
 }
@@ -576,7 +585,10 @@ pub fn resolve_image(
             }
         }
     }
-    Err(ResolveError::TooDeep(descriptor_digest(&desc, "index entry")?))
+    Err(ResolveError::TooDeep(descriptor_digest(
+        &desc,
+        "index entry",
+    )?))
 }
 
 fn unreachable_index<T>(node: &Node) -> Result<T, ResolveError> {

@@ -225,7 +225,9 @@ impl Descriptor {
     /// non-distributable/foreign media types, or any layer with `urls`.
     pub fn is_foreign(&self) -> bool {
         match self.kind() {
-            Kind::Layer { foreign, .. } => foreign || self.urls.as_ref().is_some_and(|u| !u.is_empty()),
+            Kind::Layer { foreign, .. } => {
+                foreign || self.urls.as_ref().is_some_and(|u| !u.is_empty())
+            }
             _ => false,
         }
     }
@@ -241,10 +243,18 @@ pub struct Platform {
     #[serde(default)]
     pub os: String,
     /// OS version (Windows).
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// OS features.
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_features: Option<Vec<String>>,
     /// CPU variant (`v7`, `v8`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,7 +266,11 @@ pub struct Platform {
 
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let os = if self.os.is_empty() { "unknown" } else { &self.os };
+        let os = if self.os.is_empty() {
+            "unknown"
+        } else {
+            &self.os
+        };
         let arch = if self.architecture.is_empty() {
             "unknown"
         } else {
@@ -619,7 +633,10 @@ mod tests {
         );
         assert!(matches!(
             check_json(br#"{"schemaVersion":2,"Layers":[]}"#),
-            Err(DocumentError::CaseFoldedKey { known: "layers", .. })
+            Err(DocumentError::CaseFoldedKey {
+                known: "layers",
+                ..
+            })
         ));
         assert!(matches!(
             check_json(br#"{"a":{"b":[{"x":1,"x":2}]}}"#),
@@ -650,8 +667,11 @@ mod tests {
 
     #[test]
     fn null_manifests_and_unknown_fields_are_tolerated() {
-        let d = parse_document(br#"{"schemaVersion":2,"manifests":null,"x":1}"#, Kind::Index)
-            .unwrap();
+        let d = parse_document(
+            br#"{"schemaVersion":2,"manifests":null,"x":1}"#,
+            Kind::Index,
+        )
+        .unwrap();
         let Document::Index(i) = d else { panic!() };
         assert!(i.entries().is_empty());
         let desc: Descriptor = serde_json::from_str(

@@ -106,7 +106,7 @@ impl Blob {
         self.len == 0
     }
 
-    /// Hashes the whole blob (memory-mapped where large).
+    /// Hashes the whole blob from its start.
     ///
     /// # Errors
     /// Read errors.
@@ -114,40 +114,40 @@ impl Blob {
         digest::hash_file(algorithm, &self.file)
     }
 
+    /// Hashes the whole blob, reporting bytes hashed to `progress`.
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn hash_with_progress(
+        &self,
+        algorithm: digest::Algorithm,
+        progress: &dyn Fn(u64),
+    ) -> io::Result<(Digest, u64)> {
+        digest::hash_file_with_progress(algorithm, &self.file, progress)
+    }
+
     /// A reader over the blob's bytes.
     pub fn into_reader(self) -> impl Read + Send {
         io::BufReader::with_capacity(256 << 10, self.file)
     }
 
-    /// The blob's bytes, memory-mapped (or read, where mapping fails or the blob
-    /// is empty).
+    /// Copies the whole blob (from its start) to `out`; returns the bytes copied.
     ///
     /// # Errors
-    /// Read errors.
-    pub fn bytes(&self) -> io::Result<BlobBytes> {
-        if let Some(m) = crate::mmap::map(&self.file) {
-            return Ok(BlobBytes::Mapped(m));
-        }
-        let mut v = Vec::with_capacity(self.len as usize);
-        (&self.file).read_to_end(&mut v)?;
-        Ok(BlobBytes::Owned(v))
-    }
-}
-
-/// A blob's bytes in memory or mapped.
-pub enum BlobBytes {
-    /// Memory-mapped.
-    Mapped(memmap2::Mmap),
-    /// Read into memory.
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for BlobBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            BlobBytes::Mapped(m) => m,
-            BlobBytes::Owned(v) => v,
+    /// Read or write errors.
+    pub fn copy_to(&self, out: &mut dyn io::Write) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0u64;
+        loop {
+            let n = match self.file.read_at(&mut buf, offset) {
+                Ok(0) => return Ok(offset),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            out.write_all(&buf[..n])?;
+            offset += n as u64;
         }
     }
 }
@@ -371,7 +371,9 @@ impl Store for LayoutStore {
         for alg in algs {
             let alg = alg.map_err(|e| StoreError::io(&blobs, e))?;
             let alg_name = alg.file_name().to_string_lossy().into_owned();
-            let alg_type = alg.file_type().map_err(|e| StoreError::io(&alg.path(), e))?;
+            let alg_type = alg
+                .file_type()
+                .map_err(|e| StoreError::io(&alg.path(), e))?;
             if !alg_type.is_dir() {
                 out.push(BlobEntry {
                     digest: None,
@@ -384,8 +386,8 @@ impl Store for LayoutStore {
             for ent in fs::read_dir(alg.path()).map_err(|e| StoreError::io(&alg.path(), e))? {
                 let ent = ent.map_err(|e| StoreError::io(&alg.path(), e))?;
                 let name = ent.file_name().to_string_lossy().into_owned();
-                let meta = fs::symlink_metadata(ent.path())
-                    .map_err(|e| StoreError::io(&ent.path(), e))?;
+                let meta =
+                    fs::symlink_metadata(ent.path()).map_err(|e| StoreError::io(&ent.path(), e))?;
                 let digest = Digest::parse(&format!("{alg_name}:{name}"))
                     .ok()
                     .filter(|d| d.algorithm().as_str() == alg_name && d.encoded() == name);

@@ -26,6 +26,18 @@ pub struct VerifyOptions {
     pub deep: bool,
 }
 
+/// Receives progress while verify hashes blobs (for a progress bar). The
+/// library never prints; the CLI draws a bar only when stderr is a terminal.
+pub trait Progress: Sync {
+    /// The total number of bytes about to be hashed.
+    fn begin(&self, _total_bytes: u64) {}
+    /// `bytes` more were hashed.
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// No progress reporting.
+impl Progress for () {}
+
 /// A verify finding: an [`Issue`] with its severity.
 pub type Finding = Issue;
 
@@ -79,6 +91,18 @@ fn finding(kind: IssueKind, digest: Option<String>, path: &str, message: String)
 /// # Errors
 /// [`StoreError::NotALayout`] or an unreadable directory.
 pub fn verify_layout(root: &Path, options: &VerifyOptions) -> Result<VerifyReport, StoreError> {
+    verify_layout_with_progress(root, options, &())
+}
+
+/// [`verify_layout`] reporting progress.
+///
+/// # Errors
+/// As [`verify_layout`].
+pub fn verify_layout_with_progress(
+    root: &Path,
+    options: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, StoreError> {
     let meta = std::fs::metadata(root).map_err(|e| StoreError::io(root, e))?;
     if !meta.is_dir() {
         return Err(StoreError::NotALayout {
@@ -95,17 +119,31 @@ pub fn verify_layout(root: &Path, options: &VerifyOptions) -> Result<VerifyRepor
     }
     let mut pre = Vec::new();
     match store::read_small_file(&root.join("oci-layout"), 64 << 10) {
-        Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            pre.push(finding(IssueKind::Missing, None, "oci-layout", "oci-layout is missing".into()))
-        }
-        Err(e @ StoreError::NotRegular { .. }) => {
-            pre.push(finding(IssueKind::NonRegular, None, "oci-layout", e.to_string()))
-        }
-        Err(e) => pre.push(finding(IssueKind::Malformed, None, "oci-layout", format!("oci-layout cannot be read: {e}"))),
+        Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => pre
+            .push(finding(
+                IssueKind::Missing,
+                None,
+                "oci-layout",
+                "oci-layout is missing".into(),
+            )),
+        Err(e @ StoreError::NotRegular { .. }) => pre.push(finding(
+            IssueKind::NonRegular,
+            None,
+            "oci-layout",
+            e.to_string(),
+        )),
+        Err(e) => pre.push(finding(
+            IssueKind::Malformed,
+            None,
+            "oci-layout",
+            format!("oci-layout cannot be read: {e}"),
+        )),
         Ok(bytes) => {
             let parsed = spec::check_json(&bytes)
                 .map_err(|e| e.to_string())
-                .and_then(|()| serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string()));
+                .and_then(|()| {
+                    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
+                });
             match parsed {
                 Err(e) => pre.push(finding(IssueKind::Malformed, None, "oci-layout", format!("oci-layout is not valid JSON: {e}"))),
                 Ok(v) => match v.get("imageLayoutVersion").map(|v| v.as_str()) {
@@ -128,7 +166,12 @@ pub fn verify_layout(root: &Path, options: &VerifyOptions) -> Result<VerifyRepor
     }
     match root.join("blobs").symlink_metadata() {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => pre.push(finding(IssueKind::NonRegular, None, "blobs", "blobs is not a directory".into())),
+        Ok(_) => pre.push(finding(
+            IssueKind::NonRegular,
+            None,
+            "blobs",
+            "blobs is not a directory".into(),
+        )),
         Err(_) => pre.push(finding(
             IssueKind::Layout,
             None,
@@ -137,7 +180,7 @@ pub fn verify_layout(root: &Path, options: &VerifyOptions) -> Result<VerifyRepor
         )),
     }
     let store = LayoutStore::new(root);
-    let mut report = verify(&store, options);
+    let mut report = verify_with_progress(&store, options, progress);
     pre.append(&mut report.findings);
     report.findings = pre;
     sort(&mut report.findings);
@@ -146,7 +189,12 @@ pub fn verify_layout(root: &Path, options: &VerifyOptions) -> Result<VerifyRepor
 
 fn sort(findings: &mut [Finding]) {
     findings.sort_by(|a, b| {
-        (a.kind.is_warning(), a.kind, &a.path, &a.digest).cmp(&(b.kind.is_warning(), b.kind, &b.path, &b.digest))
+        (a.kind.is_warning(), a.kind, &a.path, &a.digest).cmp(&(
+            b.kind.is_warning(),
+            b.kind,
+            &b.path,
+            &b.digest,
+        ))
     });
 }
 
@@ -161,6 +209,15 @@ struct LeafResult {
 
 /// Verifies everything reachable in a store. Never fails: problems are findings.
 pub fn verify(store: &dyn Store, options: &VerifyOptions) -> VerifyReport {
+    verify_with_progress(store, options, &())
+}
+
+/// [`verify`] reporting progress.
+pub fn verify_with_progress(
+    store: &dyn Store,
+    options: &VerifyOptions,
+    progress: &dyn Progress,
+) -> VerifyReport {
     let graph = graph::walk(store, WalkOptions { referrers: true });
     let mut findings = graph.issues.clone();
     let mut blobs_checked = graph.reached.values().filter(|r| r.verified).count() as u64;
@@ -176,11 +233,22 @@ pub fn verify(store: &dyn Store, options: &VerifyOptions) -> VerifyReport {
 
     // Leaves, largest first so the long hashes start early.
     let mut leaves: Vec<&Reached> = graph.reached.values().filter(|r| !r.verified).collect();
-    leaves.sort_by(|a, b| b.descriptor.size.cmp(&a.descriptor.size).then(a.digest.cmp(&b.digest)));
+    leaves.sort_by(|a, b| {
+        b.descriptor
+            .size
+            .cmp(&a.descriptor.size)
+            .then(a.digest.cmp(&b.digest))
+    });
     let decompressed = AtomicU64::new(0);
+    progress.begin(leaves.iter().map(|r| r.descriptor.size.max(0) as u64).sum());
     let results: Vec<(Digest, LeafResult)> = leaves
         .par_iter()
-        .map(|r| (r.digest.clone(), check_leaf(store, r, options.deep, &decompressed)))
+        .map(|r| {
+            (
+                r.digest.clone(),
+                check_leaf(store, r, options.deep, &decompressed, progress),
+            )
+        })
         .collect();
     let mut diff_ids: HashMap<Digest, Digest> = HashMap::new();
     for (digest, r) in results {
@@ -205,7 +273,10 @@ pub fn verify(store: &dyn Store, options: &VerifyOptions) -> VerifyReport {
                 IssueKind::Layout,
                 Some(img.manifest.to_string()),
                 &img.path,
-                format!("{}: manifest {} has no layers (allowed; the spec says it SHOULD have one)", img.path, img.manifest),
+                format!(
+                    "{}: manifest {} has no layers (allowed; the spec says it SHOULD have one)",
+                    img.path, img.manifest
+                ),
             ));
         }
     }
@@ -226,7 +297,14 @@ fn dedup(findings: &mut Vec<Finding>) {
     findings.retain(|f| seen.insert((f.kind, f.digest.clone(), f.message.clone())));
 }
 
-fn check_leaf(store: &dyn Store, r: &Reached, deep: bool, decompressed: &AtomicU64) -> LeafResult {
+fn check_leaf(
+    store: &dyn Store,
+    r: &Reached,
+    deep: bool,
+    decompressed: &AtomicU64,
+    progress: &dyn Progress,
+) -> LeafResult {
+    let advance = |n: u64| progress.advance(n);
     let mut out = LeafResult {
         findings: Vec::new(),
         bytes: 0,
@@ -242,7 +320,10 @@ fn check_leaf(store: &dyn Store, r: &Reached, deep: bool, decompressed: &AtomicU
             IssueKind::Unsupported,
             ds,
             path,
-            format!("{path}: {digest} uses the algorithm {:?}, which ocikit cannot verify", digest.algorithm().as_str()),
+            format!(
+                "{path}: {digest} uses the algorithm {:?}, which ocikit cannot verify",
+                digest.algorithm().as_str()
+            ),
         ));
         return out;
     }
@@ -268,7 +349,10 @@ fn check_leaf(store: &dyn Store, r: &Reached, deep: bool, decompressed: &AtomicU
         _ => None,
     };
     if blob.len() as i64 != expected {
-        let matches = blob.hash(digest.algorithm().clone()).map(|(d, _)| &d == digest).unwrap_or(false);
+        let matches = blob
+            .hash(digest.algorithm().clone())
+            .map(|(d, _)| &d == digest)
+            .unwrap_or(false);
         out.findings.push(finding(
             IssueKind::SizeMismatch,
             ds,
@@ -276,7 +360,11 @@ fn check_leaf(store: &dyn Store, r: &Reached, deep: bool, decompressed: &AtomicU
             format!(
                 "{path}: blob {digest} is {} bytes but its descriptor says {expected}{}",
                 blob.len(),
-                if matches { " (its content does match the digest)" } else { "" }
+                if matches {
+                    " (its content does match the digest)"
+                } else {
+                    ""
+                }
             ),
         ));
         return out;
@@ -285,34 +373,55 @@ fn check_leaf(store: &dyn Store, r: &Reached, deep: bool, decompressed: &AtomicU
         decompressed.fetch_add(1, Ordering::Relaxed);
         out.decompressed = true;
         let len = blob.len();
-        match layer::digest_layer(blob.into_reader(), digest.algorithm().clone(), compression) {
+        match layer::digest_layer(
+            crate::digest::ProgressReader::new(blob.into_reader(), &advance),
+            digest.algorithm().clone(),
+            compression,
+        ) {
             Ok(l) => {
                 out.checked = true;
                 out.bytes = len;
                 if &l.blob_digest != digest {
-                    out.findings.push(digest_mismatch(digest, &l.blob_digest, path));
+                    out.findings
+                        .push(digest_mismatch(digest, &l.blob_digest, path));
                 } else {
                     out.diff_id = Some(l.diff_id);
                 }
             }
-            Err(e @ LayerError::Io(_)) => out.findings.push(finding(IssueKind::Malformed, ds, path, format!("{path}: layer {digest} {e}"))),
+            Err(e @ LayerError::Io(_)) => out.findings.push(finding(
+                IssueKind::Malformed,
+                ds,
+                path,
+                format!("{path}: layer {digest} {e}"),
+            )),
             Err(e) => {
                 // Still tell whether the stored bytes are intact.
                 let intact = store
                     .open_blob(digest)
-                    .and_then(|b| b.hash(digest.algorithm().clone()).map_err(|e| StoreError::io(&store.blob_location(digest), e)))
+                    .and_then(|b| {
+                        b.hash(digest.algorithm().clone())
+                            .map_err(|e| StoreError::io(&store.blob_location(digest), e))
+                    })
                     .map(|(d, _)| &d == digest);
                 match intact {
-                    Ok(false) => {
-                        out.findings.push(finding(IssueKind::DigestMismatch, ds, path, format!("{path}: blob {digest} has the wrong content")))
-                    }
-                    _ => out.findings.push(finding(IssueKind::BadLayer, ds, path, format!("{path}: layer {digest} {e}"))),
+                    Ok(false) => out.findings.push(finding(
+                        IssueKind::DigestMismatch,
+                        ds,
+                        path,
+                        format!("{path}: blob {digest} has the wrong content"),
+                    )),
+                    _ => out.findings.push(finding(
+                        IssueKind::BadLayer,
+                        ds,
+                        path,
+                        format!("{path}: layer {digest} {e}"),
+                    )),
                 }
             }
         }
         return out;
     }
-    match blob.hash(digest.algorithm().clone()) {
+    match blob.hash_with_progress(digest.algorithm().clone(), &advance) {
         Ok((actual, n)) => {
             out.checked = true;
             out.bytes = n;
@@ -324,7 +433,10 @@ fn check_leaf(store: &dyn Store, r: &Reached, deep: bool, decompressed: &AtomicU
             IssueKind::Malformed,
             ds,
             path,
-            format!("{path}: {} cannot be read: {e}", store.blob_location(digest).display()),
+            format!(
+                "{path}: {} cannot be read: {e}",
+                store.blob_location(digest).display()
+            ),
         )),
     }
     out
@@ -357,13 +469,21 @@ fn check_diff_ids(graph: &Graph, diff_ids: &HashMap<Digest, Digest>) -> Vec<Find
                 IssueKind::SchemaInvalid,
                 m.clone(),
                 &img.path,
-                format!("{}: manifest {} has {} layers but its config lists {} diff_ids", img.path, img.manifest, img.layers.len(), ids.len()),
+                format!(
+                    "{}: manifest {} has {} layers but its config lists {} diff_ids",
+                    img.path,
+                    img.manifest,
+                    img.layers.len(),
+                    ids.len()
+                ),
             ));
             continue;
         }
         for (i, ((_, ld), want)) in img.layers.iter().zip(ids).enumerate() {
             let Some(ld) = ld else { continue };
-            let Some(got) = diff_ids.get(ld) else { continue };
+            let Some(got) = diff_ids.get(ld) else {
+                continue;
+            };
             if got.to_string() != *want {
                 out.push(finding(
                     IssueKind::DiffidMismatch,
@@ -390,7 +510,10 @@ fn unreferenced(store: &dyn Store, graph: &Graph) -> Vec<Finding> {
                 IssueKind::Unreferenced,
                 Some(d.to_string()),
                 &p,
-                format!("{p} is not referenced from index.json ({} bytes; gc would remove it)", e.size),
+                format!(
+                    "{p} is not referenced from index.json ({} bytes; gc would remove it)",
+                    e.size
+                ),
             )),
             None => out.push(finding(
                 IssueKind::StrayFile,
@@ -417,7 +540,9 @@ fn tag_warnings(store: &dyn Store) -> Vec<Finding> {
                 IssueKind::Layout,
                 Some(d.digest.clone()),
                 &path,
-                format!("tag {tag:?} is on manifests[{first}] and manifests[{i}]; the first is used"),
+                format!(
+                    "tag {tag:?} is on manifests[{first}] and manifests[{i}]; the first is used"
+                ),
             ));
         }
         if !is_valid_ref_name(tag) {

@@ -29,23 +29,43 @@ fn ls_lists_tags_platforms_and_sizes() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[0].starts_with("TAG"));
-    assert!(lines[1].starts_with("1.0 ") && lines[1].contains("linux/amd64,linux/arm64/v8"), "{out}");
-    assert!(lines[2].starts_with("legacy ") && lines[2].contains("docker manifest"), "{out}");
+    assert!(
+        lines[1].starts_with("1.0 ") && lines[1].contains("linux/amd64,linux/arm64/v8"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("legacy ") && lines[2].contains("docker manifest"),
+        "{out}"
+    );
 
-    let j = json_of(&ocikit(["ls".as_ref(), "--json".as_ref(), demo().as_os_str()]));
+    let j = json_of(&ocikit([
+        "ls".as_ref(),
+        "--json".as_ref(),
+        demo().as_os_str(),
+    ]));
     assert_eq!(j["schemaVersion"], 1);
     let images = j["images"].as_array().unwrap();
     assert_eq!(images.len(), 2);
     let idx = index_json();
     assert_eq!(images[0]["digest"], idx["manifests"][0]["digest"]);
     assert_eq!(images[0]["tag"], "1.0");
-    assert_eq!(images[0]["platforms"], serde_json::json!(["linux/amd64", "linux/arm64/v8"]));
+    assert_eq!(
+        images[0]["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8"])
+    );
     assert_eq!(images[1]["platforms"], serde_json::json!(["linux/amd64"]));
     // totalSize of the docker image = manifest + config + two layers.
-    let m: Value = serde_json::from_slice(&blob_bytes(idx["manifests"][1]["digest"].as_str().unwrap())).unwrap();
+    let m: Value =
+        serde_json::from_slice(&blob_bytes(idx["manifests"][1]["digest"].as_str().unwrap()))
+            .unwrap();
     let expected = idx["manifests"][1]["size"].as_u64().unwrap()
         + m["config"]["size"].as_u64().unwrap()
-        + m["layers"].as_array().unwrap().iter().map(|l| l["size"].as_u64().unwrap()).sum::<u64>();
+        + m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .sum::<u64>();
     assert_eq!(images[1]["totalSize"].as_u64().unwrap(), expected);
 }
 
@@ -71,13 +91,19 @@ fn cat_prints_exact_stored_bytes() {
         assert_eq!(o.stdout, blob_bytes(mdigest), "{p}");
         let m: Value = serde_json::from_slice(&o.stdout).unwrap();
         let o = ocikit(["cat", &loc(":1.0"), "config", "--platform", p]);
-        assert_eq!(o.stdout, blob_bytes(m["config"]["digest"].as_str().unwrap()));
+        assert_eq!(
+            o.stdout,
+            blob_bytes(m["config"]["digest"].as_str().unwrap())
+        );
     }
     // By digest, and the docker image.
     let o = ocikit(["cat", &loc(&format!("@{index_digest}")), "index"]);
     assert_eq!(o.stdout, blob_bytes(index_digest));
     let o = ocikit(["cat", &loc(":legacy"), "manifest"]);
-    assert_eq!(o.stdout, blob_bytes(idx["manifests"][1]["digest"].as_str().unwrap()));
+    assert_eq!(
+        o.stdout,
+        blob_bytes(idx["manifests"][1]["digest"].as_str().unwrap())
+    );
     // A manifest is not an index.
     let o = ocikit(["cat", &loc(":legacy"), "index"]);
     assert_eq!(code(&o), 2);
@@ -94,15 +120,29 @@ fn oci_prefix_and_digest_locations_resolve() {
     assert_eq!(code(&a), 0, "{}", stderr(&a));
     assert_eq!(a.stdout, b.stdout);
     // Docker-style name: tag part matches ref.name.
-    let c = ocikit(["cat", &format!("{}:example.com/demo:legacy", d.display()), "manifest"]);
+    let c = ocikit([
+        "cat",
+        &format!("{}:example.com/demo:legacy", d.display()),
+        "manifest",
+    ]);
     assert_eq!(c.stdout, a.stdout, "{}", stderr(&c));
 }
 
 #[test]
 fn inspect_chooses_platforms() {
     let d = demo().display().to_string();
-    for (p, arch) in [("linux/amd64", "amd64"), ("linux/arm64", "arm64"), ("linux/arm64/v8", "arm64")] {
-        let j = json_of(&ocikit(["inspect", &format!("{d}:1.0"), "--platform", p, "--json"]));
+    for (p, arch) in [
+        ("linux/amd64", "amd64"),
+        ("linux/arm64", "arm64"),
+        ("linux/arm64/v8", "arm64"),
+    ] {
+        let j = json_of(&ocikit([
+            "inspect",
+            &format!("{d}:1.0"),
+            "--platform",
+            p,
+            "--json",
+        ]));
         assert_eq!(j["indexes"].as_array().unwrap().len(), 1);
         assert!(j["platform"].as_str().unwrap().contains(arch), "{p}: {j}");
         let layers = j["layers"].as_array().unwrap();
@@ -124,7 +164,10 @@ fn inspect_chooses_platforms() {
     let o = ocikit(["inspect", &format!("{d}:1.0"), "--platform", "linux/s390x"]);
     assert_eq!(code(&o), 2);
     let e = stderr(&o);
-    assert!(e.contains("linux/s390x") && e.contains("linux/amd64") && e.contains("linux/arm64/v8"), "{e}");
+    assert!(
+        e.contains("linux/s390x") && e.contains("linux/amd64") && e.contains("linux/arm64/v8"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -169,7 +212,13 @@ fn verify_finds_referrers_by_subject_and_reports_their_damage() {
     let f = &j["findings"][0];
     assert_eq!(f["kind"], "missing");
     assert_eq!(f["digest"], sbom_digest.as_str());
-    assert!(f["path"].as_str().unwrap().starts_with("referrer of sha256:"), "{f}");
+    assert!(
+        f["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("referrer of sha256:"),
+        "{f}"
+    );
 }
 
 #[test]
@@ -180,7 +229,12 @@ fn verify_reports_unreferenced_and_stray_files_as_warnings() {
     let o = ocikit(["verify".as_ref(), "--json".as_ref(), d.as_os_str()]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     let j: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let kinds: Vec<&str> = j["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["unreferenced", "stray-file"]);
 }
 
@@ -199,5 +253,25 @@ fn tag_then_read_by_new_tag() {
     let o = ocikit(["cat", &format!("{ds}:stable"), "index"]);
     assert_eq!(code(&o), 2);
     // The demo is back to its original index.json bytes (the new entry was a duplicate digest).
-    assert_eq!(fs::read(d.join("index.json")).unwrap(), fs::read(demo().join("index.json")).unwrap());
+    assert_eq!(
+        fs::read(d.join("index.json")).unwrap(),
+        fs::read(demo().join("index.json")).unwrap()
+    );
+}
+
+#[test]
+fn written_files_are_world_readable() {
+    // Regression: temporary files are 0600, and were renamed into place as such,
+    // so other users (or a non-root skopeo) could not read the layout.
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("new");
+    assert_eq!(code(&ocikit(["init".as_ref(), l.as_os_str()])), 0);
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&l.join("oci-layout")), 0o644);
+    assert_eq!(mode(&l.join("index.json")), 0o644);
+    let (_t2, d) = demo_copy();
+    let ds = d.display().to_string();
+    assert_eq!(code(&ocikit(["tag", &format!("{ds}:legacy"), "again"])), 0);
+    assert_eq!(mode(&d.join("index.json")), 0o644);
 }

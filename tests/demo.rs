@@ -13,7 +13,11 @@ fn demo_fixture_is_reproducible() {
     // Building twice gives the same bytes.
     let again = t.path().join("again");
     build_demo(&again);
-    assert_eq!(snapshot(&fresh), snapshot(&again), "the generator is not deterministic");
+    assert_eq!(
+        snapshot(&fresh),
+        snapshot(&again),
+        "the generator is not deterministic"
+    );
 
     if std::env::var_os("OCIKIT_REGENERATE_DEMO").is_some() {
         let _ = std::fs::remove_dir_all(demo());

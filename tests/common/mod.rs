@@ -198,7 +198,11 @@ pub fn to_bytes(v: &Value) -> Vec<u8> {
 
 pub fn write_layout_files(root: &Path, index: &Value) {
     fs::create_dir_all(root.join("blobs/sha256")).unwrap();
-    fs::write(root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     fs::write(root.join("index.json"), to_bytes(index)).unwrap();
 }
 
@@ -271,10 +275,17 @@ pub fn build_demo(root: &Path) {
     fs::create_dir_all(root.join("blobs/sha256")).unwrap();
     let base = tar(&[
         Entry::Dir("bin/", 0o755),
-        Entry::File("bin/hello", 0o755, b"#!/bin/sh\necho 'hello from the ocikit demo'\n".to_vec()),
+        Entry::File(
+            "bin/hello",
+            0o755,
+            b"#!/bin/sh\necho 'hello from the ocikit demo'\n".to_vec(),
+        ),
         Entry::Dir("etc/", 0o755),
         file("etc/hostname", "demo\n"),
-        file("etc/os-release", "NAME=\"ocikit demo\"\nID=demo\nVERSION_ID=1.0\n"),
+        file(
+            "etc/os-release",
+            "NAME=\"ocikit demo\"\nID=demo\nVERSION_ID=1.0\n",
+        ),
         Entry::Symlink("etc/localtime", "/usr/share/zoneinfo/UTC"),
         Entry::Dir("tmp/", 0o1777),
         file("tmp/scratch.txt", "removed by the next layer\n"),
@@ -291,20 +302,39 @@ pub fn build_demo(root: &Path) {
         file("tmp/.wh.scratch.txt", ""),
         Entry::Dir("usr/share/demo/", 0o755),
         file("usr/share/demo/.wh..wh..opq", ""),
-        file("usr/share/demo/NOTES", "Opaque directory: README is gone below this layer.\n"),
+        file(
+            "usr/share/demo/NOTES",
+            "Opaque directory: README is gone below this layer.\n",
+        ),
     ]);
     let app = |arch: &str| {
         tar(&[
             Entry::Dir("app/", 0o755),
-            Entry::File("app/config.json", 0o644, format!("{{\"arch\":\"{arch}\"}}\n").into_bytes()),
+            Entry::File(
+                "app/config.json",
+                0o644,
+                format!("{{\"arch\":\"{arch}\"}}\n").into_bytes(),
+            ),
         ])
     };
     let l1 = put_layer(root, OCI_GZIP, &base);
     let l2 = put_layer(root, OCI_GZIP, &update);
     let l3_amd = put_layer(root, OCI_ZSTD, &app("amd64"));
     let l3_arm = put_layer(root, OCI_ZSTD, &app("arm64"));
-    let amd = put_image(root, "amd64", None, &[l1.clone(), l2.clone(), l3_amd], false);
-    let arm = put_image(root, "arm64", Some("v8"), &[l1.clone(), l2.clone(), l3_arm], false);
+    let amd = put_image(
+        root,
+        "amd64",
+        None,
+        &[l1.clone(), l2.clone(), l3_amd],
+        false,
+    );
+    let arm = put_image(
+        root,
+        "arm64",
+        Some("v8"),
+        &[l1.clone(), l2.clone(), l3_arm],
+        false,
+    );
     let mut amd_entry = amd.clone();
     amd_entry["platform"] = json!({"architecture": "amd64", "os": "linux"});
     let mut arm_entry = arm.clone();
@@ -347,7 +377,10 @@ pub fn build_demo(root: &Path) {
     e1["annotations"] = json!({"org.opencontainers.image.ref.name": "1.0"});
     let mut e2 = docker;
     e2["annotations"] = json!({"org.opencontainers.image.ref.name": "legacy"});
-    write_layout_files(root, &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [e1, e2]}));
+    write_layout_files(
+        root,
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [e1, e2]}),
+    );
 }
 
 /// A minimal one-image layout (one gzip layer), tagged `latest`; returns
@@ -355,14 +388,21 @@ pub fn build_demo(root: &Path) {
 pub fn build_simple(root: &Path) -> (Value, Value, Value) {
     fs::create_dir_all(root.join("blobs/sha256")).unwrap();
     let layer = put_layer(root, OCI_GZIP, &tar(&[file("hello.txt", "hello\n")]));
-    let manifest = put_image(root, "amd64", None, &[layer.clone()], false);
+    let manifest = put_image(root, "amd64", None, std::slice::from_ref(&layer), false);
     let m: Value = serde_json::from_slice(
-        &fs::read(root.join("blobs/sha256").join(&manifest["digest"].as_str().unwrap()[7..])).unwrap(),
+        &fs::read(
+            root.join("blobs/sha256")
+                .join(&manifest["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
     )
     .unwrap();
     let mut entry = manifest.clone();
     entry["annotations"] = json!({"org.opencontainers.image.ref.name": "latest"});
-    write_layout_files(root, &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}));
+    write_layout_files(
+        root,
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}),
+    );
     (manifest, m["config"].clone(), layer.0)
 }
 
@@ -371,4 +411,54 @@ pub fn blob_path(root: &Path, desc: &Value) -> PathBuf {
     let d = desc["digest"].as_str().unwrap();
     let (alg, hex) = d.split_once(':').unwrap();
     root.join("blobs").join(alg).join(hex)
+}
+
+// ---------------------------------------------------------------- index.json readers
+
+/// A layout's `index.json`, parsed.
+pub fn index_json(root: &Path) -> Value {
+    serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap()
+}
+
+/// The `org.opencontainers.image.ref.name` of every entry of a layout's
+/// `index.json`, in order (untagged entries are skipped).
+pub fn index_tags(root: &Path) -> Vec<String> {
+    index_json(root)["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `index.json` entry tagged `tag`; panics if there is not exactly one.
+pub fn index_entry(root: &Path, tag: &str) -> Value {
+    let idx = index_json(root);
+    let found: Vec<&Value> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .collect();
+    assert_eq!(found.len(), 1, "expected one entry tagged {tag:?} in {idx}");
+    found[0].clone()
+}
+
+/// The stored bytes of the blob `digest` (`alg:hex`) names.
+pub fn blob_bytes(root: &Path, digest: &str) -> Vec<u8> {
+    let (alg, hex) = digest.split_once(':').unwrap();
+    fs::read(root.join("blobs").join(alg).join(hex)).unwrap()
+}
+
+/// Runs `ocikit ARGS`, asserting exit 0 (the failure shows stderr).
+pub fn ocikit_ok<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let o = ocikit(&args);
+    assert_eq!(code(&o), 0, "ocikit {args:?} failed: {}", stderr(&o));
+    o
 }
