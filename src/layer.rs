@@ -16,7 +16,7 @@ use crate::spec::Compression;
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
     /// The bytes are not in the compression the media type announces.
-    #[error("its media type says {announced:?} but its bytes are {found}")]
+    #[error("its media type says {announced} but its bytes are {found}")]
     CompressionMismatch {
         /// What the media type says.
         announced: Compression,
@@ -24,7 +24,7 @@ pub enum LayerError {
         found: &'static str,
     },
     /// Decompression failed.
-    #[error("cannot be decompressed ({compression:?}): {source}")]
+    #[error("cannot be decompressed as {compression}: {source}")]
     Decompress {
         /// The compression.
         compression: Compression,

@@ -337,6 +337,9 @@ impl Layout {
         if !is_valid_ref_name(new_tag) {
             return Err(LayoutError::InvalidTag(new_tag.to_string()));
         }
+        // Resolve once before locking, so a bad reference changes nothing (not
+        // even by creating the lock file); again under the lock, where it counts.
+        resolve::find_descriptor(&self.store, source)?;
         let lock = self.lock()?;
         let mut index = self.read_index(&lock)?;
         let target = resolve::find_descriptor(&self.store, source)?;
@@ -374,6 +377,19 @@ impl Layout {
     /// # Errors
     /// [`LayoutError::NoSuchTag`] and write errors.
     pub fn untag(&self, tag: &str) -> Result<(), LayoutError> {
+        // Check before locking, so a missing tag changes nothing.
+        let current =
+            IndexFile::parse(&self.store.index_bytes()?).map_err(|source| LayoutError::Index {
+                path: self.root().join("index.json"),
+                source,
+            })?;
+        if !current.tags().iter().any(|t| t == tag) {
+            return Err(LayoutError::NoSuchTag {
+                layout: self.store.name(),
+                tag: tag.to_string(),
+                existing: current.tags(),
+            });
+        }
         let lock = self.lock()?;
         let mut index = self.read_index(&lock)?;
         if !index.remove_name(tag) {

@@ -144,9 +144,20 @@ fn main() -> ExitCode {
             }
             // One line, like every other error; clap's own text minus its usage block.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            let mut lines = text.lines();
+            let first = lines.next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("ocikit: error: {first} (see 'ocikit --help')");
+            // Keep the indented lines right after it (the missing arguments'
+            // names, the possible values): they say what is at fault.
+            let detail: Vec<&str> = lines
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let sep = if detail.is_empty() { "" } else { " " };
+            eprintln!(
+                "ocikit: error: {first}{sep}{} (see 'ocikit --help')",
+                detail.join(" ")
+            );
             return ExitCode::from(2);
         }
     };
@@ -646,14 +657,15 @@ fn cat(location: &str, what: CatWhat, platform: PlatformChoice) -> Result<()> {
                 return write_bytes(&store.index_bytes()?);
             }
             let node = resolve::resolve_node(&store, loc.reference.as_ref())?;
-            let is_index = match node.descriptor.kind() {
-                Kind::Index => true,
-                Kind::Manifest => false,
-                _ => serde_json::from_slice(&node.bytes)
-                    .map(|v| spec::sniff_kind(&v) == Kind::Index)
-                    .unwrap_or(false),
-            };
-            if !is_index {
+            // Judge by the bytes, not the descriptor: a manifest labelled as an
+            // index is not printed as one.
+            let own = serde_json::from_slice(&node.bytes)
+                .map(|v| spec::sniff_kind(&v))
+                .unwrap_or(Kind::Unknown);
+            if own == Kind::Index {
+                spec::parse_document(&node.bytes, Kind::Index)
+                    .map_err(|e| anyhow!("{} {} {e}", loc.display(), node.digest))?;
+            } else {
                 bail!(
                     "{} names {} ({}), which is not an index; use 'cat … manifest'",
                     loc.display(),

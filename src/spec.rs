@@ -74,6 +74,16 @@ pub enum Compression {
     Zstd,
 }
 
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "uncompressed tar",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        })
+    }
+}
+
 impl Compression {
     /// Sniffs compression from the first bytes of a blob.
     pub fn sniff(head: &[u8]) -> Option<Compression> {

@@ -392,7 +392,7 @@ fn check_leaf(
                 IssueKind::Malformed,
                 ds,
                 path,
-                format!("{path}: layer {digest} {e}"),
+                format!("{path}: layer {digest}: {e}"),
             )),
             Err(e) => {
                 // Still tell whether the stored bytes are intact.
@@ -414,7 +414,7 @@ fn check_leaf(
                         IssueKind::BadLayer,
                         ds,
                         path,
-                        format!("{path}: layer {digest} {e}"),
+                        format!("{path}: layer {digest}: {e}"),
                     )),
                 }
             }

@@ -275,3 +275,19 @@ fn written_files_are_world_readable() {
     assert_eq!(code(&ocikit(["tag", &format!("{ds}:legacy"), "again"])), 0);
     assert_eq!(mode(&d.join("index.json")), 0o644);
 }
+
+#[test]
+fn cat_index_judges_by_the_bytes_not_the_descriptor() {
+    // Regression: a manifest whose index.json entry claims the index media type
+    // was printed by `cat … index`.
+    let (_t, d) = demo_copy();
+    let p = d.join("index.json");
+    let text = fs::read_to_string(&p).unwrap();
+    let relabelled = text.replacen(DOCKER_MANIFEST, OCI_INDEX, 1);
+    assert_ne!(text, relabelled);
+    fs::write(&p, relabelled).unwrap();
+    let o = ocikit(["cat", &format!("{}:legacy", d.display()), "index"]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("not an index"), "{}", stderr(&o));
+}
