@@ -329,10 +329,12 @@ pub fn hash_reader<R: Read>(algorithm: Algorithm, reader: R) -> io::Result<(Dige
 }
 
 /// Read size when hashing files.
-const HASH_BUFFER: usize = 1 << 20;
+const HASH_BUFFER: usize = 128 << 10;
 
 /// Hashes an open file from its start (whatever its current offset), with
-/// positioned reads into a reused 1 MiB buffer.
+/// positioned reads into a reused 128 KiB buffer (it stays in the CPU's L2
+/// cache; measured a few per cent faster than 1 MiB, and memory stays bounded
+/// where a memory map would count every hashed page towards RSS).
 ///
 /// # Errors
 /// Any read error.
@@ -341,7 +343,7 @@ pub fn hash_file(algorithm: Algorithm, file: &File) -> io::Result<(Digest, u64)>
 }
 
 /// Like [`hash_file`], calling `progress` with the number of bytes hashed
-/// after each chunk (a few MiB), for progress bars.
+/// after each read, for progress bars.
 ///
 /// # Errors
 /// Any read error.
@@ -351,9 +353,6 @@ pub fn hash_file_with_progress(
     progress: &dyn Fn(u64),
 ) -> io::Result<(Digest, u64)> {
     use std::os::unix::fs::FileExt;
-    // Positioned reads into one reused buffer: independent of the file's
-    // offset, memory bounded by the buffer (a memory map would count every
-    // hashed page towards RSS), and the buffer stays hot in cache.
     let mut h = Hasher::new(algorithm);
     let mut buf = vec![0u8; HASH_BUFFER];
     let mut offset = 0u64;

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::digest::Digest;
@@ -241,15 +240,12 @@ pub fn verify_with_progress(
     });
     let decompressed = AtomicU64::new(0);
     progress.begin(leaves.iter().map(|r| r.descriptor.size.max(0) as u64).sum());
-    let results: Vec<(Digest, LeafResult)> = leaves
-        .par_iter()
-        .map(|r| {
-            (
-                r.digest.clone(),
-                check_leaf(store, r, options.deep, &decompressed, progress),
-            )
-        })
-        .collect();
+    let results = largest_first(&leaves, |r| {
+        (
+            r.digest.clone(),
+            check_leaf(store, r, options.deep, &decompressed, progress),
+        )
+    });
     let mut diff_ids: HashMap<Digest, Digest> = HashMap::new();
     for (digest, r) in results {
         findings.extend(r.findings);
@@ -262,9 +258,9 @@ pub fn verify_with_progress(
         }
         let _ = r.decompressed;
     }
-    if options.deep {
-        findings.extend(check_diff_ids(&graph, &diff_ids));
-    }
+    // The diff_ids count is structure (checked always); their values need
+    // the decompressed layers (--deep), so only those found are compared.
+    findings.extend(check_diff_ids(&graph, &diff_ids));
     findings.extend(unreferenced(store, &graph));
     findings.extend(tag_warnings(store));
     for img in &graph.images {
@@ -290,6 +286,32 @@ pub fn verify_with_progress(
         layers_decompressed: decompressed.load(Ordering::Relaxed),
         findings,
     }
+}
+
+/// Runs `f` over `items` (sorted largest first) on every rayon thread, each
+/// thread taking the next item when it is free. One blob's hash cannot be
+/// split, so this greedy order keeps the cores busy until the end, where
+/// rayon's halving of the list can leave one core with most of the bytes.
+/// Results come back in the order of `items`.
+fn largest_first<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(items.len()));
+    let workers = rayon::current_num_threads().min(items.len()).max(1);
+    rayon::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|_| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                out.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+            });
+        }
+    });
+    let mut out = out.into_inner().unwrap_or_else(|e| e.into_inner());
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 fn dedup(findings: &mut Vec<Finding>) {
@@ -454,7 +476,20 @@ fn digest_mismatch(expected: &Digest, actual: &Digest, path: &str) -> Finding {
 fn check_diff_ids(graph: &Graph, diff_ids: &HashMap<Digest, Digest>) -> Vec<Finding> {
     let mut out = Vec::new();
     for img in &graph.images {
-        let Some(ids) = &img.diff_ids else { continue };
+        let Some(ids) = &img.diff_ids else {
+            if img.config_is_image && !img.layers.is_empty() {
+                out.push(finding(
+                    IssueKind::Layout,
+                    Some(img.manifest.to_string()),
+                    &img.path,
+                    format!(
+                        "{}: the config of manifest {} lists no rootfs.diff_ids, so its layers cannot be checked against it",
+                        img.path, img.manifest
+                    ),
+                ));
+            }
+            continue;
+        };
         let fs_layers: Vec<&(crate::Descriptor, Option<Digest>)> = img
             .layers
             .iter()
@@ -470,7 +505,7 @@ fn check_diff_ids(graph: &Graph, diff_ids: &HashMap<Digest, Digest>) -> Vec<Find
                 m.clone(),
                 &img.path,
                 format!(
-                    "{}: manifest {} has {} layers but its config lists {} diff_ids",
+                    "{}: manifest {} has {} layer(s) but its config lists {} diff_id(s)",
                     img.path,
                     img.manifest,
                     img.layers.len(),
