@@ -26,7 +26,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+// No panics reachable from input: enforced on non-test code (CI runs clippy with -D warnings).
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)
+)]
 
 pub mod digest;
 pub mod graph;

@@ -2,6 +2,11 @@
 //! and maps errors to exit codes (0 success / no difference, 1 a negative
 //! finding, 2 usage or operational error). No logic lives here.
 
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)
+)]
+
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
