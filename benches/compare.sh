@@ -213,6 +213,32 @@ else
     row "ocikit verify (best of 2)" - - - "skipped: CLI not available"
 fi
 
+# --- 3d. verify --deep against pigz -dc over every gzip layer --------------------------
+DEEP_SECS=
+PIGZ_SECS=
+if command -v pigz >/dev/null; then
+    measure pigz-dc -- sh -c 'for f in "$@"; do if [ "$(head -c2 "$f" | od -An -tx1 | tr -d " ")" = 1f8b ]; then pigz -dc "$f" >/dev/null || exit 1; fi; done' sh "${BLOBS[@]}"
+    if ((M_STATUS == 0)); then
+        PIGZ_SECS=$M_SECS
+        row "pigz -dc (every gzip layer)" "$M_SECS" "$(mbps "$M_SECS")" "$(mib "$M_RSS_KIB")" "decompression only, to /dev/null"
+    fi
+else
+    row "pigz -dc (every gzip layer)" - - - "skipped: pigz not installed (apt-get install pigz)"
+fi
+if ((ocikit_ok)); then
+    timed ocikit-verify-deep -- "$OCIKIT" verify --deep "oci:$IMAGE"
+    if ((M_STATUS == 0)); then
+        DEEP_SECS=$M_SECS
+        record ocikit-verify-deep "$M_SECS" "$M_RSS_KIB"
+        row "ocikit verify --deep" "$M_SECS" "$(mbps "$M_SECS")" "$(mib "$M_RSS_KIB")" "hash + inflate + diff_id + tar walk"
+    fi
+fi
+if [[ -n $DEEP_SECS && -n $PIGZ_SECS ]]; then
+    DEEP_RATIO=$(awk -v d="$DEEP_SECS" -v p="$PIGZ_SECS" 'BEGIN { r = d / p; printf "  verify --deep vs pigz -dc: %5.2f of its time (target <= 0.50: %s)", r, (r <= 0.5 ? "met" : "NOT met") }')
+else
+    DEEP_RATIO=
+fi
+
 # --- future rows (one line each with measure + row) -----------------------------------
 # measure ocikit-export   -- "$OCIKIT" export "oci:$IMAGE:base" "$BENCH_DIR/base.tar"
 # measure skopeo-export   -- skopeo copy "oci:$IMAGE:base" "oci-archive:$BENCH_DIR/base-skopeo.tar"
@@ -253,5 +279,6 @@ if [[ -n $VERIFY_SECS ]]; then
 else
     say "  ocikit verify did not produce a clean run: no ratios"
 fi
+[[ -n $DEEP_RATIO ]] && say "$DEEP_RATIO"
 say ""
 say "results appended to $RESULTS; per-row output in $LOGS/"
