@@ -29,7 +29,12 @@
 // No panics reachable from input: enforced on non-test code (CI runs clippy with -D warnings).
 #![cfg_attr(
     not(test),
-    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::unreachable)
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable
+    )
 )]
 
 pub mod digest;

@@ -356,7 +356,7 @@ fn find_by_digest(
     if let Some(d) = entries.iter().find(|d| d.digest == wanted) {
         return Ok(d.clone());
     }
-    // Breadth-first through nested indexes.
+    // Through nested indexes (depth-first; each index read once).
     let mut queue: Vec<Descriptor> = entries
         .iter()
         .filter(|d| d.kind() == Kind::Index)

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::digest::Digest;
 use crate::graph::{self, Graph, Issue, IssueKind, Reached, Role, WalkOptions};
 use crate::layer::{self, LayerError};
-use crate::layout::{IMAGE_LAYOUT_VERSION, LOCK_FILE, TMP_DIR};
+use crate::layout::IMAGE_LAYOUT_VERSION;
 use crate::reference::is_valid_ref_name;
 use crate::spec::{self, Kind};
 use crate::store::{self, LayoutStore, Store, StoreError};
@@ -203,7 +203,6 @@ struct LeafResult {
     bytes: u64,
     checked: bool,
     diff_id: Option<Digest>,
-    decompressed: bool,
 }
 
 /// Verifies everything reachable in a store. Never fails: problems are findings.
@@ -256,7 +255,6 @@ pub fn verify_with_progress(
         if let Some(d) = r.diff_id {
             diff_ids.insert(digest, d);
         }
-        let _ = r.decompressed;
     }
     // The diff_ids count is structure (checked always); their values need
     // the decompressed layers (--deep), so only those found are compared.
@@ -332,7 +330,6 @@ fn check_leaf(
         bytes: 0,
         checked: false,
         diff_id: None,
-        decompressed: false,
     };
     let digest = &r.digest;
     let ds = Some(digest.to_string());
@@ -393,7 +390,6 @@ fn check_leaf(
     }
     if let (true, Some(compression)) = (deep, layer_compression) {
         decompressed.fetch_add(1, Ordering::Relaxed);
-        out.decompressed = true;
         let len = blob.len();
         match layer::digest_layer(
             crate::digest::ProgressReader::new(blob.into_reader(), &advance),
@@ -591,6 +587,3 @@ fn tag_warnings(store: &dyn Store) -> Vec<Finding> {
     }
     out
 }
-
-/// Files ocikit itself keeps in a layout root (never reported).
-pub const OWN_FILES: &[&str] = &[LOCK_FILE, TMP_DIR];
