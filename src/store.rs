@@ -259,11 +259,26 @@ fn file_type_name(ft: &fs::FileType) -> &'static str {
 
 /// Opens `path` as a regular file: refuses symlinks (not followed, not read) and
 /// anything but regular files, and re-checks the inode after opening so a file
-/// swapped in between is noticed. Returns the file and its size.
+/// swapped in between is noticed. A file replaced by an atomic rename in that
+/// window (another writer's new `index.json`) is simply opened again.
+/// Returns the file and its size.
 ///
 /// # Errors
 /// [`StoreError::NotRegular`], or [`StoreError::Io`] (with `NotFound` when absent).
 pub fn open_regular(path: &Path) -> Result<(File, u64), StoreError> {
+    const ATTEMPTS: usize = 8;
+    for _ in 1..ATTEMPTS {
+        match open_regular_once(path) {
+            Err(StoreError::NotRegular { what, .. }) if what == CHANGED => continue,
+            other => return other,
+        }
+    }
+    open_regular_once(path)
+}
+
+const CHANGED: &str = "file that changed while it was opened";
+
+fn open_regular_once(path: &Path) -> Result<(File, u64), StoreError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let before = fs::symlink_metadata(path).map_err(|e| StoreError::io(path, e))?;
     if !before.file_type().is_file() {
@@ -281,7 +296,7 @@ pub fn open_regular(path: &Path) -> Result<(File, u64), StoreError> {
     if !after.file_type().is_file() || after.ino() != before.ino() || after.dev() != before.dev() {
         return Err(StoreError::NotRegular {
             path: path.to_path_buf(),
-            what: "file that changed while it was opened",
+            what: CHANGED,
         });
     }
     Ok((file, after.len()))
@@ -423,6 +438,41 @@ mod tests {
             Err(StoreError::NotRegular { what, .. }) => assert_eq!(what, "symlink"),
             other => panic!("{:?}", other.map(|b| b.len())),
         }
+    }
+
+    #[test]
+    fn reads_survive_atomic_replacement() {
+        // Regression: a writer renaming a new index.json into place between a
+        // reader's lstat and open made the reader fail with "changed while it
+        // was opened". A rename is a legitimate replacement: read the new file.
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("index.json");
+        fs::write(&target, b"{}").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (dir, target, stop) = (dir.path().to_path_buf(), target.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let tmp = dir.join(format!("tmp{}", i % 4));
+                    fs::write(&tmp, b"{}").unwrap();
+                    fs::rename(&tmp, &target).unwrap();
+                    i += 1;
+                }
+            })
+        };
+        let mut failures = 0;
+        for _ in 0..20_000 {
+            if read_small_file(&target, 1024).is_err() {
+                failures += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert_eq!(
+            failures, 0,
+            "reads failed while the file was being replaced"
+        );
     }
 
     #[test]
