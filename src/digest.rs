@@ -353,11 +353,24 @@ pub fn hash_file_with_progress(
     progress: &dyn Fn(u64),
 ) -> io::Result<(Digest, u64)> {
     use std::os::unix::fs::FileExt;
+    hash_at(algorithm, &|buf, pos| file.read_at(buf, pos), progress)
+}
+
+/// Hashes whatever `read_at(buf, position)` yields from position 0 until it
+/// returns 0, with one reused buffer; `progress` is told each read's size.
+///
+/// # Errors
+/// Any read error.
+pub fn hash_at(
+    algorithm: Algorithm,
+    read_at: &dyn Fn(&mut [u8], u64) -> io::Result<usize>,
+    progress: &dyn Fn(u64),
+) -> io::Result<(Digest, u64)> {
     let mut h = Hasher::new(algorithm);
     let mut buf = vec![0u8; HASH_BUFFER];
     let mut offset = 0u64;
     loop {
-        let n = match file.read_at(&mut buf, offset) {
+        let n = match read_at(&mut buf, offset) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -37,7 +37,9 @@
     )
 )]
 
+pub mod archive;
 pub mod digest;
+pub mod docker;
 pub mod graph;
 pub mod layer;
 pub mod layout;

@@ -21,12 +21,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
+use ocikit::archive::{ArchiveStore, Expect};
 use ocikit::digest::Digest;
 use ocikit::platform::PlatformSpec;
 use ocikit::reference::{Location, Reference, Transport};
 use ocikit::resolve::{self, Image, PlatformChoice};
 use ocikit::spec::{self, Descriptor, Kind};
-use ocikit::store::{LayoutStore, Store};
+use ocikit::store::Store;
 use ocikit::verify::{self, VerifyOptions, VerifyReport};
 use ocikit::Layout;
 
@@ -247,32 +248,23 @@ fn choice(p: Option<PlatformSpec>) -> PlatformChoice {
     p.map(PlatformChoice::Specific).unwrap_or_default()
 }
 
-fn reject_archive(loc: &Location, path: &Path) -> Result<()> {
-    match loc.transport {
-        Transport::OciArchive | Transport::DockerArchive => bail!(
-            "{}: {}: archives are not supported yet; unpack it or use an oci: layout",
-            path.display(),
-            loc.transport.prefix()
-        ),
-        _ => Ok(()),
-    }
+fn check_exists(path: &Path) -> Result<std::fs::Metadata> {
+    std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))
 }
 
-fn check_exists(path: &Path) -> Result<()> {
-    let meta = std::fs::symlink_metadata(path)
-        .with_context(|| format!("{} does not exist", path.display()))?;
-    if meta.is_file() {
+/// Opens a location that ocikit writes: a layout directory.
+fn open_layout(loc: &Location) -> Result<Layout> {
+    if matches!(
+        loc.transport,
+        Transport::OciArchive | Transport::DockerArchive
+    ) || check_exists(&loc.path)?.is_file()
+    {
         bail!(
-            "{} is a file; reading archives (oci-archive, docker-archive) is not supported yet",
-            path.display()
+            "{} is an archive; this command changes layouts (import it first: ocikit import {} DIR)",
+            loc.path.display(),
+            loc.path.display()
         );
     }
-    Ok(())
-}
-
-fn open_layout(loc: &Location) -> Result<Layout> {
-    reject_archive(loc, &loc.path)?;
-    check_exists(&loc.path)?;
     let (layout, warnings) = Layout::open_with_warnings(&loc.path)?;
     if let Some(v) = warnings.layout_version {
         eprintln!(
@@ -283,10 +275,33 @@ fn open_layout(loc: &Location) -> Result<Layout> {
     Ok(layout)
 }
 
-fn open_store(location: &str) -> Result<(Location, LayoutStore)> {
+/// Opens any readable location: a layout directory or an archive, by its
+/// transport or by what it is.
+fn open_location(loc: &Location) -> Result<Box<dyn Store>> {
+    let meta = check_exists(&loc.path)?;
+    let expect = match loc.transport {
+        Transport::Oci => None,
+        Transport::OciArchive => Some(Expect::Oci),
+        Transport::DockerArchive => Some(Expect::Docker),
+        Transport::Auto if meta.is_dir() => None,
+        Transport::Auto => Some(Expect::Any),
+    };
+    match expect {
+        None => Ok(Box::new(open_layout(loc)?.store().clone())),
+        Some(expect) => {
+            let store = ArchiveStore::open(&loc.path, expect)?;
+            for n in store.notes() {
+                eprintln!("ocikit: note: {n}");
+            }
+            Ok(Box::new(store))
+        }
+    }
+}
+
+fn open_store(location: &str) -> Result<(Location, Box<dyn Store>)> {
     let loc = Location::parse(location)?;
-    let layout = open_layout(&loc)?;
-    Ok((loc, layout.store().clone()))
+    let store = open_location(&loc)?;
+    Ok((loc, store))
 }
 
 fn out() -> io::BufWriter<io::StdoutLock<'static>> {
@@ -429,6 +444,7 @@ fn ls(location: &str, json: bool) -> Result<()> {
             .map(|(d, s)| {
                 json!({
                     "tag": d.ref_name(),
+                    "name": d.annotation(spec::ANNOTATION_IMAGE_NAME),
                     "digest": d.digest,
                     "mediaType": d.media_type,
                     "artifactType": s.artifact_type,
@@ -450,7 +466,14 @@ fn ls(location: &str, json: bool) -> Result<()> {
         .iter()
         .map(|(d, s)| {
             [
-                clean(d.ref_name().unwrap_or("<none>")),
+                // Docker-style entries (same tag on several images) read better
+                // by their familiar name.
+                clean(
+                    &d.annotation(spec::ANNOTATION_IMAGE_NAME)
+                        .map(ocikit::docker::familiar)
+                        .or_else(|| d.ref_name().map(str::to_string))
+                        .unwrap_or_else(|| "<none>".into()),
+                ),
                 d.digest()
                     .map(|x| x.short())
                     .unwrap_or_else(|_| clean(&d.digest)),
@@ -497,7 +520,7 @@ fn ls(location: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn resolve_image(store: &LayoutStore, loc: &Location, platform: &PlatformChoice) -> Result<Image> {
+fn resolve_image(store: &dyn Store, loc: &Location, platform: &PlatformChoice) -> Result<Image> {
     Ok(resolve::resolve_image(
         store,
         loc.reference.as_ref(),
@@ -725,18 +748,27 @@ fn blob(location: &str, digest: &str) -> Result<()> {
 
 fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>> {
     let loc = Location::parse(location)?;
-    reject_archive(&loc, &loc.path)?;
     if loc.reference.is_some() {
         bail!("verify checks a whole location; drop the reference from {location:?}");
     }
-    check_exists(&loc.path)?;
+    let meta = check_exists(&loc.path)?;
+    let expect = match loc.transport {
+        Transport::OciArchive => Some(Expect::Oci),
+        Transport::DockerArchive => Some(Expect::Docker),
+        Transport::Auto if meta.is_file() => Some(Expect::Any),
+        _ => None,
+    };
     let start = Instant::now();
     let bar = Bar::new(if deep {
         "verifying (deep)"
     } else {
         "verifying"
     });
-    let report = verify::verify_layout_with_progress(&loc.path, &VerifyOptions { deep }, &bar)?;
+    let options = VerifyOptions { deep };
+    let report = match expect {
+        Some(expect) => verify::verify_archive(&loc.path, expect, &options, &bar)?,
+        None => verify::verify_layout_with_progress(&loc.path, &options, &bar)?,
+    };
     bar.done();
     let secs = start.elapsed().as_secs_f64();
     if json {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -455,7 +455,9 @@ const KNOWN_KEYS: &[&str] = &[
 ];
 
 /// Checks the JSON text for hazards serde's derive would not catch:
-/// duplicate keys and keys that case-fold to spec keys, at any depth.
+/// duplicate keys (at any depth), and keys that case-fold to spec keys where
+/// spec keys live (a document's top-level object and descriptor-shaped objects,
+/// not user content such as labels).
 ///
 /// # Errors
 /// The first hazard found, or a syntax error.
@@ -464,25 +466,35 @@ pub fn check_json(bytes: &[u8]) -> Result<(), DocumentError> {
         return Err(DocumentError::TooLarge(bytes.len() as u64));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    match Shape::deserialize(&mut de).and_then(|shape| de.end().map(|()| shape)) {
+    let shape = de::DeserializeSeed::deserialize(ShapeSeed { depth: 0 }, &mut de)
+        .and_then(|shape| de.end().map(|()| shape));
+    match shape {
         Ok(Shape(None)) => Ok(()),
         Ok(Shape(Some(e))) => Err(e),
         Err(e) => Err(DocumentError::Syntax(e.to_string())),
     }
 }
 
-/// Walks any JSON value; records the first key hazard.
+/// The first key hazard found in a JSON value, if any.
 struct Shape(Option<DocumentError>);
 
-impl<'de> Deserialize<'de> for Shape {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ShapeVisitor)
+/// Walks any JSON value, knowing how deep it is.
+#[derive(Clone, Copy)]
+struct ShapeSeed {
+    depth: usize,
+}
+
+/// Deeper than this, JSON is refused (serde_json's own recursion limit is 128).
+const MAX_JSON_DEPTH: usize = 100;
+
+impl<'de> de::DeserializeSeed<'de> for ShapeSeed {
+    type Value = Shape;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct ShapeVisitor;
-
-impl<'de> Visitor<'de> for ShapeVisitor {
+impl<'de> Visitor<'de> for ShapeSeed {
     type Value = Shape;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
@@ -506,32 +518,47 @@ impl<'de> Visitor<'de> for ShapeVisitor {
         Ok(Shape(None))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        if self.depth > MAX_JSON_DEPTH {
+            return Err(de::Error::custom("JSON nested too deeply"));
+        }
+        let inner = ShapeSeed {
+            depth: self.depth + 1,
+        };
         let mut first = None;
-        while let Some(Shape(e)) = seq.next_element::<Shape>()? {
+        while let Some(Shape(e)) = seq.next_element_seed(inner)? {
             first = first.or(e);
         }
         Ok(Shape(first))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        if self.depth > MAX_JSON_DEPTH {
+            return Err(de::Error::custom("JSON nested too deeply"));
+        }
+        let inner = ShapeSeed {
+            depth: self.depth + 1,
+        };
         let mut first = None;
+        let mut keys = Vec::new();
         let mut seen = BTreeSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            let Shape(e) = map.next_value::<Shape>()?;
-            if first.is_none() {
-                if let Some(known) = KNOWN_KEYS
-                    .iter()
-                    .find(|k| k.eq_ignore_ascii_case(&key) && **k != key)
-                {
-                    first = Some(DocumentError::CaseFoldedKey {
-                        found: key.clone(),
-                        known,
-                    });
-                }
-            }
+            let Shape(e) = map.next_value_seed(inner)?;
             if !seen.insert(key.clone()) && first.is_none() {
-                first = Some(DocumentError::DuplicateKey(key));
+                first = Some(DocumentError::DuplicateKey(key.clone()));
             }
             first = first.or(e);
+            keys.push(key);
+        }
+        let spec_level = self.depth == 0 || keys.iter().any(|k| k == "digest" || k == "mediaType");
+        if first.is_none() && spec_level {
+            first = keys.iter().find_map(|key| {
+                KNOWN_KEYS
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(key) && **k != key)
+                    .map(|known| DocumentError::CaseFoldedKey {
+                        found: key.clone(),
+                        known,
+                    })
+            });
         }
         Ok(Shape(first))
     }
@@ -655,6 +682,20 @@ mod tests {
         assert!(check_json(br#"{"a":1} x"#).is_err());
         assert!(check_json(b"\xff").is_err());
         assert!(check_json(br#"{"x-unknown":{"deep":[1,2,{"k":null}]}}"#).is_ok());
+        // User content may use any key; only spec levels are checked.
+        assert!(check_json(br#"{"config":{"Labels":{"Size":"1","Digest":"x"}}}"#).is_ok());
+        assert!(check_json(br#"[{"Config":"x.json","Layers":[]}]"#).is_ok());
+        assert!(matches!(
+            check_json(br#"{"layers":[{"mediaType":"a/b","Digest":"x"}]}"#),
+            Err(DocumentError::CaseFoldedKey {
+                known: "digest",
+                ..
+            })
+        ));
+        // Duplicates are refused at any depth, and absurd nesting is refused.
+        assert!(check_json(br#"{"config":{"Labels":{"a":"1","a":"2"}}}"#).is_err());
+        let deep = format!("{}{}", "[".repeat(120), "]".repeat(120));
+        assert!(check_json(deep.as_bytes()).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::digest::{self, Digest};
 use crate::spec::MAX_DOCUMENT_SIZE;
@@ -89,13 +90,43 @@ impl StoreError {
     }
 }
 
-/// An open blob: a regular file (or, for archives, a slice of one).
+/// An open blob: a regular file, a slice of one (an archive member), or bytes
+/// ocikit built (a manifest for a legacy docker-archive). Every read is a
+/// positioned read inside the slice, so a blob can never read past its end.
+#[derive(Clone)]
 pub struct Blob {
-    file: File,
+    src: BlobSource,
     len: u64,
 }
 
+#[derive(Clone)]
+enum BlobSource {
+    File { file: Arc<File>, offset: u64 },
+    Memory(Arc<[u8]>),
+}
+
 impl Blob {
+    /// A whole file.
+    pub fn from_file(file: File, len: u64) -> Blob {
+        Blob::slice(Arc::new(file), 0, len)
+    }
+
+    /// `len` bytes of `file` from `offset`.
+    pub fn slice(file: Arc<File>, offset: u64, len: u64) -> Blob {
+        Blob {
+            src: BlobSource::File { file, offset },
+            len,
+        }
+    }
+
+    /// Bytes in memory.
+    pub fn memory(bytes: Arc<[u8]>) -> Blob {
+        Blob {
+            len: bytes.len() as u64,
+            src: BlobSource::Memory(bytes),
+        }
+    }
+
     /// The stored size in bytes.
     pub fn len(&self) -> u64 {
         self.len
@@ -106,12 +137,32 @@ impl Blob {
         self.len == 0
     }
 
-    /// Hashes the whole blob from its start.
+    /// Reads at `pos` within the blob (0 at its end).
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if pos >= self.len {
+            return Ok(0);
+        }
+        let want = buf.len().min((self.len - pos) as usize);
+        match &self.src {
+            BlobSource::File { file, offset } => file.read_at(&mut buf[..want], offset + pos),
+            BlobSource::Memory(bytes) => {
+                let start = pos as usize;
+                buf[..want].copy_from_slice(&bytes[start..start + want]);
+                Ok(want)
+            }
+        }
+    }
+
+    /// Hashes the whole blob.
     ///
     /// # Errors
     /// Read errors.
     pub fn hash(&self, algorithm: digest::Algorithm) -> io::Result<(Digest, u64)> {
-        digest::hash_file(algorithm, &self.file)
+        self.hash_with_progress(algorithm, &|_| {})
     }
 
     /// Hashes the whole blob, reporting bytes hashed to `progress`.
@@ -123,32 +174,45 @@ impl Blob {
         algorithm: digest::Algorithm,
         progress: &dyn Fn(u64),
     ) -> io::Result<(Digest, u64)> {
-        digest::hash_file_with_progress(algorithm, &self.file, progress)
+        digest::hash_at(algorithm, &|buf, pos| self.read_at(buf, pos), progress)
     }
 
     /// A reader over the blob's bytes.
-    pub fn into_reader(self) -> impl Read + Send {
-        io::BufReader::with_capacity(256 << 10, self.file)
+    pub fn into_reader(self) -> BlobReader {
+        BlobReader { blob: self, pos: 0 }
     }
 
-    /// Copies the whole blob (from its start) to `out`; returns the bytes copied.
+    /// Copies the whole blob to `out`; returns the bytes copied.
     ///
     /// # Errors
     /// Read or write errors.
     pub fn copy_to(&self, out: &mut dyn io::Write) -> io::Result<u64> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut offset = 0u64;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut pos = 0u64;
         loop {
-            let n = match self.file.read_at(&mut buf, offset) {
-                Ok(0) => return Ok(offset),
+            let n = match self.read_at(&mut buf, pos) {
+                Ok(0) => return Ok(pos),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
             out.write_all(&buf[..n])?;
-            offset += n as u64;
+            pos += n as u64;
         }
+    }
+}
+
+/// A reader over a [`Blob`].
+pub struct BlobReader {
+    blob: Blob,
+    pos: u64,
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.blob.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -216,7 +280,7 @@ pub trait Store: Send + Sync {
             });
         }
         let mut bytes = Vec::with_capacity(blob.len() as usize);
-        blob.into_reader()
+        io::BufReader::with_capacity(256 << 10, blob.into_reader())
             .take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| StoreError::io(&self.blob_location(digest), e))?;
@@ -236,6 +300,24 @@ pub trait Store: Send + Sync {
             });
         }
         Ok(bytes)
+    }
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn index_bytes(&self) -> Result<Vec<u8>, StoreError> {
+        (**self).index_bytes()
+    }
+    fn open_blob(&self, digest: &Digest) -> Result<Blob, StoreError> {
+        (**self).open_blob(digest)
+    }
+    fn blob_location(&self, digest: &Digest) -> PathBuf {
+        (**self).blob_location(digest)
+    }
+    fn list_blobs(&self) -> Result<Vec<BlobEntry>, StoreError> {
+        (**self).list_blobs()
     }
 }
 
@@ -360,7 +442,7 @@ impl Store for LayoutStore {
     fn open_blob(&self, digest: &Digest) -> Result<Blob, StoreError> {
         let path = self.root.join(digest.blob_path());
         match open_regular(&path) {
-            Ok((file, len)) => Ok(Blob { file, len }),
+            Ok((file, len)) => Ok(Blob::from_file(file, len)),
             Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 Err(StoreError::Missing {
                     digest: digest.clone(),

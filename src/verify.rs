@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::archive::{ArchiveError, ArchiveStore, Expect};
 use crate::digest::Digest;
 use crate::graph::{self, Graph, Issue, IssueKind, Reached, Role, WalkOptions};
 use crate::layer::{self, LayerError};
@@ -182,6 +183,61 @@ pub fn verify_layout_with_progress(
     let mut report = verify_with_progress(&store, options, progress);
     pre.append(&mut report.findings);
     report.findings = pre;
+    sort(&mut report.findings);
+    Ok(report)
+}
+
+/// Verifies an image archive: what [`verify`] checks, plus the archive's own
+/// metadata. An archive that cannot be read as an image archive is one
+/// `malformed` finding; a file that is not an archive at all is an error.
+///
+/// # Errors
+/// [`ArchiveError`] for files that are missing, empty or not tar archives.
+pub fn verify_archive(
+    path: &Path,
+    expect: Expect,
+    options: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, ArchiveError> {
+    let store = match ArchiveStore::open(path, expect) {
+        Ok(s) => s,
+        Err(
+            e @ (ArchiveError::Io { .. } | ArchiveError::Empty(_) | ArchiveError::NotTar { .. }),
+        ) => return Err(e),
+        Err(e) => {
+            return Ok(VerifyReport {
+                location: path.display().to_string(),
+                deep: options.deep,
+                blobs_checked: 0,
+                bytes_checked: 0,
+                layers_decompressed: 0,
+                findings: vec![finding(
+                    IssueKind::Malformed,
+                    None,
+                    "archive",
+                    e.to_string(),
+                )],
+            })
+        }
+    };
+    let mut report = verify_with_progress(&store, options, progress);
+    if let Some(bytes) = store.stored_index() {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            if v.get("manifests").is_some_and(|m| m.is_null()) {
+                report.findings.push(finding(
+                    IssueKind::SchemaInvalid,
+                    None,
+                    "index.json",
+                    "the archive's index.json has \"manifests\": null (the spec requires an array; Docker 25 writes this when saving by image ID); its images were read from manifest.json".into(),
+                ));
+            }
+        }
+    }
+    for n in store.notes() {
+        report
+            .findings
+            .push(finding(IssueKind::Layout, None, "archive", n.clone()));
+    }
     sort(&mut report.findings);
     Ok(report)
 }

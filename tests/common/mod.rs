@@ -2,6 +2,8 @@
 //! layouts, the demo fixture's generator, and tree snapshots.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
