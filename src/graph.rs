@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::Read;
 
 use serde::Serialize;
 
@@ -629,82 +628,22 @@ impl Walker<'_> {
     }
 
     /// Finds manifests whose subject is reachable, repeatedly (referrers of
-    /// referrers), by reading small unvisited blobs that look like JSON.
+    /// referrers).
     fn referrers(&mut self) {
-        let Ok(entries) = self.store.list_blobs() else {
-            return;
-        };
-        let mut candidates: Vec<(Digest, u64)> = entries
-            .into_iter()
-            .filter(|e| e.regular && e.size <= MAX_DOCUMENT_SIZE && e.size > 1)
-            .filter_map(|e| e.digest.map(|d| (d, e.size)))
-            .filter(|(d, _)| !self.g.reached.contains_key(d) && d.algorithm().is_verifiable())
-            .collect();
-        let mut subjects: Vec<(Digest, u64, Digest, String)> = Vec::new();
-        candidates.retain(|(d, size)| {
-            let Ok(blob) = self.store.open_blob(d) else {
-                return false;
-            };
-            let mut head = [0u8; 1];
-            let mut r = blob.into_reader();
-            if r.read(&mut head).ok() != Some(1) || head[0] != b'{' {
-                return false;
-            }
-            let Ok(bytes) = self.store.read_verified(d, *size as i64, MAX_DOCUMENT_SIZE) else {
-                return false;
-            };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                return false;
-            };
-            let kind = spec::sniff_kind(&v);
-            if !matches!(kind, Kind::Index | Kind::Manifest) {
-                return false;
-            }
-            let Some(subject) = v
-                .get("subject")
-                .and_then(|s| s.get("digest"))
-                .and_then(|s| s.as_str())
-                .and_then(|s| Digest::parse(s).ok())
-            else {
-                return false;
-            };
-            let mt = v
-                .get("mediaType")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    if kind == Kind::Index {
-                        media_type::OCI_INDEX
-                    } else {
-                        media_type::OCI_MANIFEST
-                    }
-                    .to_string()
-                });
-            subjects.push((d.clone(), *size, subject, mt));
-            true
-        });
+        let found = find_referrers(self.store, |d| self.g.reached.contains_key(d));
         loop {
             let mut progressed = false;
-            for (d, size, subject, mt) in &subjects {
-                if self.g.reached.contains_key(d) || !self.g.reached.contains_key(subject) {
+            for r in &found {
+                if self.g.reached.contains_key(&r.digest)
+                    || !self.g.reached.contains_key(&r.subject)
+                {
                     continue;
                 }
-                let desc = Descriptor {
-                    media_type: mt.clone(),
-                    digest: d.to_string(),
-                    size: *size as i64,
-                    urls: None,
-                    annotations: None,
-                    data: None,
-                    artifact_type: None,
-                    platform: None,
-                    extra: Default::default(),
-                };
-                self.g.referrers.push(d.clone());
+                self.g.referrers.push(r.digest.clone());
                 self.visit(
-                    &desc,
+                    &r.descriptor,
                     Role::Referrer,
-                    format!("referrer of {}", subject.short()),
+                    format!("referrer of {}", r.subject.short()),
                     0,
                 );
                 progressed = true;
@@ -714,4 +653,85 @@ impl Walker<'_> {
             }
         }
     }
+}
+
+/// A stored manifest or index with a `subject`.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    /// The referrer's digest.
+    pub digest: Digest,
+    /// A descriptor for it (its own media type and artifact type).
+    pub descriptor: Descriptor,
+    /// The digest its `subject` names.
+    pub subject: Digest,
+}
+
+/// Every stored manifest or index that has a `subject`, found by reading the
+/// small blobs that start with `{` (a layout has no referrers index; this is
+/// how the spec's weak association is found). `skip` excludes blobs already
+/// known not to be of interest.
+pub fn find_referrers(store: &dyn Store, skip: impl Fn(&Digest) -> bool) -> Vec<Referrer> {
+    let Ok(entries) = store.list_blobs() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let Some(d) = e.digest else { continue };
+        if !e.regular
+            || e.size > MAX_DOCUMENT_SIZE
+            || e.size < 2
+            || skip(&d)
+            || !d.algorithm().is_verifiable()
+        {
+            continue;
+        }
+        let Ok(blob) = store.open_blob(&d) else {
+            continue;
+        };
+        let mut head = [0u8; 1];
+        if blob.read_at(&mut head, 0).ok() != Some(1) || head[0] != b'{' {
+            continue;
+        }
+        let Ok(bytes) = store.read_verified(&d, e.size as i64, MAX_DOCUMENT_SIZE) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let kind = spec::sniff_kind(&v);
+        if !matches!(kind, Kind::Index | Kind::Manifest) {
+            continue;
+        }
+        let Some(subject) = v
+            .get("subject")
+            .and_then(|s| s.get("digest"))
+            .and_then(|s| s.as_str())
+            .and_then(|s| Digest::parse(s).ok())
+        else {
+            continue;
+        };
+        let media_type = v
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                if kind == Kind::Index {
+                    media_type::OCI_INDEX
+                } else {
+                    media_type::OCI_MANIFEST
+                }
+                .to_string()
+            });
+        let mut descriptor = crate::docker::descriptor(&media_type, &d, e.size);
+        descriptor.artifact_type = v
+            .get("artifactType")
+            .and_then(|a| a.as_str())
+            .map(str::to_string);
+        out.push(Referrer {
+            digest: d,
+            descriptor,
+            subject,
+        });
+    }
+    out
 }

@@ -38,6 +38,7 @@
 )]
 
 pub mod archive;
+pub mod copy;
 pub mod digest;
 pub mod docker;
 pub mod graph;

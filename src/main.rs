@@ -22,10 +22,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use ocikit::archive::{ArchiveStore, Expect};
+use ocikit::copy::{self, ArchiveKind};
 use ocikit::digest::Digest;
 use ocikit::platform::PlatformSpec;
 use ocikit::reference::{Location, Reference, Transport};
 use ocikit::resolve::{self, Image, PlatformChoice};
+use ocikit::spec::Compression;
 use ocikit::spec::{self, Descriptor, Kind};
 use ocikit::store::Store;
 use ocikit::verify::{self, VerifyOptions, VerifyReport};
@@ -107,6 +109,53 @@ enum Command {
         /// LAYOUT:TAG.
         target: String,
     },
+    /// Copy images from any location to any location (layout, oci-archive, docker-archive).
+    #[command(
+        after_help = "TARGET is a layout directory unless its transport or name says archive:\n  oci:DIR, oci-archive:FILE, docker-archive:FILE, or a FILE ending in .tar, .tar.gz, .tgz, .tar.zst.\nA REF on TARGET names the copy (a tag, or a docker name for docker-archive).\nExamples:\n  ocikit copy testdata/demo:1.0 /tmp/one --platform linux/arm64\n  ocikit copy testdata/demo:legacy docker-archive:/tmp/legacy.tar:demo/legacy:1.0"
+    )]
+    Copy {
+        /// SOURCE[:REF] (every image when no REF).
+        source: String,
+        /// TARGET[:REF].
+        target: String,
+        #[command(flatten)]
+        opts: CopyArgs,
+        /// Archive format for a file target (default: from the transport, else oci-archive).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// Compress a file target as a whole (default: from its extension, else none).
+        #[arg(long, value_enum)]
+        compress: Option<CompressArg>,
+    },
+    /// Copy images into a layout directory (created if absent).
+    #[command(
+        after_help = "Examples:\n  ocikit import saved.tar ./images            # every image of a docker save or oci-archive\n  ocikit import docker-archive:saved.tar:busybox:1.36 ./images:busybox"
+    )]
+    Import {
+        /// SOURCE[:REF].
+        source: String,
+        /// LAYOUT[:TAG].
+        layout: String,
+        #[command(flatten)]
+        opts: CopyArgs,
+    },
+    /// Write images into one archive file (or - for stdout).
+    #[command(
+        after_help = "Examples:\n  ocikit export testdata/demo:1.0 testdata/demo:legacy /tmp/demo.tar\n  ocikit export testdata/demo:legacy docker-archive:/tmp/d.tar:demo/app:1.0\n  ocikit export testdata/demo:1.0 - --compress zstd > demo.tar.zst"
+    )]
+    Export {
+        /// SOURCE[:REF]... then FILE (or -).
+        #[arg(required = true, num_args = 2..)]
+        locations: Vec<String>,
+        #[command(flatten)]
+        opts: CopyArgs,
+        /// Archive format (default: from FILE's transport, else oci-archive).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// Compress the archive as a whole (default: from FILE's extension, else none).
+        #[arg(long, value_enum)]
+        compress: Option<CompressArg>,
+    },
     /// Check every reachable blob's existence, size and digest, and the documents' structure.
     #[command(
         after_help = "Exit status: 0 clean (warnings allowed), 1 problems found, 2 could not run.\nExample:\n  ocikit verify testdata/demo --deep"
@@ -121,6 +170,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct CopyArgs {
+    /// Keep only this platform of multi-platform indexes (repeatable); a
+    /// docker-archive holds one image per name: default the host's.
+    #[arg(long = "platform")]
+    platforms: Vec<PlatformSpec>,
+    /// Copy every platform (the default; for skopeo's spelling).
+    #[arg(long, conflicts_with = "platforms")]
+    all: bool,
+    /// Leave out referrers (signatures, SBOMs) of the copied images.
+    #[arg(long)]
+    no_referrers: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    OciArchive,
+    DockerArchive,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressArg {
+    None,
+    Gzip,
+    Zstd,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -241,7 +317,201 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
             deep,
             json,
         } => verify_cmd(&location, deep, json),
+        Command::Copy {
+            source,
+            target,
+            opts,
+            format,
+            compress,
+        } => copy_cmd(&[source], &target, &opts, format, compress, false).map(|()| None),
+        Command::Import {
+            source,
+            layout,
+            opts,
+        } => {
+            let loc = Location::parse(&layout)?;
+            if matches!(
+                loc.transport,
+                Transport::OciArchive | Transport::DockerArchive
+            ) {
+                bail!("import writes a layout directory; to write an archive use export");
+            }
+            let target = format!("oci:{layout}");
+            copy_cmd(&[source], &target, &opts, None, None, false).map(|()| None)
+        }
+        Command::Export {
+            mut locations,
+            opts,
+            format,
+            compress,
+        } => {
+            let file = locations.pop().unwrap_or_default();
+            copy_cmd(&locations, &file, &opts, format, compress, true).map(|()| None)
+        }
     }
+}
+
+/// Where a copy goes.
+enum Target {
+    Layout(PathBuf),
+    Archive {
+        path: Option<PathBuf>,
+        kind: ArchiveKind,
+        compression: Compression,
+    },
+}
+
+fn compression_of(path: &Path, flag: Option<CompressArg>) -> Compression {
+    match flag {
+        Some(CompressArg::None) => Compression::None,
+        Some(CompressArg::Gzip) => Compression::Gzip,
+        Some(CompressArg::Zstd) => Compression::Zstd,
+        None => {
+            let name = path.to_string_lossy();
+            if name.ends_with(".gz") || name.ends_with(".tgz") {
+                Compression::Gzip
+            } else if name.ends_with(".zst") || name.ends_with(".tzst") {
+                Compression::Zstd
+            } else {
+                Compression::None
+            }
+        }
+    }
+}
+
+fn target_of(
+    loc: &Location,
+    format: Option<FormatArg>,
+    compress: Option<CompressArg>,
+    archive_only: bool,
+) -> Result<Target> {
+    let archive = |kind: ArchiveKind| {
+        let stdout = loc.path.as_os_str() == "-";
+        Target::Archive {
+            path: (!stdout).then(|| loc.path.clone()),
+            kind,
+            compression: compression_of(&loc.path, compress),
+        }
+    };
+    let from_flag = |default: ArchiveKind| match format {
+        Some(FormatArg::OciArchive) => ArchiveKind::OciArchive,
+        Some(FormatArg::DockerArchive) => ArchiveKind::DockerArchive,
+        None => default,
+    };
+    Ok(match loc.transport {
+        Transport::Oci => {
+            if archive_only {
+                bail!("export writes an archive file; to copy into a layout use copy or import");
+            }
+            Target::Layout(loc.path.clone())
+        }
+        Transport::OciArchive => {
+            if format == Some(FormatArg::DockerArchive) {
+                bail!("--format docker-archive contradicts the oci-archive: transport");
+            }
+            archive(ArchiveKind::OciArchive)
+        }
+        Transport::DockerArchive => {
+            if format == Some(FormatArg::OciArchive) {
+                bail!("--format oci-archive contradicts the docker-archive: transport");
+            }
+            archive(ArchiveKind::DockerArchive)
+        }
+        Transport::Auto => {
+            let name = loc.path.to_string_lossy();
+            let is_dir = loc.path.is_dir();
+            let looks_archive = [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"]
+                .iter()
+                .any(|e| name.ends_with(e));
+            if is_dir && archive_only {
+                bail!(
+                    "{} is a directory; export writes an archive file",
+                    loc.path.display()
+                );
+            }
+            if name == "-" || archive_only || format.is_some() || (looks_archive && !is_dir) {
+                archive(from_flag(ArchiveKind::OciArchive))
+            } else {
+                Target::Layout(loc.path.clone())
+            }
+        }
+    })
+}
+
+fn copy_cmd(
+    sources: &[String],
+    target: &str,
+    args: &CopyArgs,
+    format: Option<FormatArg>,
+    compress: Option<CompressArg>,
+    archive_only: bool,
+) -> Result<()> {
+    let target_loc = Location::parse(target)?;
+    let target_kind = target_of(&target_loc, format, compress, archive_only)?;
+    let target_name = match &target_loc.reference {
+        Some(Reference::Tag(t)) => Some(t.clone()),
+        Some(Reference::Digest(d)) => {
+            bail!("{target}: a target cannot be named by a digest ({d}); name it with a tag")
+        }
+        None => None,
+    };
+    let mut opened = Vec::new();
+    for s in sources {
+        let loc = Location::parse(s)?;
+        let store = open_location(&loc)?;
+        opened.push((store, loc.reference));
+    }
+    let srcs: Vec<copy::Source<'_>> = opened
+        .iter()
+        .map(|(store, reference)| copy::Source {
+            store: &**store,
+            reference: reference.clone(),
+        })
+        .collect();
+    let options = copy::CopyOptions {
+        platforms: args.platforms.clone(),
+        single_image: matches!(
+            target_kind,
+            Target::Archive {
+                kind: ArchiveKind::DockerArchive,
+                ..
+            }
+        ),
+        target_name,
+        no_referrers: args.no_referrers,
+    };
+    let plan = copy::plan(&srcs, &options)?;
+    for n in &plan.notes {
+        eprintln!("ocikit: note: {n}");
+    }
+    let bar = Bar::new("copying");
+    let (report, notes) = match &target_kind {
+        Target::Layout(dir) => (copy::write_layout(&srcs, &plan, dir, &bar)?, Vec::new()),
+        Target::Archive {
+            path,
+            kind,
+            compression,
+        } => {
+            let out = match path {
+                Some(p) => copy::ArchiveOut::File(p),
+                None => copy::ArchiveOut::Stdout,
+            };
+            copy::write_archive(&srcs, &plan, *kind, *compression, out, &bar)?
+        }
+    };
+    bar.done();
+    for n in &notes {
+        eprintln!("ocikit: warning: {n}");
+    }
+    eprintln!(
+        "copied {} image{} ({} blobs written, {} already there, {})",
+        report.images.len(),
+        if report.images.len() == 1 { "" } else { "s" },
+        report.blobs_written,
+        report.blobs_skipped,
+        human(report.bytes_written)
+    );
+    Ok(())
 }
 
 fn choice(p: Option<PlatformSpec>) -> PlatformChoice {

@@ -465,7 +465,7 @@ pub fn resolve_node(
 }
 
 /// The kind of a loaded document: its descriptor's, or sniffed when unknown.
-fn node_kind(node: &Node) -> Kind {
+pub fn node_kind(node: &Node) -> Kind {
     match node.descriptor.kind() {
         k @ (Kind::Index | Kind::Manifest | Kind::Schema1) => k,
         _ => serde_json::from_slice::<serde_json::Value>(&node.bytes)
@@ -476,7 +476,7 @@ fn node_kind(node: &Node) -> Kind {
 
 /// Whether an index entry is an image a user might ask for (not a Docker
 /// attestation manifest or another `unknown/unknown` entry).
-fn is_candidate(d: &Descriptor) -> bool {
+pub fn is_candidate(d: &Descriptor) -> bool {
     let attestation = d.annotation("vnd.docker.reference.type") == Some("attestation-manifest");
     let unknown = d
         .platform
@@ -493,7 +493,7 @@ fn platform_label(d: &Descriptor) -> String {
 }
 
 /// Chooses an entry of an index by platform.
-fn choose<'a>(
+pub fn choose<'a>(
     what: &str,
     entries: &'a [Descriptor],
     platform: &PlatformChoice,
@@ -528,16 +528,36 @@ pub fn resolve_image(
     reference: Option<&Reference>,
     platform: &PlatformChoice,
 ) -> Result<Image, ResolveError> {
-    let mut indexes = Vec::new();
-    let mut chosen_platform = None;
-    let mut desc = match find_root(store, reference)? {
-        Root::Descriptor(d) => *d,
+    let (desc, chosen_platform) = match find_root(store, reference)? {
+        Root::Descriptor(d) => (*d, None),
         Root::TopLevel(entries) => {
             let d = choose(&format!("{}/index.json", store.name()), &entries, platform)?;
-            chosen_platform = d.platform.clone();
-            d.clone()
+            (d.clone(), d.platform.clone())
         }
     };
+    image_of(store, desc, chosen_platform, platform)
+}
+
+/// Resolves a descriptor (an index or a manifest) to one image, choosing by
+/// platform through indexes.
+///
+/// # Errors
+/// See [`ResolveError`].
+pub fn image_of_descriptor(
+    store: &dyn Store,
+    desc: &Descriptor,
+    platform: &PlatformChoice,
+) -> Result<Image, ResolveError> {
+    image_of(store, desc.clone(), desc.platform.clone(), platform)
+}
+
+fn image_of(
+    store: &dyn Store,
+    mut desc: Descriptor,
+    mut chosen_platform: Option<Platform>,
+    platform: &PlatformChoice,
+) -> Result<Image, ResolveError> {
+    let mut indexes = Vec::new();
     for _ in 0..MAX_NESTING {
         let node = load_node(store, &desc, "manifest")?;
         match node_kind(&node) {

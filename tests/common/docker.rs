@@ -292,6 +292,21 @@ impl Dockerd {
             "images left after prune: {}",
             String::from_utf8_lossy(&left.stdout)
         );
+        // No layer may survive either (a failed load could leave some behind), or the
+        // next load would skip that layer's file.
+        assert_eq!(
+            self.layer_count(),
+            0,
+            "layers left after removing every image"
+        );
+    }
+
+    /// How many layers (chain IDs) the daemon stores: the entries of the vfs layer
+    /// database (0 before the first layer).
+    pub fn layer_count(&self) -> usize {
+        fs::read_dir(self.root.join("data/image/vfs/layerdb/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Whether `pid` is alive and its command line mentions our directory (so it is a

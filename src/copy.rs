@@ -1,0 +1,887 @@
+//! Copying images between locations: plan, then write.
+//!
+//! A [`Plan`] lists every blob to copy, children before parents, deduplicated,
+//! with the store each comes from, plus the roots to record in the target's
+//! `index.json`. Planning reads only the small JSON documents; writing streams
+//! every blob from its source, verifying its digest and size as it is
+//! written:
+//! - into a layout ([`write_layout`]): `oci-layout` and `index.json` first, then
+//!   blobs through the atomic blob writer (blobs already present are skipped),
+//!   then `index.json` under the writer lock;
+//! - into an archive ([`write_archive`]): an oci-archive, or a docker-archive in
+//!   Docker 25's dual format (OCI layout plus `manifest.json` and
+//!   `repositories`), with sorted members, fixed owners, modes and times, so
+//!   the same input gives the same bytes; written to a temporary file beside
+//!   the target and renamed on success (or streamed to stdout).
+//!
+//! Stored bytes are never re-serialised: every digest is kept. The only new
+//! documents are an index holding a subset of platforms (when several of many
+//! are asked for) and, for `--uncompressed-layers`, nothing yet.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::docker::{self, familiar};
+use crate::graph::{find_referrers, Referrer};
+use crate::layout::{Layout, LayoutError};
+use crate::platform::PlatformSpec;
+use crate::reference::{normalize_docker_name, Reference};
+use crate::resolve::{self, PlatformChoice, ResolveError};
+use crate::spec::{
+    self, media_type, Compression, Descriptor, Document, Kind, ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME, MAX_DOCUMENT_SIZE,
+};
+use crate::store::{Blob, Store, StoreError};
+use crate::verify::Progress;
+
+/// Why a copy failed. Each names the blob, file or reference at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading the source failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Resolving the source failed.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// Writing a layout failed.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Writing an archive failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A blob the image needs is absent from the source.
+    #[error("{store} lacks blob {digest} ({what}), so the image cannot be copied whole")]
+    Incomplete {
+        /// The source.
+        store: String,
+        /// The blob.
+        digest: Digest,
+        /// What it is.
+        what: String,
+    },
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What to copy from one source.
+#[derive(Clone)]
+pub struct Source<'a> {
+    /// Where from.
+    pub store: &'a dyn Store,
+    /// Which image (`None`: every image in its `index.json`).
+    pub reference: Option<Reference>,
+}
+
+/// Options of a copy.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Platforms to keep from multi-platform indexes (empty: all).
+    pub platforms: Vec<PlatformSpec>,
+    /// Resolve every root to one image (docker-archive holds no indexes): the
+    /// first of `platforms`, else the host's.
+    pub single_image: bool,
+    /// The name to give the copied image in the target (TARGET:REF); only
+    /// with exactly one image.
+    pub target_name: Option<String>,
+    /// Leave out referrers (signatures, SBOMs) of the copied manifests.
+    pub no_referrers: bool,
+}
+
+/// One image to record in the target.
+#[derive(Debug, Clone)]
+pub struct Root {
+    /// Its descriptor (an index or a manifest).
+    pub descriptor: Descriptor,
+    /// Its tag (`org.opencontainers.image.ref.name`).
+    pub tag: Option<String>,
+    /// Its full docker name (`io.containerd.image.name`).
+    pub name: Option<String>,
+}
+
+/// A blob to copy.
+#[derive(Debug, Clone)]
+pub struct PlannedBlob {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Its media type (as first referenced).
+    pub media_type: String,
+    /// Which source it comes from (index into the sources), or `None` for a
+    /// document ocikit built.
+    pub source: Option<usize>,
+}
+
+/// What a copy will do.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Blobs in write order: children before parents.
+    pub blobs: Vec<PlannedBlob>,
+    /// Images to record.
+    pub roots: Vec<Root>,
+    /// Documents ocikit built (indexes of a subset of platforms).
+    pub built: HashMap<Digest, Arc<[u8]>>,
+    /// Things the user should know.
+    pub notes: Vec<String>,
+    /// Total bytes of the blobs.
+    pub bytes: u64,
+}
+
+/// What a copy did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CopyReport {
+    /// Blobs written.
+    pub blobs_written: u64,
+    /// Blobs skipped because the target had them.
+    pub blobs_skipped: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Images recorded.
+    pub images: Vec<String>,
+}
+
+struct Planner<'a, 'b> {
+    sources: &'b [Source<'a>],
+    plan: Plan,
+    seen: HashSet<Digest>,
+    referrers: HashMap<usize, Vec<Referrer>>,
+    options: &'b CopyOptions,
+}
+
+/// Plans a copy: which blobs, in which order, and which roots.
+///
+/// # Errors
+/// Unresolvable references, missing or damaged blobs, and requests that
+/// cannot be met (a target name for several images).
+pub fn plan(sources: &[Source<'_>], options: &CopyOptions) -> Result<Plan, CopyError> {
+    let mut p = Planner {
+        sources,
+        plan: Plan::default(),
+        seen: HashSet::new(),
+        referrers: HashMap::new(),
+        options,
+    };
+    for (i, src) in sources.iter().enumerate() {
+        let roots: Vec<Descriptor> = match &src.reference {
+            Some(r) => vec![resolve::find_descriptor(src.store, Some(r))?],
+            None => {
+                let (_, index) = resolve::read_index_json(src.store)?;
+                let mut seen = HashSet::new();
+                index
+                    .entries()
+                    .iter()
+                    .filter(|d| {
+                        seen.insert((
+                            d.digest.clone(),
+                            d.ref_name().map(str::to_string),
+                            d.annotation(ANNOTATION_IMAGE_NAME).map(str::to_string),
+                        ))
+                    })
+                    .cloned()
+                    .collect()
+            }
+        };
+        if roots.is_empty() {
+            return Err(CopyError::Invalid(format!(
+                "{} holds no images to copy",
+                src.store.name()
+            )));
+        }
+        for root in roots {
+            p.root(i, root)?;
+        }
+    }
+    if options.target_name.is_some() && p.plan.roots.len() != 1 {
+        return Err(CopyError::Invalid(format!(
+            "a target name needs exactly one image, but the source holds {}; name one in the source",
+            p.plan.roots.len()
+        )));
+    }
+    if let Some(name) = &options.target_name {
+        let root = &mut p.plan.roots[0];
+        match normalize_docker_name(name).filter(|_| name.contains('/') || name.contains(':')) {
+            Some(full) if docker::tag_part(&full).is_some() => {
+                root.tag = docker::tag_part(&full).map(str::to_string);
+                root.name = Some(full);
+            }
+            _ => {
+                root.tag = Some(name.clone());
+                root.name = None;
+            }
+        }
+    }
+    p.plan.bytes = p.plan.blobs.iter().map(|b| b.size).sum();
+    Ok(p.plan)
+}
+
+impl Planner<'_, '_> {
+    fn store(&self, i: usize) -> &dyn Store {
+        self.sources[i].store
+    }
+
+    fn root(&mut self, i: usize, desc: Descriptor) -> Result<(), CopyError> {
+        let tag = desc.ref_name().map(str::to_string);
+        let name = desc.annotation(ANNOTATION_IMAGE_NAME).map(str::to_string);
+        let mut chosen = desc.clone();
+        chosen.annotations = None;
+        let kind = self.kind_of(i, &chosen)?;
+        if kind == Kind::Index && self.options.single_image {
+            let platform = match self.options.platforms.first() {
+                Some(p) => PlatformChoice::Specific(p.clone()),
+                None => PlatformChoice::Host,
+            };
+            let image = resolve::image_of_descriptor(self.store(i), &chosen, &platform)?;
+            let mut d = image.manifest.descriptor.clone();
+            d.annotations = None;
+            if d.platform.is_none() {
+                d.platform = image.platform.clone();
+            }
+            chosen = d;
+        } else if kind == Kind::Index && !self.options.platforms.is_empty() {
+            chosen = self.platform_subset(i, &chosen)?;
+        }
+        self.add(i, &chosen, 0)?;
+        self.plan.roots.push(Root {
+            descriptor: chosen,
+            tag,
+            name,
+        });
+        Ok(())
+    }
+
+    fn kind_of(&self, i: usize, desc: &Descriptor) -> Result<Kind, CopyError> {
+        Ok(match desc.kind() {
+            k @ (Kind::Index | Kind::Manifest) => k,
+            Kind::Unknown if desc.size <= MAX_DOCUMENT_SIZE as i64 => {
+                let node = resolve::load_node(self.store(i), desc, "document")?;
+                resolve::node_kind(&node)
+            }
+            k => k,
+        })
+    }
+
+    /// The entries of an index for the requested platforms: one manifest when
+    /// one platform is asked for, else a new index holding just those entries
+    /// (every other field of the original kept).
+    fn platform_subset(&mut self, i: usize, desc: &Descriptor) -> Result<Descriptor, CopyError> {
+        let node = resolve::load_node(self.store(i), desc, "index")?;
+        let Ok(Document::Index(index)) = spec::parse_document(&node.bytes, Kind::Index) else {
+            return Err(CopyError::Invalid(format!(
+                "{} is not a valid index",
+                node.digest
+            )));
+        };
+        let mut keep: Vec<usize> = Vec::new();
+        for want in &self.options.platforms {
+            let chosen = resolve::choose(
+                &format!("index {}", node.digest),
+                index.entries(),
+                &PlatformChoice::Specific(want.clone()),
+            )?;
+            if let Some(pos) = index.entries().iter().position(|d| std::ptr::eq(d, chosen)) {
+                if !keep.contains(&pos) {
+                    keep.push(pos);
+                }
+            }
+        }
+        keep.sort_unstable();
+        if keep.len() == 1 {
+            return Ok(index.entries()[keep[0]].clone());
+        }
+        if keep.len() == index.entries().len() {
+            // Every entry asked for: the stored index itself, digest kept.
+            return Ok(desc.clone());
+        }
+        let mut value: Value = serde_json::from_slice(&node.bytes)
+            .map_err(|e| CopyError::Invalid(format!("index {}: {e}", node.digest)))?;
+        if let Some(list) = value.get_mut("manifests").and_then(Value::as_array_mut) {
+            let all = std::mem::take(list);
+            *list = all
+                .into_iter()
+                .enumerate()
+                .filter(|(n, _)| keep.contains(n))
+                .map(|(_, v)| v)
+                .collect();
+        }
+        let bytes = value.to_string().into_bytes();
+        let digest = Digest::of_bytes(Algorithm::Sha256, &bytes);
+        self.plan.notes.push(format!(
+            "index {} holds {} platforms; wrote a new index {digest} with the {} asked for",
+            node.digest,
+            index.entries().len(),
+            keep.len()
+        ));
+        let new = docker::descriptor(&desc.media_type, &digest, bytes.len() as u64);
+        // Its children are copied from the source; the index itself is built.
+        for n in &keep {
+            let child = index.entries()[*n].clone();
+            self.add(i, &child, 1)?;
+        }
+        if self.seen.insert(digest.clone()) {
+            self.plan.blobs.push(PlannedBlob {
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+                media_type: desc.media_type.clone(),
+                source: None,
+            });
+        }
+        self.plan.built.insert(digest, Arc::from(bytes));
+        Ok(new)
+    }
+
+    fn push(&mut self, i: usize, desc: &Descriptor, digest: Digest) {
+        if self.seen.insert(digest.clone()) {
+            self.plan.blobs.push(PlannedBlob {
+                digest,
+                size: desc.size.max(0) as u64,
+                media_type: desc.media_type.clone(),
+                source: Some(i),
+            });
+        }
+    }
+
+    /// Adds a descriptor and everything below it, children first.
+    fn add(&mut self, i: usize, desc: &Descriptor, depth: usize) -> Result<(), CopyError> {
+        if depth > resolve::MAX_NESTING {
+            return Err(CopyError::Invalid(format!(
+                "{}: indexes nested too deep",
+                desc.digest
+            )));
+        }
+        let digest = resolve::descriptor_digest(desc, "a descriptor")?;
+        if self.seen.contains(&digest) {
+            return Ok(());
+        }
+        let store = self.store(i);
+        let kind = self.kind_of(i, desc)?;
+        match kind {
+            Kind::Index | Kind::Manifest => {
+                let node = resolve::load_node(store, desc, "document")?;
+                match spec::parse_document(&node.bytes, kind) {
+                    Ok(Document::Index(idx)) => {
+                        for child in idx.entries() {
+                            self.add(i, child, depth + 1)?;
+                        }
+                    }
+                    Ok(Document::Manifest(m)) => {
+                        if let Some(c) = &m.config {
+                            self.leaf(i, c, "config")?;
+                        }
+                        for l in m.layers.as_deref().unwrap_or(&[]) {
+                            self.leaf(i, l, "layer")?;
+                        }
+                    }
+                    Err(e) => {
+                        return Err(CopyError::Invalid(format!(
+                            "{} {}: {e}",
+                            store.name(),
+                            node.digest
+                        )))
+                    }
+                }
+                self.push(i, desc, digest.clone());
+                if !self.options.no_referrers {
+                    self.referrers_of(i, &digest, depth)?;
+                }
+            }
+            _ => self.leaf(i, desc, "blob")?,
+        }
+        Ok(())
+    }
+
+    fn leaf(&mut self, i: usize, desc: &Descriptor, what: &str) -> Result<(), CopyError> {
+        let digest = resolve::descriptor_digest(desc, &format!("a {what} descriptor"))?;
+        if self.seen.contains(&digest) {
+            return Ok(());
+        }
+        let store = self.store(i);
+        match store.open_blob(&digest) {
+            Ok(_) => {}
+            Err(StoreError::Missing { .. }) if desc.is_foreign() => {
+                self.plan.notes.push(format!(
+                    "non-distributable layer {digest} is not in {} and is left out (its descriptor is kept)",
+                    store.name()
+                ));
+                return Ok(());
+            }
+            Err(StoreError::Missing { .. }) => {
+                return Err(CopyError::Incomplete {
+                    store: store.name(),
+                    digest,
+                    what: format!("{what}, {}", desc.media_type),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.push(i, desc, digest);
+        Ok(())
+    }
+
+    fn referrers_of(&mut self, i: usize, subject: &Digest, depth: usize) -> Result<(), CopyError> {
+        if !self.referrers.contains_key(&i) {
+            let found = find_referrers(self.store(i), |_| false);
+            self.referrers.insert(i, found);
+        }
+        let matching: Vec<Descriptor> = self.referrers[&i]
+            .iter()
+            .filter(|r| &r.subject == subject)
+            .map(|r| r.descriptor.clone())
+            .collect();
+        for d in matching {
+            self.add(i, &d, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a planned blob's source.
+fn open_planned(sources: &[Source<'_>], plan: &Plan, b: &PlannedBlob) -> Result<Blob, CopyError> {
+    match b.source {
+        Some(i) => {
+            let blob = sources[i].store.open_blob(&b.digest)?;
+            if blob.len() != b.size {
+                return Err(StoreError::SizeMismatch {
+                    digest: b.digest.clone(),
+                    expected: b.size as i64,
+                    actual: blob.len(),
+                }
+                .into());
+            }
+            Ok(blob)
+        }
+        None => plan
+            .built
+            .get(&b.digest)
+            .map(|bytes| Blob::memory(bytes.clone()))
+            .ok_or_else(|| CopyError::Invalid(format!("internal: no bytes for {}", b.digest))),
+    }
+}
+
+/// Writes a plan into a layout (created if absent).
+///
+/// # Errors
+/// Any read, verification or write error; the layout keeps what it had (plus
+/// verified blobs that `gc` can remove).
+pub fn write_layout(
+    sources: &[Source<'_>],
+    plan: &Plan,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<CopyReport, CopyError> {
+    let layout = Layout::init(target)?;
+    let lock = layout.lock()?;
+    let mut report = CopyReport::default();
+    progress.begin(plan.bytes);
+    for b in &plan.blobs {
+        let dest = layout.root().join(b.digest.blob_path());
+        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == b.size) {
+            report.blobs_skipped += 1;
+            progress.advance(b.size);
+            continue;
+        }
+        let blob = open_planned(sources, plan, b)?;
+        let mut w = layout.blob_writer(Some((b.digest.clone(), b.size)))?;
+        let advance = |n| progress.advance(n);
+        let mut reader = crate::digest::ProgressReader::new(blob.into_reader(), &advance);
+        io::copy(&mut reader, &mut w).map_err(|source| CopyError::Io {
+            path: dest.clone(),
+            source,
+        })?;
+        w.finish()?;
+        report.blobs_written += 1;
+        report.bytes_written += b.size;
+    }
+    let mut index = layout.read_index(&lock)?;
+    for root in &plan.roots {
+        let mut d = root.descriptor.clone();
+        let mut ann = BTreeMap::new();
+        if let Some(n) = &root.name {
+            ann.insert(ANNOTATION_IMAGE_NAME.to_string(), n.clone());
+        }
+        if let Some(t) = &root.tag {
+            ann.insert(ANNOTATION_REF_NAME.to_string(), t.clone());
+            if index
+                .entries
+                .iter()
+                .any(|e| e.descriptor.ref_name() == Some(t) && e.descriptor.digest == d.digest)
+            {
+                report.images.push(format!("{t} {}", d.digest));
+                continue;
+            }
+            index.remove_name(t);
+        } else if index
+            .entries
+            .iter()
+            .any(|e| e.descriptor.digest == d.digest)
+        {
+            report.images.push(d.digest.clone());
+            continue;
+        }
+        d.annotations = (!ann.is_empty()).then_some(ann);
+        report.images.push(match &root.tag {
+            Some(t) => format!("{t} {}", d.digest),
+            None => d.digest.clone(),
+        });
+        index.push(&d);
+    }
+    layout.write_index(&lock, &index)?;
+    Ok(report)
+}
+
+/// Archive flavours ocikit writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    /// A tar of an OCI layout.
+    OciArchive,
+    /// Docker 25's dual format: the OCI layout plus `manifest.json` and `repositories`.
+    DockerArchive,
+}
+
+/// Where an archive goes.
+#[derive(Clone, Copy)]
+pub enum ArchiveOut<'a> {
+    /// A file, written beside it first and renamed on success.
+    File(&'a Path),
+    /// Standard output.
+    Stdout,
+}
+
+/// A reader that fails at its end unless exactly `size` bytes hashing to
+/// `digest` went through it, so a bad source aborts the archive.
+struct Verifying<R> {
+    inner: R,
+    hasher: Option<Hasher>,
+    digest: Digest,
+    size: u64,
+    count: u64,
+}
+
+impl<R: Read> Read for Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        if self.count > self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {} is larger than its descriptor's {} bytes",
+                    self.digest, self.size
+                ),
+            ));
+        }
+        if n > 0 {
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(&buf[..n]);
+            }
+            return Ok(n);
+        }
+        if self.count != self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {} is {} bytes but its descriptor says {}",
+                    self.digest, self.count, self.size
+                ),
+            ));
+        }
+        if let Some(h) = self.hasher.take() {
+            let got = h.finish();
+            if got != self.digest {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "blob {} has the wrong content (it hashes to {got})",
+                        self.digest
+                    ),
+                ));
+            }
+        }
+        Ok(0)
+    }
+}
+
+/// The archive's outer compression, finished explicitly so that errors at the
+/// end of the stream are reported, not dropped.
+enum Encoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn finish(self) -> io::Result<()> {
+        let mut inner = match self {
+            Encoder::Plain(w) => w,
+            Encoder::Gzip(e) => e.finish()?,
+            Encoder::Zstd(e) => e.finish()?,
+        };
+        inner.flush()
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    h
+}
+
+/// The docker-archive metadata for the plan's roots.
+fn docker_metadata(
+    sources: &[Source<'_>],
+    plan: &Plan,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<u8>, Vec<u8>), CopyError> {
+    let mut items = Vec::new();
+    let mut repos = Vec::new();
+    for root in &plan.roots {
+        let i = plan
+            .blobs
+            .iter()
+            .find(|b| b.digest.to_string() == root.descriptor.digest)
+            .and_then(|b| b.source)
+            .ok_or_else(|| CopyError::Invalid("internal: root without a source".into()))?;
+        let store = sources[i].store;
+        let image = resolve::image_of_descriptor(store, &root.descriptor, &PlatformChoice::Host)?;
+        let config = image.parsed.config.clone().ok_or_else(|| {
+            CopyError::Invalid(format!("manifest {} has no config", image.manifest.digest))
+        })?;
+        let config_digest = resolve::descriptor_digest(&config, "the config descriptor")?;
+        let cfg = image.image_config(store)?;
+        let diff_ids = cfg
+            .and_then(|c| c.rootfs)
+            .and_then(|r| r.diff_ids)
+            .unwrap_or_default();
+        let mut layer_paths = Vec::new();
+        let mut sources_map = BTreeMap::new();
+        for (n, l) in image.layers().iter().enumerate() {
+            let d = resolve::descriptor_digest(l, "a layer descriptor")?;
+            layer_paths.push(d.blob_path().to_string_lossy().into_owned());
+            if l.is_foreign() {
+                if let Some(id) = diff_ids.get(n) {
+                    sources_map.insert(id.clone(), l.clone());
+                }
+            }
+        }
+        let tags: Vec<String> = match &root.name {
+            Some(full) => vec![familiar(full)],
+            None => {
+                notes.push(format!(
+                    "image {} has no name (no io.containerd.image.name and no target name), so manifest.json lists it without RepoTags; name it with docker-archive:FILE:NAME:TAG",
+                    image.manifest.digest
+                ));
+                Vec::new()
+            }
+        };
+        repos.push((tags.clone(), diff_ids.last().cloned()));
+        let mut item = json!({
+            "Config": config_digest.blob_path().to_string_lossy(),
+            "RepoTags": tags,
+            "Layers": layer_paths,
+        });
+        if !sources_map.is_empty() {
+            item["LayerSources"] = json!(sources_map);
+        }
+        items.push(item);
+    }
+    Ok((
+        Value::Array(items).to_string().into_bytes(),
+        docker::repositories(&repos),
+    ))
+}
+
+/// Writes a plan as an archive. Same input, same bytes.
+///
+/// # Errors
+/// Any read, verification or write error; a file target is left as it was.
+pub fn write_archive(
+    sources: &[Source<'_>],
+    plan: &Plan,
+    kind: ArchiveKind,
+    compression: Compression,
+    out: ArchiveOut<'_>,
+    progress: &dyn Progress,
+) -> Result<(CopyReport, Vec<String>), CopyError> {
+    let mut notes = Vec::new();
+    // index.json: the roots, as Docker 25 annotates them.
+    let entries: Vec<Descriptor> = plan
+        .roots
+        .iter()
+        .map(|r| {
+            let mut d = r.descriptor.clone();
+            let mut ann = BTreeMap::new();
+            if let Some(n) = &r.name {
+                ann.insert(ANNOTATION_IMAGE_NAME.to_string(), n.clone());
+            }
+            if let Some(t) = &r.tag {
+                ann.insert(ANNOTATION_REF_NAME.to_string(), t.clone());
+            }
+            d.annotations = (!ann.is_empty()).then_some(ann);
+            d
+        })
+        .collect();
+    let index =
+        json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": entries})
+            .to_string()
+            .into_bytes();
+    let docker_files = match kind {
+        ArchiveKind::DockerArchive => Some(docker_metadata(sources, plan, &mut notes)?),
+        ArchiveKind::OciArchive => None,
+    };
+
+    let (path_for_errors, temp, sink): (PathBuf, Option<tempfile::NamedTempFile>, Box<dyn Write>) =
+        match out {
+            ArchiveOut::Stdout => (
+                PathBuf::from("<stdout>"),
+                None,
+                Box::new(io::stdout().lock()),
+            ),
+            ArchiveOut::File(p) => {
+                let dir = p
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let tmp = tempfile::Builder::new()
+                    .prefix(".ocikit-export-")
+                    .tempfile_in(dir)
+                    .map_err(|source| CopyError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                let f: File = tmp.reopen().map_err(|source| CopyError::Io {
+                    path: tmp.path().to_path_buf(),
+                    source,
+                })?;
+                (p.to_path_buf(), Some(tmp), Box::new(f))
+            }
+        };
+    let io_err = |source| CopyError::Io {
+        path: path_for_errors.clone(),
+        source,
+    };
+    let buffered = io::BufWriter::with_capacity(1 << 20, sink);
+    let encoder = match compression {
+        Compression::None => Encoder::Plain(buffered),
+        Compression::Gzip => Encoder::Gzip(
+            flate2::GzBuilder::new()
+                .mtime(0)
+                .write(buffered, flate2::Compression::default()),
+        ),
+        Compression::Zstd => {
+            Encoder::Zstd(zstd::stream::write::Encoder::new(buffered, 3).map_err(io_err)?)
+        }
+    };
+    let mut tar = tar::Builder::new(encoder);
+    tar.mode(tar::HeaderMode::Deterministic);
+
+    // Sorted members: blobs/, blobs/<alg>/, blobs/<alg>/<encoded>, then the files.
+    let mut blobs: Vec<&PlannedBlob> = plan.blobs.iter().collect();
+    blobs.sort_by_key(|b| b.digest.blob_path());
+    let algs: std::collections::BTreeSet<String> = blobs
+        .iter()
+        .map(|b| b.digest.algorithm().to_string())
+        .collect();
+    let mut report = CopyReport::default();
+    progress.begin(plan.bytes);
+    let advance = |n| progress.advance(n);
+    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+    tar.append_data(&mut h, "blobs/", io::empty())
+        .map_err(io_err)?;
+    for alg in &algs {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        tar.append_data(&mut h, format!("blobs/{alg}/"), io::empty())
+            .map_err(io_err)?;
+        for b in blobs
+            .iter()
+            .filter(|b| b.digest.algorithm().as_str() == alg)
+        {
+            let blob = open_planned(sources, plan, b)?;
+            let verify = b.digest.algorithm().is_verifiable();
+            let reader = Verifying {
+                inner: crate::digest::ProgressReader::new(blob.into_reader(), &advance),
+                hasher: verify.then(|| Hasher::new(b.digest.algorithm().clone())),
+                digest: b.digest.clone(),
+                size: b.size,
+                count: 0,
+            };
+            let mut h = header(tar::EntryType::Regular, 0o644, b.size);
+            tar.append_data(&mut h, b.digest.blob_path(), reader)
+                .map_err(io_err)?;
+            report.blobs_written += 1;
+            report.bytes_written += b.size;
+        }
+    }
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        ("index.json", index),
+        ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+    ];
+    if let Some((manifest_json, repositories)) = docker_files {
+        files.push(("manifest.json", manifest_json));
+        files.push(("repositories", repositories));
+    }
+    files.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, bytes) in files {
+        let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
+        tar.append_data(&mut h, name, &bytes[..]).map_err(io_err)?;
+    }
+    tar.into_inner().and_then(Encoder::finish).map_err(io_err)?;
+    if let (Some(tmp), ArchiveOut::File(p)) = (temp, out) {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|source| CopyError::Io {
+                path: p.to_path_buf(),
+                source,
+            })?;
+        tmp.as_file().sync_all().map_err(|source| CopyError::Io {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        tmp.persist(p).map_err(|e| CopyError::Io {
+            path: p.to_path_buf(),
+            source: e.error,
+        })?;
+    }
+    report.images = plan
+        .roots
+        .iter()
+        .map(|r| match &r.tag {
+            Some(t) => format!("{t} {}", r.descriptor.digest),
+            None => r.descriptor.digest.clone(),
+        })
+        .collect();
+    Ok((report, notes))
+}
