@@ -137,6 +137,10 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// Total bytes of the blobs.
     pub bytes: u64,
+    /// Blobs ocikit wrote to temporary files (uncompressed layers), deleted
+    /// when the plan is dropped.
+    pub temp: HashMap<Digest, (Arc<File>, u64)>,
+    temp_paths: Vec<tempfile::TempPath>,
 }
 
 /// What a copy did.
@@ -461,12 +465,209 @@ fn open_planned(sources: &[Source<'_>], plan: &Plan, b: &PlannedBlob) -> Result<
             }
             Ok(blob)
         }
-        None => plan
-            .built
-            .get(&b.digest)
-            .map(|bytes| Blob::memory(bytes.clone()))
-            .ok_or_else(|| CopyError::Invalid(format!("internal: no bytes for {}", b.digest))),
+        None => {
+            if let Some((file, len)) = plan.temp.get(&b.digest) {
+                return Ok(Blob::slice(file.clone(), 0, *len));
+            }
+            plan.built
+                .get(&b.digest)
+                .map(|bytes| Blob::memory(bytes.clone()))
+                .ok_or_else(|| CopyError::Invalid(format!("internal: no bytes for {}", b.digest)))
+        }
     }
+}
+
+/// Rewrites the plan so that every root image has uncompressed layers, as
+/// `docker save` writes them: each gzip or zstd layer is decompressed once (in
+/// parallel) into a temporary file, its DiffID checked against the config, and
+/// a new manifest records the uncompressed blobs. The config (so the image
+/// ID) and the diff_ids stay as they are. Returns notes saying what changed.
+///
+/// # Errors
+/// A root that is an index (choose a platform), damaged layers, diff_id
+/// mismatches, and temporary-file errors.
+pub fn uncompress_layers(
+    sources: &[Source<'_>],
+    plan: &mut Plan,
+) -> Result<Vec<String>, CopyError> {
+    use rayon::prelude::*;
+    let mut notes = Vec::new();
+    let mut replace: HashMap<Digest, Option<PlannedBlob>> = HashMap::new();
+    let mut jobs: Vec<(usize, Descriptor, Digest, String)> = Vec::new();
+    let mut rewrites = Vec::new();
+    for (r, root) in plan.roots.iter().enumerate() {
+        let planned = plan
+            .blobs
+            .iter()
+            .find(|b| b.digest.to_string() == root.descriptor.digest)
+            .cloned()
+            .ok_or_else(|| CopyError::Invalid("internal: root not planned".into()))?;
+        let Some(i) = planned.source else { continue };
+        let store = sources[i].store;
+        let node = resolve::load_node(store, &root.descriptor, "manifest")?;
+        if resolve::node_kind(&node) != Kind::Manifest {
+            return Err(CopyError::Invalid(format!(
+                "--uncompressed-layers rewrites image manifests, and {} is an index; choose one with --platform",
+                node.digest
+            )));
+        }
+        let image = resolve::image_of_descriptor(store, &root.descriptor, &PlatformChoice::Host)?;
+        let diff_ids = image
+            .image_config(store)?
+            .and_then(|c| c.rootfs)
+            .and_then(|r| r.diff_ids)
+            .unwrap_or_default();
+        let mut any = false;
+        for (n, l) in image.layers().iter().enumerate() {
+            if let Kind::Layer { compression, .. } = l.kind() {
+                if compression != Compression::None {
+                    let want = diff_ids.get(n).cloned().ok_or_else(|| {
+                        CopyError::Invalid(format!(
+                            "config of {} has no diff_id for layer {n}",
+                            node.digest
+                        ))
+                    })?;
+                    jobs.push((
+                        i,
+                        l.clone(),
+                        resolve::descriptor_digest(l, "a layer")?,
+                        want,
+                    ));
+                    any = true;
+                }
+            }
+        }
+        if any {
+            rewrites.push((r, i, node, diff_ids));
+        }
+    }
+    // Decompress each distinct layer once, in parallel.
+    jobs.sort_by(|a, b| a.2.cmp(&b.2));
+    jobs.dedup_by(|a, b| a.2 == b.2);
+    let results: Vec<Result<(Digest, Digest, u64, tempfile::NamedTempFile), CopyError>> = jobs
+        .par_iter()
+        .map(|(i, desc, digest, want)| {
+            let store = sources[*i].store;
+            let blob = store.open_blob(digest)?;
+            let Kind::Layer { compression, .. } = desc.kind() else {
+                return Err(CopyError::Invalid("internal: not a layer".into()));
+            };
+            let mut tmp = tempfile::Builder::new()
+                .prefix("ocikit-layer-")
+                .tempfile()
+                .map_err(|source| CopyError::Io {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            let reader = io::BufReader::with_capacity(256 << 10, blob.into_reader());
+            let dec =
+                crate::layer::decoder(reader, compression).map_err(|source| CopyError::Io {
+                    path: store.blob_location(digest),
+                    source,
+                })?;
+            let mut hashing = crate::digest::HashingReader::new(dec, Algorithm::Sha256);
+            let tmp_path = tmp.path().to_path_buf();
+            let mut w = io::BufWriter::with_capacity(256 << 10, tmp.as_file_mut());
+            io::copy(&mut hashing, &mut w).map_err(|source| CopyError::Io {
+                path: store.blob_location(digest),
+                source,
+            })?;
+            w.flush().map_err(|source| CopyError::Io {
+                path: tmp_path,
+                source,
+            })?;
+            drop(w);
+            let count = hashing.count();
+            let (diff_id, _) = hashing.drain_and_finish().map_err(|source| CopyError::Io {
+                path: store.blob_location(digest),
+                source,
+            })?;
+            if diff_id.to_string() != *want {
+                return Err(CopyError::Invalid(format!(
+                    "layer {digest} decompresses to {diff_id}, but its config's diff_id is {want}"
+                )));
+            }
+            Ok((digest.clone(), diff_id, count, tmp))
+        })
+        .collect();
+    let mut by_layer: HashMap<Digest, (Digest, u64)> = HashMap::new();
+    for r in results {
+        let (layer, diff_id, size, tmp) = r?;
+        let (file, path) = tmp.into_parts();
+        plan.temp.insert(diff_id.clone(), (Arc::new(file), size));
+        plan.temp_paths.push(path);
+        by_layer.insert(layer, (diff_id, size));
+    }
+    for (r, i, node, _) in rewrites {
+        let mut value: Value = serde_json::from_slice(&node.bytes)
+            .map_err(|e| CopyError::Invalid(format!("manifest {}: {e}", node.digest)))?;
+        let docker =
+            value.get("mediaType").and_then(Value::as_str) == Some(media_type::DOCKER_MANIFEST);
+        let tar_type = if docker {
+            media_type::DOCKER_LAYER_TAR
+        } else {
+            media_type::OCI_LAYER_TAR
+        };
+        if let Some(layers) = value.get_mut("layers").and_then(Value::as_array_mut) {
+            for l in layers.iter_mut() {
+                let Some(old) = l
+                    .get("digest")
+                    .and_then(Value::as_str)
+                    .and_then(|d| Digest::parse(d).ok())
+                else {
+                    continue;
+                };
+                if let Some((diff_id, size)) = by_layer.get(&old) {
+                    l["mediaType"] = json!(tar_type);
+                    l["digest"] = json!(diff_id.to_string());
+                    l["size"] = json!(size);
+                    replace.insert(
+                        old,
+                        Some(PlannedBlob {
+                            digest: diff_id.clone(),
+                            size: *size,
+                            media_type: tar_type.to_string(),
+                            source: None,
+                        }),
+                    );
+                }
+            }
+        }
+        let bytes = value.to_string().into_bytes();
+        let digest = Digest::of_bytes(Algorithm::Sha256, &bytes);
+        notes.push(format!(
+            "manifest {} now records uncompressed layers, so it is {digest}; its config (the image ID) and diff_ids are unchanged",
+            node.digest
+        ));
+        replace.insert(
+            node.digest.clone(),
+            Some(PlannedBlob {
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+                media_type: node.descriptor.media_type.clone(),
+                source: None,
+            }),
+        );
+        let root = &mut plan.roots[r];
+        root.descriptor.digest = digest.to_string();
+        root.descriptor.size = bytes.len() as i64;
+        plan.built.insert(digest, Arc::from(bytes));
+        let _ = i;
+    }
+    let mut seen = HashSet::new();
+    let old = std::mem::take(&mut plan.blobs);
+    for b in old {
+        let b = match replace.get(&b.digest) {
+            Some(Some(new)) => new.clone(),
+            Some(None) => continue,
+            None => b,
+        };
+        if seen.insert(b.digest.clone()) {
+            plan.blobs.push(b);
+        }
+    }
+    plan.bytes = plan.blobs.iter().map(|b| b.size).sum();
+    Ok(notes)
 }
 
 /// Writes a plan into a layout (created if absent).
@@ -659,6 +860,28 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
+/// Reads a small planned document (a manifest or config) through the plan, so
+/// built and rewritten documents are read like stored ones.
+fn read_planned(sources: &[Source<'_>], plan: &Plan, digest: &str) -> Result<Vec<u8>, CopyError> {
+    let b = plan
+        .blobs
+        .iter()
+        .find(|b| b.digest.to_string() == digest)
+        .ok_or_else(|| CopyError::Invalid(format!("internal: {digest} is not planned")))?;
+    if b.size > MAX_DOCUMENT_SIZE {
+        return Err(CopyError::Invalid(format!(
+            "{digest} is too large to be a manifest or config"
+        )));
+    }
+    let blob = open_planned(sources, plan, b)?;
+    let mut out = Vec::with_capacity(b.size as usize);
+    blob.copy_to(&mut out).map_err(|source| CopyError::Io {
+        path: PathBuf::from(digest),
+        source,
+    })?;
+    Ok(out)
+}
+
 /// The docker-archive metadata for the plan's roots.
 fn docker_metadata(
     sources: &[Source<'_>],
@@ -668,26 +891,28 @@ fn docker_metadata(
     let mut items = Vec::new();
     let mut repos = Vec::new();
     for root in &plan.roots {
-        let i = plan
-            .blobs
-            .iter()
-            .find(|b| b.digest.to_string() == root.descriptor.digest)
-            .and_then(|b| b.source)
-            .ok_or_else(|| CopyError::Invalid("internal: root without a source".into()))?;
-        let store = sources[i].store;
-        let image = resolve::image_of_descriptor(store, &root.descriptor, &PlatformChoice::Host)?;
-        let config = image.parsed.config.clone().ok_or_else(|| {
-            CopyError::Invalid(format!("manifest {} has no config", image.manifest.digest))
+        let bytes = read_planned(sources, plan, &root.descriptor.digest)?;
+        let manifest = match spec::parse_document(&bytes, Kind::Unknown) {
+            Ok(Document::Manifest(m)) => m,
+            _ => {
+                return Err(CopyError::Invalid(format!(
+                    "{} is not an image manifest; a docker-archive holds single-platform images",
+                    root.descriptor.digest
+                )))
+            }
+        };
+        let config = manifest.config.clone().ok_or_else(|| {
+            CopyError::Invalid(format!("manifest {} has no config", root.descriptor.digest))
         })?;
         let config_digest = resolve::descriptor_digest(&config, "the config descriptor")?;
-        let cfg = image.image_config(store)?;
-        let diff_ids = cfg
+        let diff_ids = spec::parse_config(&read_planned(sources, plan, &config.digest)?)
+            .ok()
             .and_then(|c| c.rootfs)
             .and_then(|r| r.diff_ids)
             .unwrap_or_default();
         let mut layer_paths = Vec::new();
         let mut sources_map = BTreeMap::new();
-        for (n, l) in image.layers().iter().enumerate() {
+        for (n, l) in manifest.layers.as_deref().unwrap_or(&[]).iter().enumerate() {
             let d = resolve::descriptor_digest(l, "a layer descriptor")?;
             layer_paths.push(d.blob_path().to_string_lossy().into_owned());
             if l.is_foreign() {
@@ -701,7 +926,7 @@ fn docker_metadata(
             None => {
                 notes.push(format!(
                     "image {} has no name (no io.containerd.image.name and no target name), so manifest.json lists it without RepoTags; name it with docker-archive:FILE:NAME:TAG",
-                    image.manifest.digest
+                    root.descriptor.digest
                 ));
                 Vec::new()
             }

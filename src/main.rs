@@ -184,6 +184,10 @@ struct CopyArgs {
     /// Leave out referrers (signatures, SBOMs) of the copied images.
     #[arg(long)]
     no_referrers: bool,
+    /// Write layers uncompressed, as `docker save` does (each image then gets
+    /// a new manifest; its config, image ID and diff_ids are unchanged).
+    #[arg(long)]
+    uncompressed_layers: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -468,21 +472,49 @@ fn copy_cmd(
             reference: reference.clone(),
         })
         .collect();
+    let single_image = matches!(
+        target_kind,
+        Target::Archive {
+            kind: ArchiveKind::DockerArchive,
+            ..
+        }
+    );
+    if single_image && args.platforms.len() > 1 {
+        bail!(
+            "a docker-archive holds one image per name, so it takes one --platform, not {}; export each platform under its own name",
+            args.platforms.len()
+        );
+    }
+    if args.uncompressed_layers && !args.no_referrers {
+        eprintln!("ocikit: note: --uncompressed-layers rewrites manifests, so their referrers (signatures, SBOMs) would no longer apply; they are left out");
+    }
     let options = copy::CopyOptions {
         platforms: args.platforms.clone(),
-        single_image: matches!(
-            target_kind,
-            Target::Archive {
-                kind: ArchiveKind::DockerArchive,
-                ..
-            }
-        ),
+        single_image,
         target_name,
-        no_referrers: args.no_referrers,
+        no_referrers: args.no_referrers || args.uncompressed_layers,
     };
-    let plan = copy::plan(&srcs, &options)?;
+    let mut plan = copy::plan(&srcs, &options)?;
     for n in &plan.notes {
         eprintln!("ocikit: note: {n}");
+    }
+    if args.uncompressed_layers {
+        for n in copy::uncompress_layers(&srcs, &mut plan)? {
+            eprintln!("ocikit: note: {n}");
+        }
+    } else if matches!(
+        target_kind,
+        Target::Archive {
+            kind: ArchiveKind::DockerArchive,
+            ..
+        }
+    ) {
+        if let Some(b) = plan.blobs.iter().find(|b| b.media_type.ends_with("+zstd")) {
+            eprintln!(
+                "ocikit: warning: layer {} is zstd-compressed; Docker Engine 20.10 and older cannot load it (add --uncompressed-layers for them)",
+                b.digest
+            );
+        }
     }
     let bar = Bar::new("copying");
     let (report, notes) = match &target_kind {

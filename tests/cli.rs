@@ -291,3 +291,50 @@ fn cat_index_judges_by_the_bytes_not_the_descriptor() {
     assert!(o.stdout.is_empty());
     assert!(stderr(&o).contains("not an index"), "{}", stderr(&o));
 }
+
+#[test]
+fn docker_archive_takes_one_platform() {
+    // Regression: two --platform values wrote only the first, silently.
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("x.tar");
+    let o = ocikit([
+        "export",
+        &format!("{}:1.0", demo().display()),
+        &format!("docker-archive:{}:x/y:1", out.display()),
+        "--platform",
+        "linux/amd64",
+        "--platform",
+        "linux/arm64",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("takes one --platform, not 2"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        fs::read_dir(t.path()).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+}
+
+#[test]
+fn zstd_layers_in_a_docker_archive_are_warned_about() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("x.tar");
+    let o = ocikit([
+        "export",
+        &format!("{}:1.0", demo().display()),
+        &format!("docker-archive:{}:x/y:1", out.display()),
+        "--platform",
+        "linux/amd64",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is zstd-compressed; Docker Engine 20.10 and older cannot load it"),
+        "{}",
+        stderr(&o)
+    );
+}

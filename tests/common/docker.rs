@@ -32,6 +32,8 @@ pub struct Dockerd {
     socket: PathBuf,
     /// Seconds from spawn until `docker version` answered.
     pub start_seconds: f64,
+    /// The daemon's version, e.g. `20.10.24+dfsg1`.
+    pub version: String,
 }
 
 /// The first of `candidates` that is a file, else `name` if it is on PATH.
@@ -136,6 +138,7 @@ impl Dockerd {
             root,
             socket,
             start_seconds: 0.0,
+            version: String::new(),
         };
         loop {
             if let Some(status) = d.child.try_wait().unwrap() {
@@ -147,9 +150,10 @@ impl Dockerd {
             let v = d.docker(["version", "--format", "{{.Server.Version}}"]);
             if v.status.success() {
                 d.start_seconds = t0.elapsed().as_secs_f64();
+                d.version = String::from_utf8_lossy(&v.stdout).trim().to_string();
                 eprintln!(
                     "private dockerd {} (client {}) ready in {:.2} s at {}",
-                    String::from_utf8_lossy(&v.stdout).trim(),
+                    d.version,
                     d.client.display(),
                     d.start_seconds,
                     d.socket.display()
@@ -166,6 +170,15 @@ impl Dockerd {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The daemon's major version (20 for `20.10.24+dfsg1`).
+    pub fn major(&self) -> u32 {
+        self.version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected dockerd version {:?}", self.version))
     }
 
     /// The daemon's temporary directory (socket, data, exec roots, log).
