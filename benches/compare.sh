@@ -239,11 +239,66 @@ else
     DEEP_RATIO=
 fi
 
+# --- 3e. archives: ocikit against skopeo copy -------------------------------------------
+# Outputs go to tmpfs (these disks are slow and swing; the rows time the tools).
+OUT=${OCIKIT_BENCH_OUT:-/dev/shm/ocikit-bench-out}
+RATIOS=()
+# pair NAME TARGET_RATIO OCIKIT_CMD -- PEER_CMD: times both (outputs cleared
+# before each), adds two rows and a ratio line "ocikit/peer (target <= X)".
+pair() {
+    local name=$1 target=$2
+    shift 2
+    local a=() b=()
+    while [[ $1 != -- ]]; do a+=("$1"); shift; done
+    shift
+    b=("$@")
+    rm -rf "$OUT" && mkdir -p "$OUT"
+    local o_secs="" p_secs=""
+    timed "ocikit-$name" -- "${a[@]}"
+    if ((M_STATUS == 0)); then
+        o_secs=$M_SECS
+        record "ocikit-$name" "$M_SECS" "$M_RSS_KIB"
+        row "ocikit $name" "$M_SECS" "$(mbps "$M_SECS")" "$(mib "$M_RSS_KIB")" "${a[*]##*/}"
+        O_RSS=$M_RSS_KIB
+    else
+        row "ocikit $name" - - - "failed (exit $M_STATUS), see $LOGS/ocikit-$name.log"
+    fi
+    rm -rf "$OUT" && mkdir -p "$OUT"
+    if command -v skopeo >/dev/null; then
+        timed "skopeo-$name" -- "${b[@]}"
+        if ((M_STATUS == 0)); then
+            p_secs=$M_SECS
+            record "skopeo-$name" "$M_SECS" "$M_RSS_KIB"
+            row "skopeo $name" "$M_SECS" "$(mbps "$M_SECS")" "$(mib "$M_RSS_KIB")" "skopeo copy"
+        else
+            row "skopeo $name" - - - "failed (exit $M_STATUS), see $LOGS/skopeo-$name.log"
+        fi
+    fi
+    if [[ -n $o_secs && -n $p_secs ]]; then
+        RATIOS+=("$(awk -v o="$o_secs" -v p="$p_secs" -v t="$target" -v n="$name" -v rss="$O_RSS" 'BEGIN {
+            r = o / p; m = rss / 1024
+            printf "  %-28s %5.2f of skopeo (target <= %s: %s); peak RSS %.1f MiB (target < 100: %s)", n ":", r, t, (r <= t ? "met" : "NOT met"), m, (m < 100 ? "met" : "NOT met") }')")
+    fi
+}
+if ((ocikit_ok)); then
+    pair "export-oci-archive" 0.5 "$OCIKIT" export "oci:$IMAGE:base" "$OUT/base.tar" -- \
+        skopeo copy "oci:$IMAGE:base" "oci-archive:$OUT/base.tar:base"
+    pair "export-docker-archive" 0.34 "$OCIKIT" export "oci:$IMAGE:base" "docker-archive:$OUT/base.tar:bench/base:1" --uncompressed-layers -- \
+        skopeo copy "oci:$IMAGE:base" "docker-archive:$OUT/base.tar:bench/base:1"
+    # The import row reads skopeo's own docker-archive, made once outside the timings.
+    SKOPEO_DA=$BENCH_DIR/skopeo-docker-archive.tar
+    if command -v skopeo >/dev/null && [[ ! -s $SKOPEO_DA ]]; then
+        skopeo copy "oci:$IMAGE:base" "docker-archive:$SKOPEO_DA:bench/base:1" >"$LOGS/skopeo-make-da.log" 2>&1 || rm -f "$SKOPEO_DA"
+    fi
+    if [[ -s $SKOPEO_DA ]]; then
+        cat "$SKOPEO_DA" >/dev/null
+        pair "import-docker-archive" 0.34 "$OCIKIT" import "$SKOPEO_DA" "$OUT/imported" -- \
+            skopeo copy "docker-archive:$SKOPEO_DA" "oci:$OUT/imported:base"
+    fi
+    rm -rf "$OUT"
+fi
+
 # --- future rows (one line each with measure + row) -----------------------------------
-# measure ocikit-export   -- "$OCIKIT" export "oci:$IMAGE:base" "$BENCH_DIR/base.tar"
-# measure skopeo-export   -- skopeo copy "oci:$IMAGE:base" "oci-archive:$BENCH_DIR/base-skopeo.tar"
-# measure ocikit-import   -- "$OCIKIT" import "$BENCH_DIR/base.tar" "oci:$BENCH_DIR/imported"
-# measure skopeo-import   -- skopeo copy "oci-archive:$BENCH_DIR/base.tar" "oci:$BENCH_DIR/imported-skopeo:base"
 # measure ocikit-flatten  -- "$OCIKIT" flatten "oci:$IMAGE:v2" "$BENCH_DIR/rootfs"
 # measure umoci-unpack    -- umoci raw unpack --rootless --image "$IMAGE:v2" "$BENCH_DIR/rootfs-umoci"
 # measure ocikit-gc       -- "$OCIKIT" gc "oci:$BENCH_DIR/copy"
@@ -280,5 +335,6 @@ else
     say "  ocikit verify did not produce a clean run: no ratios"
 fi
 [[ -n $DEEP_RATIO ]] && say "$DEEP_RATIO"
+for r in "${RATIOS[@]}"; do say "$r"; done
 say ""
 say "results appended to $RESULTS; per-row output in $LOGS/"

@@ -486,11 +486,14 @@ fn open_planned(sources: &[Source<'_>], plan: &Plan, b: &PlannedBlob) -> Result<
 /// # Errors
 /// A root that is an index (choose a platform), damaged layers, diff_id
 /// mismatches, and temporary-file errors.
+///
+/// The uncompressed layers go to temporary files in `temp_dir` (put it on the
+/// target's file system: the layers are written there again right after).
 pub fn uncompress_layers(
     sources: &[Source<'_>],
     plan: &mut Plan,
+    temp_dir: &Path,
 ) -> Result<Vec<String>, CopyError> {
-    use rayon::prelude::*;
     let mut notes = Vec::new();
     let mut replace: HashMap<Digest, Option<PlannedBlob>> = HashMap::new();
     let mut jobs: Vec<(usize, Descriptor, Digest, String)> = Vec::new();
@@ -544,19 +547,20 @@ pub fn uncompress_layers(
     // Decompress each distinct layer once, in parallel.
     jobs.sort_by(|a, b| a.2.cmp(&b.2));
     jobs.dedup_by(|a, b| a.2 == b.2);
-    let results: Vec<Result<(Digest, Digest, u64, tempfile::NamedTempFile), CopyError>> = jobs
-        .par_iter()
-        .map(|(i, desc, digest, want)| {
+    // Largest first, each thread taking the next layer when free.
+    jobs.sort_by(|a, b| b.1.size.cmp(&a.1.size).then(a.2.cmp(&b.2)));
+    let results: Vec<Result<(Digest, Digest, u64, tempfile::NamedTempFile), CopyError>> =
+        crate::verify::largest_first(&jobs, |(i, desc, digest, want)| {
             let store = sources[*i].store;
             let blob = store.open_blob(digest)?;
             let Kind::Layer { compression, .. } = desc.kind() else {
                 return Err(CopyError::Invalid("internal: not a layer".into()));
             };
             let mut tmp = tempfile::Builder::new()
-                .prefix("ocikit-layer-")
-                .tempfile()
+                .prefix(".ocikit-layer-")
+                .tempfile_in(temp_dir)
                 .map_err(|source| CopyError::Io {
-                    path: std::env::temp_dir(),
+                    path: temp_dir.to_path_buf(),
                     source,
                 })?;
             let reader = io::BufReader::with_capacity(256 << 10, blob.into_reader());
@@ -588,8 +592,7 @@ pub fn uncompress_layers(
                 )));
             }
             Ok((digest.clone(), diff_id, count, tmp))
-        })
-        .collect();
+        });
     let mut by_layer: HashMap<Digest, (Digest, u64)> = HashMap::new();
     for r in results {
         let (layer, diff_id, size, tmp) = r?;
@@ -670,6 +673,81 @@ pub fn uncompress_layers(
     Ok(notes)
 }
 
+/// Checks every layer of every planned image before anything is written:
+/// each is decompressed (in parallel) and its DiffID compared with its config's,
+/// and its tar stream read to the end (`--deep`).
+///
+/// # Errors
+/// The first layer (by digest) that is damaged or does not match its config.
+pub fn check_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyError> {
+    use rayon::prelude::*;
+    let mut jobs: BTreeMap<Digest, (PlannedBlob, Compression, String)> = BTreeMap::new();
+    for b in &plan.blobs {
+        if !matches!(Kind::of(&b.media_type), Kind::Manifest) {
+            continue;
+        }
+        let Ok(Document::Manifest(m)) = spec::parse_document(
+            &read_planned(sources, plan, &b.digest.to_string())?,
+            Kind::Manifest,
+        ) else {
+            continue;
+        };
+        let Some(config) = m.config.filter(|c| c.kind() == Kind::ImageConfig) else {
+            continue;
+        };
+        let diff_ids = spec::parse_config(&read_planned(sources, plan, &config.digest)?)
+            .ok()
+            .and_then(|c| c.rootfs)
+            .and_then(|r| r.diff_ids)
+            .unwrap_or_default();
+        for (n, l) in m.layers.as_deref().unwrap_or(&[]).iter().enumerate() {
+            let Kind::Layer { compression, .. } = l.kind() else {
+                continue;
+            };
+            let Ok(d) = l.digest() else { continue };
+            let Some(planned) = plan.blobs.iter().find(|p| p.digest == d) else {
+                continue;
+            };
+            let want = diff_ids.get(n).cloned().ok_or_else(|| {
+                CopyError::Invalid(format!(
+                    "manifest {} has layer {n} but its config has no diff_id for it",
+                    b.digest
+                ))
+            })?;
+            jobs.insert(d, (planned.clone(), compression, want));
+        }
+    }
+    let results: Vec<Result<(), CopyError>> = jobs
+        .par_iter()
+        .map(|(digest, (planned, compression, want))| {
+            let blob = open_planned(sources, plan, planned)?;
+            let got = crate::layer::digest_layer(
+                blob.into_reader(),
+                digest.algorithm().clone(),
+                *compression,
+            )
+            .map_err(|e| CopyError::Invalid(format!("layer {digest} {e}")))?;
+            if &got.blob_digest != digest {
+                return Err(CopyError::Invalid(format!(
+                    "layer {digest} has the wrong content (it hashes to {})",
+                    got.blob_digest
+                )));
+            }
+            if got.diff_id.to_string() != *want {
+                return Err(CopyError::Invalid(format!(
+                    "layer {digest} decompresses to {}, but its config's diff_id is {want}",
+                    got.diff_id
+                )));
+            }
+            Ok(())
+        })
+        .collect();
+    for r in results {
+        r?;
+    }
+    Ok(jobs.len() as u64)
+}
+
 /// Writes a plan into a layout (created if absent).
 ///
 /// # Errors
@@ -695,7 +773,10 @@ pub fn write_layout(
         let blob = open_planned(sources, plan, b)?;
         let mut w = layout.blob_writer(Some((b.digest.clone(), b.size)))?;
         let advance = |n| progress.advance(n);
-        let mut reader = crate::digest::ProgressReader::new(blob.into_reader(), &advance);
+        let mut reader = crate::digest::ProgressReader::new(
+            io::BufReader::with_capacity(1 << 20, blob.into_reader()),
+            &advance,
+        );
         io::copy(&mut reader, &mut w).map_err(|source| CopyError::Io {
             path: dest.clone(),
             source,
@@ -1054,9 +1135,15 @@ pub fn write_archive(
             .filter(|b| b.digest.algorithm().as_str() == alg)
         {
             let blob = open_planned(sources, plan, b)?;
-            let verify = b.digest.algorithm().is_verifiable();
+            // Blobs read from a source are verified as they stream; blobs ocikit
+            // built or decompressed itself were hashed as they were made.
+            let verify = b.digest.algorithm().is_verifiable() && b.source.is_some();
+            // tar copies in 8 KiB steps; read the blob in 1 MiB ones.
             let reader = Verifying {
-                inner: crate::digest::ProgressReader::new(blob.into_reader(), &advance),
+                inner: crate::digest::ProgressReader::new(
+                    io::BufReader::with_capacity(1 << 20, blob.into_reader()),
+                    &advance,
+                ),
                 hasher: verify.then(|| Hasher::new(b.digest.algorithm().clone())),
                 digest: b.digest.clone(),
                 size: b.size,

@@ -184,6 +184,10 @@ struct CopyArgs {
     /// Leave out referrers (signatures, SBOMs) of the copied images.
     #[arg(long)]
     no_referrers: bool,
+    /// Before writing anything, decompress every layer and check its diff_id
+    /// and tar stream (like verify --deep).
+    #[arg(long)]
+    deep: bool,
     /// Write layers uncompressed, as `docker save` does (each image then gets
     /// a new manifest; its config, image ID and diff_ids are unchanged).
     #[arg(long)]
@@ -498,8 +502,30 @@ fn copy_cmd(
     for n in &plan.notes {
         eprintln!("ocikit: note: {n}");
     }
+    if args.deep {
+        let n = copy::check_layers(&srcs, &plan)?;
+        eprintln!(
+            "checked {n} layer{} (--deep)",
+            if n == 1 { "" } else { "s" }
+        );
+    }
     if args.uncompressed_layers {
-        for n in copy::uncompress_layers(&srcs, &mut plan)? {
+        // Decompressed layers are written again right away: keep them on the
+        // target's file system.
+        let temp_dir = match &target_kind {
+            Target::Layout(dir) => {
+                let t = dir.join(ocikit::layout::TMP_DIR);
+                std::fs::create_dir_all(&t).with_context(|| format!("{}", t.display()))?;
+                t
+            }
+            Target::Archive { path: Some(p), .. } => p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            Target::Archive { path: None, .. } => std::env::temp_dir(),
+        };
+        for n in copy::uncompress_layers(&srcs, &mut plan, &temp_dir)? {
             eprintln!("ocikit: note: {n}");
         }
     } else if matches!(

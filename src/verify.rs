@@ -347,7 +347,7 @@ pub fn verify_with_progress(
 /// split, so this greedy order keeps the cores busy until the end, where
 /// rayon's halving of the list can leave one core with most of the bytes.
 /// Results come back in the order of `items`.
-fn largest_first<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn largest_first<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
