@@ -338,3 +338,36 @@ fn zstd_layers_in_a_docker_archive_are_warned_about() {
         stderr(&o)
     );
 }
+
+#[test]
+fn copy_deep_checks_diff_ids_before_writing() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let (layer, _) = put_layer(&src, OCI_GZIP, &tar(&[file("a", "a\n")]));
+    let wrong = digest_of(b"not the layer");
+    let m = put_image(&src, "amd64", None, &[(layer, wrong.clone())], false);
+    let mut entry = m.clone();
+    entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "x"});
+    write_layout_files(
+        &src,
+        &serde_json::json!({"schemaVersion": 2, "manifests": [entry]}),
+    );
+    let dst = t.path().join("dst");
+    let o = ocikit([
+        "copy".as_ref(),
+        "--deep".as_ref(),
+        src.as_os_str(),
+        dst.as_os_str(),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("but its config's diff_id is {wrong}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dst.exists(), "nothing written before the check");
+    // Without --deep the copy checks digests and sizes only, so it goes through.
+    let o = ocikit(["copy".as_ref(), src.as_os_str(), dst.as_os_str()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
