@@ -806,7 +806,10 @@ impl ArchiveStore {
         let mut changed = false;
         for (n, item) in items.iter().enumerate() {
             let manifest = match self.stored_manifest_for(&item.config)? {
-                Some(d) => d,
+                Some(d) => {
+                    self.check_layer_members(item)?;
+                    d
+                }
                 None => self.build_legacy(n, item)?,
             };
             let tags = item.repo_tags.clone().unwrap_or_default();
@@ -839,6 +842,43 @@ impl ArchiveStore {
         }
         if changed {
             self.index = index.to_bytes().into_bytes();
+        }
+        Ok(())
+    }
+
+    /// Every layer member `manifest.json` names exists (a layer LayerSources
+    /// describes may be left out, as a foreign layer is): readers that go by
+    /// `manifest.json` must find what ocikit read from the OCI view.
+    fn check_layer_members(&self, item: &ManifestItem) -> Result<(), ArchiveError> {
+        let mut diff_ids = None;
+        for (i, layer) in item.layers.iter().enumerate() {
+            match self.archive.resolve(layer) {
+                Err(e @ ArchiveError::NoMember { .. }) => {
+                    let Some(sources) = item.layer_sources.as_ref().filter(|s| !s.is_empty())
+                    else {
+                        return Err(e);
+                    };
+                    if diff_ids.is_none() {
+                        let bytes = self.archive.read(&item.config, MAX_DOCUMENT_SIZE)?;
+                        diff_ids = Some(
+                            crate::spec::parse_config(&bytes)
+                                .ok()
+                                .and_then(|c| c.rootfs)
+                                .and_then(|r| r.diff_ids)
+                                .unwrap_or_default(),
+                        );
+                    }
+                    let described = diff_ids
+                        .as_ref()
+                        .and_then(|d| d.get(i))
+                        .is_some_and(|d| sources.contains_key(d));
+                    if !described {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
         }
         Ok(())
     }
