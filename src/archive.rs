@@ -384,8 +384,15 @@ impl Archive {
         let entries = tar
             .entries_with_seek()
             .map_err(|e| self.damaged(e.to_string()))?;
+        // Where the last member's data (padded to 512) ends: the end-of-archive
+        // marker must follow, or the archive was cut at a member boundary.
+        let mut data_end = 0u64;
         for entry in entries {
             let entry = entry.map_err(|e| self.damaged(e.to_string()))?;
+            let end = entry
+                .raw_file_position()
+                .saturating_add(entry.size().div_ceil(512) * 512);
+            data_end = data_end.max(end);
             let raw = entry.path_bytes();
             let raw = String::from_utf8(raw.into_owned()).map_err(|_| ArchiveError::BadName {
                 path: self.path.clone(),
@@ -429,6 +436,14 @@ impl Archive {
                 _ => continue,
             };
             self.insert(name, member)?;
+        }
+        let mut marker = [0u8; 512];
+        let n = self.file.read_at_full(&mut marker, data_end);
+        if n < 512 || marker.iter().any(|b| *b != 0) {
+            return Err(self.damaged(format!(
+                "it ends at byte {} without the tar end-of-archive marker after its last member (cut short?)",
+                file_len
+            )));
         }
         for (name, target, symlink) in links {
             let base = if symlink {
@@ -808,6 +823,7 @@ impl ArchiveStore {
             let manifest = match self.stored_manifest_for(&item.config)? {
                 Some(d) => {
                     self.check_layer_members(item)?;
+                    self.cross_check_layers(n, item, &d);
                     d
                 }
                 None => self.build_legacy(n, item)?,
@@ -881,6 +897,44 @@ impl ArchiveStore {
             }
         }
         Ok(())
+    }
+
+    /// Notes when `manifest.json` lists other layer files than the OCI manifest
+    /// it shares a config with: ocikit reads the OCI view, while `docker load`
+    /// before Docker 25 reads `manifest.json`, so the two would disagree.
+    fn cross_check_layers(&mut self, n: usize, item: &ManifestItem, manifest: &Descriptor) {
+        let Ok(d) = manifest.digest() else { return };
+        let Ok(bytes) = self.archive.read(&self.member_for(&d), MAX_DOCUMENT_SIZE) else {
+            return;
+        };
+        let Ok(crate::spec::Document::Manifest(m)) =
+            crate::spec::parse_document(&bytes, Kind::Manifest)
+        else {
+            return;
+        };
+        let layers = m.layers.unwrap_or_default();
+        let same = |path: &str, desc: &Descriptor| -> bool {
+            let Ok(digest) = desc.digest() else {
+                return false;
+            };
+            match (
+                self.archive.resolve(path),
+                self.archive.resolve(&self.member_for(&digest)),
+            ) {
+                (Ok(a), Ok(b)) => a == b,
+                // A foreign layer absent from both is consistent.
+                (Err(_), Err(_)) => desc.is_foreign(),
+                _ => false,
+            }
+        };
+        let agree = layers.len() == item.layers.len()
+            && item.layers.iter().zip(&layers).all(|(p, l)| same(p, l));
+        if !agree {
+            self.notes.push(format!(
+                "{}: manifest.json image {n} lists other layer files than its OCI manifest {d}; ocikit reads the OCI manifest, docker load before 25 reads manifest.json",
+                self.archive.path().display()
+            ));
+        }
     }
 
     /// A manifest blob of the OCI view whose config is `config_member`.

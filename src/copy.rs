@@ -450,6 +450,14 @@ impl Planner<'_, '_> {
     }
 }
 
+/// The source a planned blob comes from, for messages.
+fn source_name(sources: &[Source<'_>], b: &PlannedBlob) -> String {
+    match b.source {
+        Some(i) => sources[i].store.name(),
+        None => "ocikit".into(),
+    }
+}
+
 /// Reads a planned blob's source.
 fn open_planned(sources: &[Source<'_>], plan: &Plan, b: &PlannedBlob) -> Result<Blob, CopyError> {
     match b.source {
@@ -759,6 +767,22 @@ pub fn write_layout(
     target: &Path,
     progress: &dyn Progress,
 ) -> Result<CopyReport, CopyError> {
+    // A layout this copy creates is removed again if the copy fails, so a
+    // failed copy leaves no half-made target behind.
+    let created = std::fs::symlink_metadata(target).is_err();
+    let result = write_layout_inner(sources, plan, target, progress);
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir_all(target);
+    }
+    result
+}
+
+fn write_layout_inner(
+    sources: &[Source<'_>],
+    plan: &Plan,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<CopyReport, CopyError> {
     let layout = Layout::init(target)?;
     let lock = layout.lock()?;
     let mut report = CopyReport::default();
@@ -781,7 +805,13 @@ pub fn write_layout(
             path: dest.clone(),
             source,
         })?;
-        w.finish()?;
+        w.finish().map_err(|e| match e {
+            LayoutError::Verify(inner) => CopyError::Invalid(format!(
+                "{}: {inner}; nothing of it was stored",
+                source_name(sources, b)
+            )),
+            other => other.into(),
+        })?;
         report.blobs_written += 1;
         report.bytes_written += b.size;
     }
@@ -844,6 +874,7 @@ pub enum ArchiveOut<'a> {
 /// `digest` went through it, so a bad source aborts the archive.
 struct Verifying<R> {
     inner: R,
+    source: String,
     hasher: Option<Hasher>,
     digest: Digest,
     size: u64,
@@ -858,8 +889,8 @@ impl<R: Read> Read for Verifying<R> {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "blob {} is larger than its descriptor's {} bytes",
-                    self.digest, self.size
+                    "{}: blob {} is larger than its descriptor's {} bytes",
+                    self.source, self.digest, self.size
                 ),
             ));
         }
@@ -873,8 +904,8 @@ impl<R: Read> Read for Verifying<R> {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "blob {} is {} bytes but its descriptor says {}",
-                    self.digest, self.count, self.size
+                    "{}: blob {} is {} bytes but its descriptor says {}",
+                    self.source, self.digest, self.count, self.size
                 ),
             ));
         }
@@ -884,8 +915,8 @@ impl<R: Read> Read for Verifying<R> {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "blob {} has the wrong content (it hashes to {got})",
-                        self.digest
+                        "{}: blob {} has the wrong content (it hashes to {got})",
+                        self.source, self.digest
                     ),
                 ));
             }
@@ -1140,6 +1171,7 @@ pub fn write_archive(
             let verify = b.digest.algorithm().is_verifiable() && b.source.is_some();
             // tar copies in 8 KiB steps; read the blob in 1 MiB ones.
             let reader = Verifying {
+                source: source_name(sources, b),
                 inner: crate::digest::ProgressReader::new(
                     io::BufReader::with_capacity(1 << 20, blob.into_reader()),
                     &advance,
@@ -1150,8 +1182,16 @@ pub fn write_archive(
                 count: 0,
             };
             let mut h = header(tar::EntryType::Regular, 0o644, b.size);
+            // A source that fails verification is named as the culprit, not
+            // the archive being written (which is left untouched).
             tar.append_data(&mut h, b.digest.blob_path(), reader)
-                .map_err(io_err)?;
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::InvalidData => CopyError::Invalid(format!(
+                        "{e}; {} was not written",
+                        path_for_errors.display()
+                    )),
+                    _ => io_err(e),
+                })?;
             report.blobs_written += 1;
             report.bytes_written += b.size;
         }

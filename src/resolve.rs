@@ -241,6 +241,10 @@ pub fn entry_label(d: &Descriptor) -> String {
         .digest()
         .map(|d| d.short())
         .unwrap_or_else(|_| d.digest.clone());
+    // Docker-style entries are known by their name (several may share a tag).
+    if let Some(name) = d.annotation(spec::ANNOTATION_IMAGE_NAME) {
+        return format!("{} ({short})", crate::docker::familiar(name));
+    }
     match d.ref_name() {
         Some(t) => format!("{t} ({short})"),
         None => format!("@{}", d.digest),
