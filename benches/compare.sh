@@ -242,9 +242,31 @@ fi
 # --- 3e. archives: ocikit against skopeo copy -------------------------------------------
 # Outputs go to tmpfs (these disks are slow and swing; the rows time the tools).
 OUT=${OCIKIT_BENCH_OUT:-/dev/shm/ocikit-bench-out}
+# On these VMs the first touch of guest memory is expensive (measured: 11 s of
+# system time for a 4 GB tmpfs write that takes 3 s the next time), and it
+# would land on whichever tool writes first. Touch the memory once, for all.
+mkdir -p "$OUT"
+WARM_GIB=${OCIKIT_BENCH_WARM_GIB:-8}
+say "==> pre-faulting ${WARM_GIB} GiB of memory through tmpfs (fair start for every tool)"
+head -c "$((WARM_GIB << 30))" /dev/zero >"$OUT/warm" 2>/dev/null || true
+rm -f "$OUT/warm"
 RATIOS=()
-# pair NAME TARGET_RATIO OCIKIT_CMD -- PEER_CMD: times both (outputs cleared
-# before each), adds two rows and a ratio line "ocikit/peer (target <= X)".
+# pair NAME TARGET_RATIO OCIKIT_CMD -- PEER_CMD: times both twice, alternating
+# (outputs cleared before each run; the first big write to tmpfs after a clear
+# pays for page reclaim, so order matters), keeps each one's best, adds two rows
+# and a ratio line "ocikit/peer (target <= X)".
+best_of() { # best_of NAME CMD...: two runs; sets B_SECS and B_RSS (empty if both failed)
+    local name=$1
+    shift
+    rm -rf "$OUT" && mkdir -p "$OUT"
+    timed "$name" -- "$@"
+    if ((M_STATUS == 0)); then
+        if [[ -z $B_SECS ]] || awk -v a="$M_SECS" -v b="$B_SECS" 'BEGIN { exit !(a < b) }'; then
+            B_SECS=$M_SECS
+            B_RSS=$M_RSS_KIB
+        fi
+    fi
+}
 pair() {
     local name=$1 target=$2
     shift 2
@@ -252,30 +274,32 @@ pair() {
     while [[ $1 != -- ]]; do a+=("$1"); shift; done
     shift
     b=("$@")
-    rm -rf "$OUT" && mkdir -p "$OUT"
-    local o_secs="" p_secs=""
-    timed "ocikit-$name" -- "${a[@]}"
-    if ((M_STATUS == 0)); then
-        o_secs=$M_SECS
-        record "ocikit-$name" "$M_SECS" "$M_RSS_KIB"
-        row "ocikit $name" "$M_SECS" "$(mbps "$M_SECS")" "$(mib "$M_RSS_KIB")" "${a[*]##*/}"
-        O_RSS=$M_RSS_KIB
-    else
-        row "ocikit $name" - - - "failed (exit $M_STATUS), see $LOGS/ocikit-$name.log"
-    fi
-    rm -rf "$OUT" && mkdir -p "$OUT"
-    if command -v skopeo >/dev/null; then
-        timed "skopeo-$name" -- "${b[@]}"
-        if ((M_STATUS == 0)); then
-            p_secs=$M_SECS
-            record "skopeo-$name" "$M_SECS" "$M_RSS_KIB"
-            row "skopeo $name" "$M_SECS" "$(mbps "$M_SECS")" "$(mib "$M_RSS_KIB")" "skopeo copy"
-        else
-            row "skopeo $name" - - - "failed (exit $M_STATUS), see $LOGS/skopeo-$name.log"
+    local o_secs="" o_rss="" p_secs="" p_rss="" round
+    for round in 1 2; do
+        B_SECS=$o_secs B_RSS=$o_rss
+        best_of "ocikit-$name" "${a[@]}"
+        o_secs=$B_SECS o_rss=$B_RSS
+        if command -v skopeo >/dev/null; then
+            B_SECS=$p_secs B_RSS=$p_rss
+            best_of "skopeo-$name" "${b[@]}"
+            p_secs=$B_SECS p_rss=$B_RSS
         fi
+    done
+    rm -rf "$OUT"
+    if [[ -n $o_secs ]]; then
+        record "ocikit-$name" "$o_secs" "$o_rss"
+        row "ocikit $name" "$o_secs" "$(mbps "$o_secs")" "$(mib "$o_rss")" "best of 2"
+    else
+        row "ocikit $name" - - - "failed, see $LOGS/ocikit-$name.log"
+    fi
+    if [[ -n $p_secs ]]; then
+        record "skopeo-$name" "$p_secs" "$p_rss"
+        row "skopeo $name" "$p_secs" "$(mbps "$p_secs")" "$(mib "$p_rss")" "skopeo copy, best of 2"
+    else
+        row "skopeo $name" - - - "failed or absent, see $LOGS/skopeo-$name.log"
     fi
     if [[ -n $o_secs && -n $p_secs ]]; then
-        RATIOS+=("$(awk -v o="$o_secs" -v p="$p_secs" -v t="$target" -v n="$name" -v rss="$O_RSS" 'BEGIN {
+        RATIOS+=("$(awk -v o="$o_secs" -v p="$p_secs" -v t="$target" -v n="$name" -v rss="$o_rss" 'BEGIN {
             r = o / p; m = rss / 1024
             printf "  %-28s %5.2f of skopeo (target <= %s: %s); peak RSS %.1f MiB (target < 100: %s)", n ":", r, t, (r <= t ? "met" : "NOT met"), m, (m < 100 ? "met" : "NOT met") }')")
     fi

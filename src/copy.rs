@@ -122,6 +122,8 @@ pub struct PlannedBlob {
     /// Which source it comes from (index into the sources), or `None` for a
     /// document ocikit built.
     pub source: Option<usize>,
+    /// An index or manifest (written after the blobs it references).
+    pub document: bool,
 }
 
 /// What a copy will do.
@@ -339,19 +341,21 @@ impl Planner<'_, '_> {
                 size: bytes.len() as u64,
                 media_type: desc.media_type.clone(),
                 source: None,
+                document: true,
             });
         }
         self.plan.built.insert(digest, Arc::from(bytes));
         Ok(new)
     }
 
-    fn push(&mut self, i: usize, desc: &Descriptor, digest: Digest) {
+    fn push(&mut self, i: usize, desc: &Descriptor, digest: Digest, document: bool) {
         if self.seen.insert(digest.clone()) {
             self.plan.blobs.push(PlannedBlob {
                 digest,
                 size: desc.size.max(0) as u64,
                 media_type: desc.media_type.clone(),
                 source: Some(i),
+                document,
             });
         }
     }
@@ -395,7 +399,7 @@ impl Planner<'_, '_> {
                         )))
                     }
                 }
-                self.push(i, desc, digest.clone());
+                self.push(i, desc, digest.clone(), true);
                 if !self.options.no_referrers {
                     self.referrers_of(i, &digest, depth)?;
                 }
@@ -429,7 +433,7 @@ impl Planner<'_, '_> {
             }
             Err(e) => return Err(e.into()),
         }
-        self.push(i, desc, digest);
+        self.push(i, desc, digest, false);
         Ok(())
     }
 
@@ -639,6 +643,7 @@ pub fn uncompress_layers(
                             size: *size,
                             media_type: tar_type.to_string(),
                             source: None,
+                            document: false,
                         }),
                     );
                 }
@@ -657,6 +662,7 @@ pub fn uncompress_layers(
                 size: bytes.len() as u64,
                 media_type: node.descriptor.media_type.clone(),
                 source: None,
+                document: true,
             }),
         );
         let root = &mut plan.roots[r];
@@ -777,6 +783,41 @@ pub fn write_layout(
     result
 }
 
+/// Writes one planned blob into the layout through the verifying atomic
+/// writer; `false` when the layout already had it.
+fn write_one(
+    sources: &[Source<'_>],
+    plan: &Plan,
+    layout: &Layout,
+    b: &PlannedBlob,
+    progress: &dyn Progress,
+) -> Result<bool, CopyError> {
+    let dest = layout.root().join(b.digest.blob_path());
+    if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == b.size) {
+        progress.advance(b.size);
+        return Ok(false);
+    }
+    let blob = open_planned(sources, plan, b)?;
+    let mut w = layout.blob_writer(Some((b.digest.clone(), b.size)))?;
+    let advance = |n| progress.advance(n);
+    let mut reader = crate::digest::ProgressReader::new(
+        io::BufReader::with_capacity(1 << 20, blob.into_reader()),
+        &advance,
+    );
+    io::copy(&mut reader, &mut w).map_err(|source| CopyError::Io {
+        path: dest.clone(),
+        source,
+    })?;
+    w.finish().map_err(|e| match e {
+        LayoutError::Verify(inner) => CopyError::Invalid(format!(
+            "{}: {inner}; nothing of it was stored",
+            source_name(sources, b)
+        )),
+        other => other.into(),
+    })?;
+    Ok(true)
+}
+
 fn write_layout_inner(
     sources: &[Source<'_>],
     plan: &Plan,
@@ -787,33 +828,25 @@ fn write_layout_inner(
     let lock = layout.lock()?;
     let mut report = CopyReport::default();
     progress.begin(plan.bytes);
-    for b in &plan.blobs {
-        let dest = layout.root().join(b.digest.blob_path());
-        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == b.size) {
+    // Blobs that reference nothing (layers, configs) go in parallel, largest
+    // first; then indexes and manifests in plan order, so every document is
+    // written after what it references.
+    let mut leaves: Vec<&PlannedBlob> = plan.blobs.iter().filter(|b| !b.document).collect();
+    leaves.sort_by(|a, b| b.size.cmp(&a.size).then(a.digest.cmp(&b.digest)));
+    let mut results = crate::verify::largest_first(&leaves, |b| {
+        write_one(sources, plan, &layout, b, progress)
+    });
+    let documents: Vec<&PlannedBlob> = plan.blobs.iter().filter(|b| b.document).collect();
+    for b in &documents {
+        results.push(write_one(sources, plan, &layout, b, progress));
+    }
+    for (b, r) in leaves.iter().chain(&documents).zip(results) {
+        if r? {
+            report.blobs_written += 1;
+            report.bytes_written += b.size;
+        } else {
             report.blobs_skipped += 1;
-            progress.advance(b.size);
-            continue;
         }
-        let blob = open_planned(sources, plan, b)?;
-        let mut w = layout.blob_writer(Some((b.digest.clone(), b.size)))?;
-        let advance = |n| progress.advance(n);
-        let mut reader = crate::digest::ProgressReader::new(
-            io::BufReader::with_capacity(1 << 20, blob.into_reader()),
-            &advance,
-        );
-        io::copy(&mut reader, &mut w).map_err(|source| CopyError::Io {
-            path: dest.clone(),
-            source,
-        })?;
-        w.finish().map_err(|e| match e {
-            LayoutError::Verify(inner) => CopyError::Invalid(format!(
-                "{}: {inner}; nothing of it was stored",
-                source_name(sources, b)
-            )),
-            other => other.into(),
-        })?;
-        report.blobs_written += 1;
-        report.bytes_written += b.size;
     }
     let mut index = layout.read_index(&lock)?;
     for root in &plan.roots {
@@ -959,6 +992,45 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Zstd(e) => e.flush(),
         }
     }
+}
+
+/// Appends one blob member: the same bytes `tar::Builder::append_data` writes,
+/// but copied in 1 MiB steps (tar's own copy goes 8 KiB at a time, which cost
+/// seconds on gigabyte layers). Names too long for the header go through the
+/// builder, which adds GNU long-name records.
+fn append_blob<W: Write, R: Read>(
+    tar: &mut tar::Builder<W>,
+    path: &Path,
+    size: u64,
+    mut reader: R,
+) -> io::Result<()> {
+    let mut h = header(tar::EntryType::Regular, 0o644, size);
+    if h.set_path(path).is_err() {
+        return tar.append_data(&mut h, path, reader);
+    }
+    h.set_cksum();
+    let w = tar.get_mut();
+    w.write_all(h.as_bytes())?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    if total != size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {total} bytes where the header says {size}", path.display()),
+        ));
+    }
+    let pad = (512 - (total % 512) as usize) % 512;
+    w.write_all(&[0u8; 512][..pad])
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -1181,10 +1253,9 @@ pub fn write_archive(
                 size: b.size,
                 count: 0,
             };
-            let mut h = header(tar::EntryType::Regular, 0o644, b.size);
             // A source that fails verification is named as the culprit, not
             // the archive being written (which is left untouched).
-            tar.append_data(&mut h, b.digest.blob_path(), reader)
+            append_blob(&mut tar, &b.digest.blob_path(), b.size, reader)
                 .map_err(|e| match e.kind() {
                     io::ErrorKind::InvalidData => CopyError::Invalid(format!(
                         "{e}; {} was not written",
