@@ -246,7 +246,7 @@ OUT=${OCIKIT_BENCH_OUT:-/dev/shm/ocikit-bench-out}
 # system time for a 4 GB tmpfs write that takes 3 s the next time), and it
 # would land on whichever tool writes first. Touch the memory once, for all.
 mkdir -p "$OUT"
-WARM_GIB=${OCIKIT_BENCH_WARM_GIB:-8}
+WARM_GIB=${OCIKIT_BENCH_WARM_GIB:-16}
 say "==> pre-faulting ${WARM_GIB} GiB of memory through tmpfs (fair start for every tool)"
 head -c "$((WARM_GIB << 30))" /dev/zero >"$OUT/warm" 2>/dev/null || true
 rm -f "$OUT/warm"
