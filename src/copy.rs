@@ -833,9 +833,8 @@ fn write_layout_inner(
     // written after what it references.
     let mut leaves: Vec<&PlannedBlob> = plan.blobs.iter().filter(|b| !b.document).collect();
     leaves.sort_by(|a, b| b.size.cmp(&a.size).then(a.digest.cmp(&b.digest)));
-    let mut results = crate::verify::largest_first(&leaves, |b| {
-        write_one(sources, plan, &layout, b, progress)
-    });
+    let mut results =
+        crate::verify::largest_first(&leaves, |b| write_one(sources, plan, &layout, b, progress));
     let documents: Vec<&PlannedBlob> = plan.blobs.iter().filter(|b| b.document).collect();
     for b in &documents {
         results.push(write_one(sources, plan, &layout, b, progress));
@@ -1026,7 +1025,10 @@ fn append_blob<W: Write, R: Read>(
     if total != size {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{}: {total} bytes where the header says {size}", path.display()),
+            format!(
+                "{}: {total} bytes where the header says {size}",
+                path.display()
+            ),
         ));
     }
     let pad = (512 - (total % 512) as usize) % 512;
@@ -1255,14 +1257,15 @@ pub fn write_archive(
             };
             // A source that fails verification is named as the culprit, not
             // the archive being written (which is left untouched).
-            append_blob(&mut tar, &b.digest.blob_path(), b.size, reader)
-                .map_err(|e| match e.kind() {
+            append_blob(&mut tar, &b.digest.blob_path(), b.size, reader).map_err(|e| {
+                match e.kind() {
                     io::ErrorKind::InvalidData => CopyError::Invalid(format!(
                         "{e}; {} was not written",
                         path_for_errors.display()
                     )),
                     _ => io_err(e),
-                })?;
+                }
+            })?;
             report.blobs_written += 1;
             report.bytes_written += b.size;
         }
