@@ -18,7 +18,7 @@ use std::fs;
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
 use common::docker::Dockerd;
@@ -27,26 +27,6 @@ use serde_json::Value;
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// Runs an external tool, asserting success.
-fn run_ok(prog: &str, args: &[&str]) -> Output {
-    let o = Command::new(prog)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {prog}: {e}"));
-    assert!(
-        o.status.success(),
-        "{prog} {args:?} failed ({:?}): {}{}",
-        o.status.code(),
-        stdout(&o),
-        stderr(&o)
-    );
-    o
-}
 
 /// The `os/arch[/variant]` of this host as ocikit's default picks it, if the demo has it.
 fn host_platform() -> Option<&'static str> {

@@ -6,46 +6,10 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-/// Runs an external tool.
-fn run(prog: &str, args: &[&str]) -> Output {
-    Command::new(prog)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {prog}: {e}"))
-}
-
-/// Runs an external tool, asserting success.
-fn run_ok(prog: &str, args: &[&str]) -> Output {
-    let o = run(prog, args);
-    assert!(
-        o.status.success(),
-        "{prog} {args:?} failed ({:?}): {}{}",
-        o.status.code(),
-        stdout(&o),
-        stderr(&o)
-    );
-    o
-}
-
-/// Whether every tool is installed; otherwise says which is missing.
-fn tools(test: &str, names: &[&str]) -> bool {
-    for n in names {
-        if !have(n) {
-            eprintln!("skipping {test}: {n} is not installed");
-            return false;
-        }
-    }
-    true
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 fn is_root() -> bool {
     Command::new("id")

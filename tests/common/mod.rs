@@ -464,3 +464,43 @@ where
     assert_eq!(code(&o), 0, "ocikit {args:?} failed: {}", stderr(&o));
     o
 }
+
+// ---------------------------------------------------------------- external tools
+
+/// A path as a string for command lines.
+pub fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Runs an external tool.
+pub fn run(prog: &str, args: &[&str]) -> Output {
+    Command::new(prog)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {prog}: {e}"))
+}
+
+/// Runs an external tool, asserting success.
+pub fn run_ok(prog: &str, args: &[&str]) -> Output {
+    let o = run(prog, args);
+    assert!(
+        o.status.success(),
+        "{prog} {args:?} failed ({:?}): {}{}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    o
+}
+
+/// Whether every tool is installed; otherwise says which is missing (the
+/// caller then skips).
+pub fn tools(test: &str, names: &[&str]) -> bool {
+    for n in names {
+        if !have(n) {
+            eprintln!("skipping {test}: {n} is not installed");
+            return false;
+        }
+    }
+    true
+}
