@@ -67,6 +67,16 @@ pub enum LayoutError {
     /// A tag that ocikit will not write.
     #[error("{0:?} is not a valid tag (allowed: letters, digits and -._:@+/ between them)")]
     InvalidTag(String),
+    /// Another process held the lock longer than the timeout.
+    #[error("{} is locked by another writer{} and it did not finish within {:.1} s (--lock-timeout)", layout.display(), holder.map(|p| format!(" (pid {p})")).unwrap_or_default(), waited.as_secs_f64())]
+    LockTimeout {
+        /// The layout.
+        layout: PathBuf,
+        /// The pid holding the lock, if known.
+        holder: Option<u32>,
+        /// How long ocikit waited.
+        waited: std::time::Duration,
+    },
     /// `untag` of a tag that does not exist.
     #[error("{layout} has no tag {tag:?}{}", list_tags(.existing))]
     NoSuchTag {
@@ -203,6 +213,11 @@ impl Layout {
             }
             Ok(_) => return Err(LayoutError::NotEmpty(root.to_path_buf())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Built beside its final place and renamed in, so a crash never
+                // leaves a half-made layout under the name.
+                if let Some(l) = Layout::init_by_rename(root)? {
+                    return Ok(l);
+                }
                 fs::create_dir_all(root).map_err(io_err(root))?;
             }
             Err(e) => return Err(io_err(root)(e)),
@@ -220,6 +235,48 @@ impl Layout {
         Ok(layout)
     }
 
+    /// Creates a complete layout in a sibling temporary directory and renames it
+    /// to `root`. `None` when `root` appeared meanwhile (the caller goes on with
+    /// the directory that is there).
+    fn init_by_rename(root: &Path) -> Result<Option<Layout>, LayoutError> {
+        let parent = match root.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".ocikit-init-")
+            .tempdir_in(&parent)
+            .map_err(io_err(&parent))?;
+        let staged = Layout {
+            store: LayoutStore::new(tmp.path()),
+        };
+        fs::create_dir_all(tmp.path().join("blobs").join("sha256")).map_err(io_err(tmp.path()))?;
+        staged.write_atomic(
+            "oci-layout",
+            format!("{{\"imageLayoutVersion\":\"{IMAGE_LAYOUT_VERSION}\"}}").as_bytes(),
+        )?;
+        staged.write_atomic("index.json", EMPTY_INDEX.as_bytes())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+                .map_err(io_err(tmp.path()))?;
+        }
+        let staged_path = tmp.keep();
+        match fs::rename(&staged_path, root) {
+            Ok(()) => {
+                sync_dir(&parent)?;
+                Ok(Some(Layout {
+                    store: LayoutStore::new(root),
+                }))
+            }
+            Err(_) => {
+                let _ = fs::remove_dir_all(&staged_path);
+                Ok(None)
+            }
+        }
+    }
+
     /// The layout's root directory.
     pub fn root(&self) -> &Path {
         self.store.root()
@@ -235,14 +292,56 @@ impl Layout {
     /// # Errors
     /// I/O errors creating or locking the lock file.
     pub fn lock(&self) -> Result<LayoutLock, LayoutError> {
+        use std::os::unix::fs::FileExt;
         let path = self.root().join(LOCK_FILE);
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        file.lock().map_err(io_err(&path))?;
+        let policy = LOCK_POLICY.get();
+        let timeout = policy.and_then(|p| p.timeout);
+        let start = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {
+                    let holder = fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    if !told {
+                        if let Some(notice) = policy.and_then(|p| p.on_wait) {
+                            notice(self.root(), holder);
+                        }
+                        told = true;
+                    }
+                    match timeout {
+                        None => {
+                            file.lock().map_err(io_err(&path))?;
+                            break;
+                        }
+                        Some(t) if start.elapsed() >= t => {
+                            return Err(LayoutError::LockTimeout {
+                                layout: self.root().to_path_buf(),
+                                holder,
+                                waited: t,
+                            });
+                        }
+                        Some(t) => std::thread::sleep(
+                            (t - start.elapsed()).min(std::time::Duration::from_millis(25)),
+                        ),
+                    }
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+            }
+        }
+        // Say who holds it, for writers that wait.
+        let pid = std::process::id().to_string();
+        let _ = file.set_len(0);
+        let _ = file.write_at(pid.as_bytes(), 0);
         Ok(LayoutLock { _file: file })
     }
 
@@ -418,6 +517,24 @@ fn sync_dir(dir: &Path) -> Result<(), LayoutError> {
 }
 
 const EMPTY_INDEX: &str = "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[]}";
+
+/// How writers wait for a layout's lock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LockPolicy {
+    /// Give up after this long (`None`: wait as long as it takes).
+    pub timeout: Option<std::time::Duration>,
+    /// Called once when a writer starts waiting: the layout and, if known, the
+    /// pid holding the lock (the CLI tells the user on a terminal).
+    pub on_wait: Option<fn(&Path, Option<u32>)>,
+}
+
+static LOCK_POLICY: std::sync::OnceLock<LockPolicy> = std::sync::OnceLock::new();
+
+/// Sets how every writer in this process waits for layout locks (once; later
+/// calls are ignored). Without it writers wait silently as long as it takes.
+pub fn set_lock_policy(policy: LockPolicy) {
+    let _ = LOCK_POLICY.set(policy);
+}
 
 /// The exclusive writer lock on a layout; released when dropped.
 pub struct LayoutLock {

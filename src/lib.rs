@@ -41,6 +41,7 @@ pub mod archive;
 pub mod copy;
 pub mod digest;
 pub mod docker;
+pub mod gc;
 pub mod graph;
 pub mod layer;
 pub mod layout;

@@ -39,6 +39,10 @@ use ocikit::Layout;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Commands that change a layout wait for its writer lock at most this
+    /// many seconds (default: as long as it takes).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    lock_timeout: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +159,26 @@ enum Command {
         /// Compress the archive as a whole (default: from FILE's extension, else none).
         #[arg(long, value_enum)]
         compress: Option<CompressArg>,
+    },
+    /// Remove blobs that nothing in index.json reaches (plan, then apply).
+    #[command(
+        after_help = "Keeps everything reachable from index.json (tagged or untagged entries),\nand referrers whose subject is kept. Refuses a damaged graph (exit 2, nothing deleted).\nExamples:\n  ocikit gc ./images --dry-run\n  ocikit gc ./images --prune-untagged"
+    )]
+    Gc {
+        /// LAYOUT.
+        layout: String,
+        /// List what would be removed and the bytes freed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+        /// Go on despite a damaged graph or non-regular blob paths (they are kept).
+        #[arg(long)]
+        force: bool,
+        /// Drop untagged index.json entries first (what they alone reach goes too).
+        #[arg(long)]
+        prune_untagged: bool,
     },
     /// Check every reachable blob's existence, size and digest, and the documents' structure.
     #[command(
@@ -287,7 +311,29 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+fn lock_notice(layout: &Path, holder: Option<u32>) {
+    use std::io::IsTerminal;
+    if io::stderr().is_terminal() {
+        eprintln!(
+            "ocikit: waiting for the lock on {}{}",
+            layout.display(),
+            holder
+                .map(|p| format!(" (held by pid {p})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
 fn run(cli: Cli) -> Result<Option<Negative>> {
+    if let Some(t) = cli.lock_timeout {
+        if !(t.is_finite() && t >= 0.0) {
+            bail!("--lock-timeout takes a number of seconds, not {t}");
+        }
+    }
+    ocikit::layout::set_lock_policy(ocikit::layout::LockPolicy {
+        timeout: cli.lock_timeout.map(std::time::Duration::from_secs_f64),
+        on_wait: Some(lock_notice),
+    });
     match cli.command {
         Command::Init { dir } => {
             Layout::init(&dir)?;
@@ -325,6 +371,13 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
             deep,
             json,
         } => verify_cmd(&location, deep, json),
+        Command::Gc {
+            layout,
+            dry_run,
+            json,
+            force,
+            prune_untagged,
+        } => gc_cmd(&layout, dry_run, json, force, prune_untagged).map(|()| None),
         Command::Copy {
             source,
             target,
@@ -357,6 +410,68 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
             copy_cmd(&locations, &file, &opts, format, compress, true).map(|()| None)
         }
     }
+}
+
+fn gc_cmd(
+    location: &str,
+    dry_run: bool,
+    json: bool,
+    force: bool,
+    prune_untagged: bool,
+) -> Result<()> {
+    let loc = Location::parse(location)?;
+    if loc.reference.is_some() {
+        bail!("gc works on a whole layout; drop the reference from {location:?}");
+    }
+    let layout = open_layout(&loc)?;
+    let report = ocikit::gc::gc(
+        &layout,
+        &ocikit::gc::GcOptions {
+            dry_run,
+            force,
+            prune_untagged,
+        },
+    )?;
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["schemaVersion"] = json!(1);
+        return print_json(&v);
+    }
+    let mut o = out();
+    for d in &report.pruned {
+        writeln!(o, "untag {} (untagged index.json entry)", clean(d))?;
+    }
+    for r in &report.remove {
+        writeln!(
+            o,
+            "remove {} {} {} ({})",
+            r.digest,
+            r.size,
+            clean(r.media_type.as_deref().unwrap_or("-")),
+            r.reason
+        )?;
+    }
+    for t in &report.temp_files {
+        writeln!(o, "remove {} (stale temporary file)", clean(t))?;
+    }
+    for l in &report.left_alone {
+        eprintln!(
+            "ocikit: note: left alone: {} ({})",
+            clean(&l.path),
+            l.reason
+        );
+    }
+    writeln!(
+        o,
+        "{} {} bytes in {} blob{} ({} kept)",
+        if dry_run { "would free" } else { "freed" },
+        report.bytes,
+        report.blobs,
+        if report.blobs == 1 { "" } else { "s" },
+        report.kept
+    )?;
+    o.flush()?;
+    Ok(())
 }
 
 /// Where a copy goes.
