@@ -297,18 +297,49 @@ pub fn gc(layout: &Layout, options: &GcOptions) -> Result<GcReport, GcError> {
             }),
         }
     }
+    // ocikit's temporary directory, only if it really is a directory here: a
+    // symlink in its place is never followed (that would delete elsewhere).
     let tmp_dir = layout.root().join(TMP_DIR);
-    if let Ok(rd) = fs::read_dir(&tmp_dir) {
-        for ent in rd.flatten() {
-            report.temp_files.push(
-                Path::new(TMP_DIR)
-                    .join(ent.file_name())
-                    .display()
-                    .to_string(),
-            );
+    match fs::symlink_metadata(&tmp_dir) {
+        Ok(m) if m.is_dir() => {
+            if let Ok(rd) = fs::read_dir(&tmp_dir) {
+                for ent in rd.flatten() {
+                    report.temp_files.push(
+                        Path::new(TMP_DIR)
+                            .join(ent.file_name())
+                            .display()
+                            .to_string(),
+                    );
+                }
+            }
         }
+        Ok(_) => report.left_alone.push(LeftAlone {
+            path: TMP_DIR.into(),
+            reason: "not a directory (a symlink is never followed)".into(),
+        }),
+        Err(_) => {}
     }
     report.temp_files.sort();
+    // Everything else in the layout root is someone else's.
+    if let Ok(rd) = fs::read_dir(layout.root()) {
+        let mut others: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                !matches!(
+                    n.as_str(),
+                    "oci-layout" | "index.json" | "blobs" | crate::layout::LOCK_FILE | TMP_DIR
+                )
+            })
+            .collect();
+        others.sort();
+        for n in others {
+            report.left_alone.push(LeftAlone {
+                path: n,
+                reason: "not part of the OCI layout".into(),
+            });
+        }
+    }
     report.bytes = report.remove.iter().map(|r| r.size).sum();
     report.blobs = report.remove.len();
     let Some(lock) = lock else {

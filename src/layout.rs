@@ -355,7 +355,26 @@ impl Layout {
         expected: Option<(Digest, u64)>,
     ) -> Result<BlobWriter<'_>, LayoutError> {
         let tmp_dir = self.root().join(TMP_DIR);
-        fs::create_dir_all(&tmp_dir).map_err(io_err(&tmp_dir))?;
+        match fs::symlink_metadata(&tmp_dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                // Never write through a symlink (or into a file) in its place.
+                return Err(LayoutError::Io {
+                    path: tmp_dir.clone(),
+                    source: io::Error::other(
+                        "is not a directory (a symlink is never followed); remove it",
+                    ),
+                });
+            }
+            Err(_) => match fs::create_dir(&tmp_dir) {
+                Ok(()) => {}
+                // Another writer thread made it first: fine if it is a directory.
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists
+                        && fs::symlink_metadata(&tmp_dir).is_ok_and(|m| m.is_dir()) => {}
+                Err(e) => return Err(io_err(&tmp_dir)(e)),
+            },
+        }
         let tmp = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(&tmp_dir)

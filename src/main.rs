@@ -325,13 +325,15 @@ fn lock_notice(layout: &Path, holder: Option<u32>) {
 }
 
 fn run(cli: Cli) -> Result<Option<Negative>> {
-    if let Some(t) = cli.lock_timeout {
-        if !(t.is_finite() && t >= 0.0) {
-            bail!("--lock-timeout takes a number of seconds, not {t}");
-        }
-    }
+    let timeout =
+        match cli.lock_timeout {
+            Some(t) => Some(std::time::Duration::try_from_secs_f64(t).map_err(|_| {
+                anyhow!("--lock-timeout takes a number of seconds from 0 up, not {t}")
+            })?),
+            None => None,
+        };
     ocikit::layout::set_lock_policy(ocikit::layout::LockPolicy {
-        timeout: cli.lock_timeout.map(std::time::Duration::from_secs_f64),
+        timeout,
         on_wait: Some(lock_notice),
     });
     match cli.command {
