@@ -553,7 +553,7 @@ pub fn uncompress_layers(
             }
         }
         if any {
-            rewrites.push((r, i, node, diff_ids));
+            rewrites.push((r, node));
         }
     }
     // Decompress each distinct layer once, in parallel.
@@ -613,7 +613,7 @@ pub fn uncompress_layers(
         plan.temp_paths.push(path);
         by_layer.insert(layer, (diff_id, size));
     }
-    for (r, i, node, _) in rewrites {
+    for (r, node) in rewrites {
         let mut value: Value = serde_json::from_slice(&node.bytes)
             .map_err(|e| CopyError::Invalid(format!("manifest {}: {e}", node.digest)))?;
         let docker =
@@ -669,7 +669,6 @@ pub fn uncompress_layers(
         root.descriptor.digest = digest.to_string();
         root.descriptor.size = bytes.len() as i64;
         plan.built.insert(digest, Arc::from(bytes));
-        let _ = i;
     }
     let mut seen = HashSet::new();
     let old = std::mem::take(&mut plan.blobs);
