@@ -325,8 +325,96 @@ fi
 # --- future rows (one line each with measure + row) -----------------------------------
 # measure ocikit-flatten  -- "$OCIKIT" flatten "oci:$IMAGE:v2" "$BENCH_DIR/rootfs"
 # measure umoci-unpack    -- umoci raw unpack --rootless --image "$IMAGE:v2" "$BENCH_DIR/rootfs-umoci"
-# measure ocikit-gc       -- "$OCIKIT" gc "oci:$BENCH_DIR/copy"
 # measure ocikit-diff     -- "$OCIKIT" diff "oci:$IMAGE:base" "oci:$IMAGE:v2"
+
+# --- gc: ocikit gc against umoci gc ----------------------------------------------------
+# MANY (benches/gen_many.py, cached by its stamp): 2,000 small images, 10,000 blobs of
+# which 500 are garbage; every run gets a fresh copy on tmpfs ($OUT), made outside the
+# timing. The big image has nothing to collect: `ocikit gc --dry-run` reads it in place (a
+# dry run takes no lock and writes nothing); the other runs get $BENCH_DIR/big-gc, whose
+# blobs/ are hard links to the image's (safe: gc only ever unlinks blobs; a copy would not
+# fit the timing budget) and whose index.json and oci-layout are real copies. Best of 2.
+MANY=$BENCH_DIR/many
+BIG_GC=$BENCH_DIR/big-gc
+fresh_many() { rm -rf "$OUT/many" && mkdir -p "$OUT" && cp -a "$MANY" "$OUT/many"; }
+fresh_big() {
+    rm -rf "$BIG_GC" && mkdir -p "$BIG_GC" && cp -al "$IMAGE/blobs" "$BIG_GC/blobs" &&
+        cp "$IMAGE/index.json" "$IMAGE/oci-layout" "$BIG_GC/"
+}
+no_prep() { :; }
+# gc_best NAME LABEL PREP DIR CMD...: best of 2 runs of CMD, each after PREP (untimed);
+# records and adds a row; sets G_SECS (empty if no run succeeded) and G_LEFT (blob files
+# left in DIR after the last good run).
+gc_best() {
+    local name=$1 label=$2 prep=$3 dir=$4 round
+    shift 4
+    G_SECS= G_RSS= G_LEFT=
+    for round in 1 2; do
+        if ! $prep; then
+            warn "preparing $name failed"
+            break
+        fi
+        timed "$name" -- "$@"
+        if ((M_STATUS == 0)); then
+            if [[ -z $G_SECS ]] || awk -v a="$M_SECS" -v b="$G_SECS" 'BEGIN { exit !(a < b) }'; then
+                G_SECS=$M_SECS G_RSS=$M_RSS_KIB
+            fi
+            G_LEFT=$(find "$dir/blobs" -type f | wc -l)
+        fi
+    done
+    if [[ -n $G_SECS ]]; then
+        record "$name" "$G_SECS" "$G_RSS"
+        row "$label" "$G_SECS" - "$(mib "$G_RSS")" "best of 2; $G_LEFT blob files left"
+    else
+        row "$label" - - - "failed, see $LOGS/$name.log"
+    fi
+}
+# gc_ratio LABEL OCIKIT_SECS UMOCI_SECS
+gc_ratio() {
+    [[ -n $2 && -n $3 ]] || return 0
+    RATIOS+=("$(awk -v o="$2" -v u="$3" -v n="$1" 'BEGIN {
+        r = o / u; f = (r < 0.01 ? "%.4f" : "%5.2f")
+        printf "  %-28s " f " of umoci gc (target: a small fraction of umoci gc)", n ":", r }')")
+}
+if ((ocikit_ok)) && "$OCIKIT" gc --help >/dev/null 2>&1; then
+    have_umoci=0
+    command -v umoci >/dev/null && have_umoci=1
+    mkdir -p "$OUT"
+    say "==> generating $MANY"
+    if command -v python3 >/dev/null && python3 benches/gen_many.py "$MANY"; then
+        gc_best ocikit-gc-dry-run-many "ocikit gc --dry-run (many)" fresh_many "$OUT/many" \
+            "$OCIKIT" gc --dry-run "$OUT/many"
+        gc_dry=$G_SECS
+        gc_best ocikit-gc-many "ocikit gc (many)" fresh_many "$OUT/many" "$OCIKIT" gc "$OUT/many"
+        gc_real=$G_SECS gc_left=$G_LEFT
+        if ((have_umoci)); then
+            gc_best umoci-gc-many "umoci gc (many)" fresh_many "$OUT/many" umoci gc --layout "$OUT/many"
+            gc_ratio "gc --dry-run (many)" "$gc_dry" "$G_SECS"
+            gc_ratio "gc (many)" "$gc_real" "$G_SECS"
+            if [[ -n $gc_left && -n $G_LEFT && $gc_left != "$G_LEFT" ]]; then
+                warn "ocikit gc left $gc_left blob files on the many-images layout, umoci gc $G_LEFT"
+            fi
+        else
+            row "umoci gc (many)" - - - "skipped: umoci not installed"
+        fi
+        rm -rf "$OUT/many"
+    else
+        warn "benches/gen_many.py failed (python3 needed): no gc rows on the many-images layout"
+    fi
+    gc_best ocikit-gc-dry-run-big "ocikit gc --dry-run (big)" no_prep "$IMAGE" \
+        "$OCIKIT" gc --dry-run "$IMAGE"
+    gc_dry=$G_SECS
+    gc_best ocikit-gc-big "ocikit gc (big, hard links)" fresh_big "$BIG_GC" "$OCIKIT" gc "$BIG_GC"
+    gc_real=$G_SECS
+    if ((have_umoci)); then
+        gc_best umoci-gc-big "umoci gc (big, hard links)" fresh_big "$BIG_GC" umoci gc --layout "$BIG_GC"
+        gc_ratio "gc --dry-run (big)" "$gc_dry" "$G_SECS"
+        gc_ratio "gc (big)" "$gc_real" "$G_SECS"
+    else
+        row "umoci gc (big, hard links)" - - - "skipped: umoci not installed"
+    fi
+    rm -rf "$BIG_GC" "$OUT"
+fi
 
 # --- 4. report -----------------------------------------------------------------------
 say ""

@@ -217,7 +217,13 @@ pub fn gc(layout: &Layout, options: &GcOptions) -> Result<GcReport, GcError> {
             index_bytes.clone()
         },
     };
-    let graph = graph::walk(&view, WalkOptions { referrers: true });
+    let graph = graph::walk(
+        &view,
+        WalkOptions {
+            referrers: true,
+            configs: false,
+        },
+    );
     if graph.is_damaged() && !options.force {
         let detail = graph
             .issues

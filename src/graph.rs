@@ -186,16 +186,23 @@ impl Graph {
 pub struct WalkOptions {
     /// Scan stored blobs for referrers of reachable manifests.
     pub referrers: bool,
+    /// Load and check image configs (verify needs them; reachability does not:
+    /// a config references nothing).
+    pub configs: bool,
 }
 
 impl Default for WalkOptions {
     fn default() -> Self {
-        WalkOptions { referrers: true }
+        WalkOptions {
+            referrers: true,
+            configs: true,
+        }
     }
 }
 
 struct Walker<'a> {
     store: &'a dyn Store,
+    load_configs: bool,
     g: Graph,
     /// Sizes seen per digest, to flag one digest claimed with two sizes.
     sizes: HashMap<Digest, i64>,
@@ -231,6 +238,7 @@ pub fn store_issue(e: &StoreError, digest: &Digest, path: &str) -> Issue {
 pub fn walk(store: &dyn Store, options: WalkOptions) -> Graph {
     let mut w = Walker {
         store,
+        load_configs: options.configs,
         g: Graph::default(),
         sizes: HashMap::new(),
         diff_ids: HashMap::new(),
@@ -325,7 +333,9 @@ impl Walker<'_> {
         let sniff = kind == Kind::Unknown
             && matches!(role, Role::Entry | Role::Referrer)
             && desc.size <= MAX_DOCUMENT_SIZE as i64;
-        let is_doc = kind.is_document() || kind == Kind::Schema1 || sniff;
+        let is_doc = (kind.is_document() && (self.load_configs || kind != Kind::ImageConfig))
+            || kind == Kind::Schema1
+            || sniff;
         self.g.reached.insert(
             digest.clone(),
             Reached {
@@ -500,7 +510,13 @@ impl Walker<'_> {
             Kind::Index | Kind::Manifest => own_kind,
             _ => expected,
         };
-        let doc = match spec::parse_document(bytes, kind) {
+        let schema_version = value.get("schemaVersion").and_then(|v| v.as_i64());
+        let manifests_field = match value.get("manifests") {
+            Some(serde_json::Value::Array(_)) => 0,
+            Some(serde_json::Value::Null) => 1,
+            _ => 2,
+        };
+        let doc = match spec::document_from_value(value, kind) {
             Ok(d) => d,
             Err(e) => {
                 let k = match e {
@@ -512,7 +528,7 @@ impl Walker<'_> {
                 return;
             }
         };
-        if value.get("schemaVersion").and_then(|v| v.as_i64()) != Some(2) {
+        if schema_version != Some(2) {
             self.push(
                 IssueKind::SchemaInvalid,
                 digest.clone(),
@@ -522,9 +538,9 @@ impl Walker<'_> {
         }
         match doc {
             Document::Index(idx) => {
-                match value.get("manifests") {
-                    Some(serde_json::Value::Array(_)) => {}
-                    Some(serde_json::Value::Null) => self.push(
+                match manifests_field {
+                    0 => {}
+                    1 => self.push(
                         IssueKind::SchemaInvalid,
                         digest.clone(),
                         path,

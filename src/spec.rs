@@ -608,6 +608,15 @@ pub fn parse_document(bytes: &[u8], expected: Kind) -> Result<Document, Document
     check_json(bytes)?;
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| DocumentError::Syntax(e.to_string()))?;
+    document_from_value(value, expected)
+}
+
+/// [`parse_document`] for a value already parsed from bytes that passed
+/// [`check_json`] (so callers that also need the raw value parse once).
+///
+/// # Errors
+/// See [`DocumentError`].
+pub fn document_from_value(value: Value, expected: Kind) -> Result<Document, DocumentError> {
     let obj = value
         .as_object()
         .ok_or_else(|| DocumentError::Syntax("the document is not a JSON object".into()))?;

@@ -496,7 +496,9 @@ impl Store for LayoutStore {
                 });
             }
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
+        // Byte order of the whole path (a Path compares component by
+        // component, which costs on 10,000s of blobs).
+        out.sort_unstable_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
         Ok(out)
     }
 }

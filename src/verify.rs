@@ -272,7 +272,7 @@ pub fn verify_with_progress(
     options: &VerifyOptions,
     progress: &dyn Progress,
 ) -> VerifyReport {
-    let graph = graph::walk(store, WalkOptions { referrers: true });
+    let graph = graph::walk(store, WalkOptions::default());
     let mut findings = graph.issues.clone();
     let mut blobs_checked = graph.reached.values().filter(|r| r.verified).count() as u64;
     let mut bytes_checked: u64 = graph
@@ -593,6 +593,12 @@ fn unreferenced(store: &dyn Store, graph: &Graph) -> Vec<Finding> {
         let p = e.path.display().to_string();
         match &e.digest {
             Some(d) if graph.reached.contains_key(d) => {}
+            Some(_) if !e.regular => out.push(finding(
+                IssueKind::NonRegular,
+                e.digest.as_ref().map(|d| d.to_string()),
+                &p,
+                format!("{p} is not a regular file; gc refuses to run until it is removed"),
+            )),
             Some(d) => out.push(finding(
                 IssueKind::Unreferenced,
                 Some(d.to_string()),

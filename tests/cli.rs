@@ -371,3 +371,26 @@ fn copy_deep_checks_diff_ids_before_writing() {
     let o = ocikit(["copy".as_ref(), src.as_os_str(), dst.as_os_str()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+#[test]
+fn verify_and_gc_agree_on_a_fifo_under_blobs() {
+    // Regression: verify called an unreferenced FIFO garbage "gc would remove",
+    // while gc refuses to run with it there.
+    let (_t, d) = demo_copy();
+    let fifo = d.join("blobs/sha256").join("f".repeat(64));
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = ocikit(["verify".as_ref(), d.as_os_str()]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("is not a regular file; gc refuses to run until it is removed"),
+        "{}",
+        stdout(&o)
+    );
+    let o = ocikit(["gc".as_ref(), d.as_os_str()]);
+    assert_eq!(code(&o), 2);
+    assert!(fifo.exists());
+}

@@ -504,3 +504,42 @@ pub fn tools(test: &str, names: &[&str]) -> bool {
     }
     true
 }
+
+// ---------------------------------------------------------------- gc and crash tests
+
+/// Every regular file under `root/blobs`, as `alg/encoded` (directories and
+/// symlinks are left out): the blob set a gc keeps.
+pub fn blob_files(root: &Path) -> std::collections::BTreeSet<String> {
+    let blobs = root.join("blobs");
+    walkdir::WalkDir::new(&blobs)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(&blobs).unwrap().display().to_string())
+        .collect()
+}
+
+/// `alg/encoded` of a digest or descriptor's digest (the form of [`blob_files`]).
+pub fn blob_name(digest: &str) -> String {
+    let (alg, hex) = digest.split_once(':').unwrap();
+    format!("{alg}/{hex}")
+}
+
+/// Takes the writer lock on a layout as another ocikit would (exclusive flock
+/// on `.ocikit.lock`, our pid in it); released when the file is dropped.
+pub fn hold_lock(root: &Path) -> fs::File {
+    let path = root.join(".ocikit.lock");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    f.lock().unwrap();
+    f.set_len(0).unwrap();
+    f.write_all(std::process::id().to_string().as_bytes())
+        .unwrap();
+    f.flush().unwrap();
+    f
+}
