@@ -124,12 +124,8 @@ enum Command {
         target: String,
         #[command(flatten)]
         opts: CopyArgs,
-        /// Archive format for a file target (default: from the transport, else oci-archive).
-        #[arg(long, value_enum)]
-        format: Option<FormatArg>,
-        /// Compress a file target as a whole (default: from its extension, else none).
-        #[arg(long, value_enum)]
-        compress: Option<CompressArg>,
+        #[command(flatten)]
+        archive: ArchiveArgs,
     },
     /// Copy images into a layout directory (created if absent).
     #[command(
@@ -153,12 +149,8 @@ enum Command {
         locations: Vec<String>,
         #[command(flatten)]
         opts: CopyArgs,
-        /// Archive format (default: from FILE's transport, else oci-archive).
-        #[arg(long, value_enum)]
-        format: Option<FormatArg>,
-        /// Compress the archive as a whole (default: from FILE's extension, else none).
-        #[arg(long, value_enum)]
-        compress: Option<CompressArg>,
+        #[command(flatten)]
+        archive: ArchiveArgs,
     },
     /// Remove blobs that nothing in index.json reaches (plan, then apply).
     #[command(
@@ -216,6 +208,17 @@ struct CopyArgs {
     /// a new manifest; its config, image ID and diff_ids are unchanged).
     #[arg(long)]
     uncompressed_layers: bool,
+}
+
+/// How an archive target is written (copy to a file, export).
+#[derive(clap::Args)]
+struct ArchiveArgs {
+    /// Archive format for a file target (default: from its transport, else oci-archive).
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Compress a file target as a whole (default: from its extension, else none).
+    #[arg(long, value_enum)]
+    compress: Option<CompressArg>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -384,9 +387,16 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
             source,
             target,
             opts,
-            format,
-            compress,
-        } => copy_cmd(&[source], &target, &opts, format, compress, false).map(|()| None),
+            archive,
+        } => copy_cmd(
+            &[source],
+            &target,
+            &opts,
+            archive.format,
+            archive.compress,
+            false,
+        )
+        .map(|()| None),
         Command::Import {
             source,
             layout,
@@ -405,11 +415,18 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
         Command::Export {
             mut locations,
             opts,
-            format,
-            compress,
+            archive,
         } => {
             let file = locations.pop().unwrap_or_default();
-            copy_cmd(&locations, &file, &opts, format, compress, true).map(|()| None)
+            copy_cmd(
+                &locations,
+                &file,
+                &opts,
+                archive.format,
+                archive.compress,
+                true,
+            )
+            .map(|()| None)
         }
     }
 }

@@ -422,17 +422,7 @@ fn find_by_digest(
             media_type: "blob that is neither a manifest nor an index".into(),
         });
     }
-    Ok(Descriptor {
-        media_type,
-        digest: wanted,
-        size,
-        urls: None,
-        annotations: None,
-        data: None,
-        artifact_type: None,
-        platform: None,
-        extra: Default::default(),
-    })
+    Ok(crate::docker::descriptor(&media_type, digest, size as u64))
 }
 
 /// Resolves a reference to the descriptor it names, without choosing a
