@@ -142,10 +142,10 @@ impl Dockerd {
         };
         loop {
             if let Some(status) = d.child.try_wait().unwrap() {
-                panic!(
+                return unavailable(format!(
                     "dockerd exited before answering ({status}); log:\n{}",
                     d.log_tail(40)
-                );
+                ));
             }
             let v = d.docker(["version", "--format", "{{.Server.Version}}"]);
             if v.status.success() {
@@ -163,10 +163,10 @@ impl Dockerd {
             if t0.elapsed() > START_TIMEOUT {
                 let msg = String::from_utf8_lossy(&v.stderr).into_owned();
                 // Drop stops the child and removes the directory.
-                panic!(
+                return unavailable(format!(
                     "dockerd did not answer within {START_TIMEOUT:?} (last: {msg}); log:\n{}",
                     d.log_tail(40)
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -395,4 +395,15 @@ impl Drop for Dockerd {
             }
         }
     }
+}
+
+/// A daemon that cannot start here is an environment problem, not an ocikit
+/// bug: the engine tests skip, loudly, unless `OCIKIT_REQUIRE_DOCKER=1` makes
+/// that a failure (as design.md asks: skip where no engine can run).
+fn unavailable(why: String) -> Option<Dockerd> {
+    if std::env::var_os("OCIKIT_REQUIRE_DOCKER").is_some_and(|v| v == "1") {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPING docker engine tests: {why}");
+    None
 }
