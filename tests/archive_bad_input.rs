@@ -21,96 +21,18 @@ use serde_json::Value;
 
 // ---------------------------------------------------------------- running
 
-/// One finished run of the binary.
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().expect("temporary paths are UTF-8").to_string()
-}
-
-/// Runs `ocikit ARGS` with extra environment variables and, optionally, a
-/// working directory; checks it did not panic and was not killed.
 fn run_with(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> Run {
-    let mut c = Command::new(bin());
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    if let Some(d) = cwd {
-        c.current_dir(d);
-    }
-    let o = c.output().expect("run ocikit");
-    let r = Run {
-        code: code(&o),
-        out: stdout(&o),
-        err: stderr(&o),
-    };
-    assert!(
-        !r.err.contains("panicked") && r.code != 101,
-        "ocikit {args:?} panicked (exit {}):\n{}",
-        r.code,
-        r.err
-    );
-    assert!(
-        (0..=2).contains(&r.code),
-        "ocikit {args:?} exited {} (killed by a signal?):\nstdout: {}\nstderr: {}",
-        r.code,
-        r.out,
-        r.err
-    );
-    r
+    run_checked_with(args, env, cwd)
 }
 
 fn run(args: &[&str]) -> Run {
-    run_with(args, &[], None)
+    run_checked(args)
 }
 
 fn run_ok(args: &[&str]) -> Run {
     let r = run(args);
     assert_eq!(r.code, 0, "ocikit {args:?} failed:\n{}", r.err);
     r
-}
-
-/// Asserts an operational error: exit 2 and exactly one `ocikit: error:` line
-/// (notes and warnings may precede it) that contains every needle.
-fn assert_error(args: &[&str], r: &Run, needles: &[&str]) -> String {
-    assert_eq!(
-        r.code, 2,
-        "ocikit {args:?} should fail with exit 2\nstdout: {}\nstderr: {}",
-        r.out, r.err
-    );
-    let lines: Vec<&str> = r
-        .err
-        .lines()
-        .filter(|l| !l.starts_with("ocikit: warning:") && !l.starts_with("ocikit: note:"))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "ocikit {args:?}: expected one error line, got:\n{}",
-        r.err
-    );
-    let line = lines[0];
-    assert!(
-        line.starts_with("ocikit: error: "),
-        "ocikit {args:?}: {line}"
-    );
-    for n in needles {
-        assert!(
-            line.contains(n),
-            "ocikit {args:?}: the error should mention {n:?}:\n{line}"
-        );
-    }
-    line.to_string()
-}
-
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let r = run(args);
-    assert_error(args, &r, needles)
 }
 
 /// `verify --json [--deep] LOC`, expecting exit 0 or 1: the code and report.

@@ -9,20 +9,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
 
 // ---------------------------------------------------------------- running
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| stdout(&o).trim() == "0")
-        .unwrap_or(false)
-}
 
 fn demo_at(reference: &str) -> String {
     format!("{}:{reference}", s(&demo()))

@@ -17,82 +17,9 @@ use serde_json::{json, Value};
 
 // ---------------------------------------------------------------- running
 
-/// One finished run of the binary.
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().expect("temporary paths are UTF-8").to_string()
-}
-
-/// Runs `ocikit ARGS` and checks it did not panic (exit 101, "panicked") and
-/// was not killed by a signal.
+/// Runs `ocikit ARGS`, checking it did not panic.
 fn run(args: &[&str]) -> Run {
-    let o = ocikit(args);
-    let r = Run {
-        code: code(&o),
-        out: stdout(&o),
-        err: stderr(&o),
-    };
-    assert_no_panic(args, &r);
-    r
-}
-
-fn assert_no_panic(args: &[&str], r: &Run) {
-    assert!(
-        !r.err.contains("panicked") && r.code != 101,
-        "ocikit {args:?} panicked (exit {}):\n{}",
-        r.code,
-        r.err
-    );
-    assert!(
-        (0..=2).contains(&r.code),
-        "ocikit {args:?} exited {} (killed by a signal?):\nstdout: {}\nstderr: {}",
-        r.code,
-        r.out,
-        r.err
-    );
-}
-
-/// Asserts an operational error: exit 2 and exactly one `ocikit: error:` line
-/// (warnings may precede it) that contains every needle.
-fn assert_error(args: &[&str], r: &Run, needles: &[&str]) -> String {
-    assert_eq!(
-        r.code, 2,
-        "ocikit {args:?} should fail with exit 2\nstdout: {}\nstderr: {}",
-        r.out, r.err
-    );
-    let lines: Vec<&str> = r
-        .err
-        .lines()
-        .filter(|l| !l.starts_with("ocikit: warning:"))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "ocikit {args:?}: expected one error line, got:\n{}",
-        r.err
-    );
-    let line = lines[0];
-    assert!(
-        line.starts_with("ocikit: error: "),
-        "ocikit {args:?}: {line}"
-    );
-    for n in needles {
-        assert!(
-            line.contains(n),
-            "ocikit {args:?}: error should mention {n:?}:\n{line}"
-        );
-    }
-    line.to_string()
-}
-
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let r = run(args);
-    assert_error(args, &r, needles)
+    run_checked(args)
 }
 
 /// `verify --json [--deep] ROOT`: the exit code and the parsed report.
@@ -1043,13 +970,7 @@ fn run_capped(args: &[&str]) -> (Run, Duration) {
         .args(args)
         .output()
         .unwrap();
-    let r = Run {
-        code: code(&o),
-        out: stdout(&o),
-        err: stderr(&o),
-    };
-    assert_no_panic(args, &r);
-    (r, start.elapsed())
+    (Run::checked(args, &o), start.elapsed())
 }
 
 #[test]

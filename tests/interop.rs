@@ -6,18 +6,9 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| stdout(&o).trim() == "0")
-        .unwrap_or(false)
-}
 
 /// `umoci init`, `umoci new --image L:base`, `umoci insert` of one file as
 /// `/hello.txt`. Returns the layout path.

@@ -543,3 +543,105 @@ pub fn hold_lock(root: &Path) -> fs::File {
     f.flush().unwrap();
     f
 }
+
+// ---------------------------------------------------------------- checked runs of ocikit
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| stdout(&o).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// One finished run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub out: String,
+    pub err: String,
+}
+
+impl Run {
+    /// Wraps an output, checking ocikit did not panic and was not killed.
+    pub fn checked(args: &[&str], o: &Output) -> Run {
+        let r = Run {
+            code: code(o),
+            out: stdout(o),
+            err: stderr(o),
+        };
+        assert!(
+            !r.err.contains("panicked") && r.code != 101,
+            "ocikit {args:?} panicked (exit {}):\n{}",
+            r.code,
+            r.err
+        );
+        assert!(
+            (0..=2).contains(&r.code),
+            "ocikit {args:?} exited {} (killed by a signal?):\nstdout: {}\nstderr: {}",
+            r.code,
+            r.out,
+            r.err
+        );
+        r
+    }
+}
+
+/// Runs `ocikit ARGS` with extra environment variables and, optionally, a
+/// working directory; checks it did not panic and was not killed.
+pub fn run_checked_with(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> Run {
+    let mut c = Command::new(bin());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    if let Some(d) = cwd {
+        c.current_dir(d);
+    }
+    let o = c.output().expect("run ocikit");
+    Run::checked(args, &o)
+}
+
+/// Runs `ocikit ARGS`; checks it did not panic and was not killed.
+pub fn run_checked(args: &[&str]) -> Run {
+    run_checked_with(args, &[], None)
+}
+
+/// Asserts an operational error: exit 2 and exactly one `ocikit: error:` line
+/// (notes and warnings may precede it) that contains every needle.
+pub fn assert_error(args: &[&str], r: &Run, needles: &[&str]) -> String {
+    assert_eq!(
+        r.code, 2,
+        "ocikit {args:?} should fail with exit 2\nstdout: {}\nstderr: {}",
+        r.out, r.err
+    );
+    let lines: Vec<&str> = r
+        .err
+        .lines()
+        .filter(|l| !l.starts_with("ocikit: warning:") && !l.starts_with("ocikit: note:"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "ocikit {args:?}: expected one error line, got:\n{}",
+        r.err
+    );
+    let line = lines[0];
+    assert!(
+        line.starts_with("ocikit: error: "),
+        "ocikit {args:?}: {line}"
+    );
+    for n in needles {
+        assert!(
+            line.contains(n),
+            "ocikit {args:?}: the error should mention {n:?}:\n{line}"
+        );
+    }
+    line.to_string()
+}
+
+/// Runs `ocikit ARGS` and asserts an operational error mentioning `needles`.
+pub fn fails(args: &[&str], needles: &[&str]) -> String {
+    let r = run_checked(args);
+    assert_error(args, &r, needles)
+}
