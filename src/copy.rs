@@ -958,14 +958,38 @@ impl<R: Read> Read for Verifying<R> {
 
 /// The archive's outer compression, finished explicitly so that errors at the
 /// end of the stream are reported, not dropped.
-enum Encoder<W: Write> {
+pub(crate) enum Encoder<W: Write> {
     Plain(W),
     Gzip(flate2::write::GzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
 impl<W: Write> Encoder<W> {
-    fn finish(self) -> io::Result<()> {
+    /// A deterministic encoder (gzip without name or time, fixed levels).
+    pub(crate) fn new(w: W, compression: Compression) -> io::Result<Encoder<W>> {
+        Ok(match compression {
+            Compression::None => Encoder::Plain(w),
+            Compression::Gzip => Encoder::Gzip(
+                flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(w, flate2::Compression::default()),
+            ),
+            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(w, 3)?),
+        })
+    }
+
+    /// Finishes the stream and gives back the writer below it.
+    pub(crate) fn finish_inner(self) -> io::Result<W> {
+        let mut inner = match self {
+            Encoder::Plain(w) => w,
+            Encoder::Gzip(e) => e.finish()?,
+            Encoder::Zstd(e) => e.finish()?,
+        };
+        inner.flush()?;
+        Ok(inner)
+    }
+
+    pub(crate) fn finish(self) -> io::Result<()> {
         let mut inner = match self {
             Encoder::Plain(w) => w,
             Encoder::Gzip(e) => e.finish()?,

@@ -7,10 +7,13 @@
 //! the tar end-of-archive marker (so the DiffID covers padding and trailing
 //! bytes, as image-spec requires). Nothing is written anywhere.
 
+use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
 
-use crate::digest::{Algorithm, Digest, HashingReader};
+use crate::digest::{Algorithm, Digest, Hasher};
 use crate::spec::Compression;
+use crate::tarstream::{TarError, TarReader};
 
 /// A problem reading a layer stream.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,13 @@ pub enum LayerError {
         /// Entries read before the error.
         entries: u64,
         /// The error.
-        source: io::Error,
+        source: TarError,
+    },
+    /// The decompressed stream passed the limit.
+    #[error("decompresses to more than {limit} bytes; refusing (a decompression bomb?). Set OCIKIT_MAX_DECOMPRESSED to raise the limit")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
     },
     /// Reading the blob failed.
     #[error("cannot be read: {0}")]
@@ -74,9 +83,194 @@ pub fn decoder<'a, R: BufRead + 'a>(
     })
 }
 
+/// A decompression failure, carried inside an `io::Error` through the tar
+/// reader so that it can be told apart from a tar problem.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot be decompressed as {compression}: {source}")]
+pub struct DecodeError {
+    /// The compression.
+    pub compression: Compression,
+    /// The decoder's error.
+    pub source: io::Error,
+}
+
+/// The decompressed stream passed the size limit, carried like [`DecodeError`].
+#[derive(Debug, thiserror::Error)]
+#[error("decompresses to more than {limit} bytes; refusing (a decompression bomb?). Set OCIKIT_MAX_DECOMPRESSED to raise the limit")]
+pub struct TooLarge {
+    /// The limit in bytes.
+    pub limit: u64,
+}
+
+struct SharedHash<R> {
+    inner: R,
+    state: Rc<RefCell<(Hasher, u64)>>,
+}
+
+impl<R: Read> Read for SharedHash<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut s = self.state.borrow_mut();
+        s.0.update(&buf[..n]);
+        s.1 += n as u64;
+        Ok(n)
+    }
+}
+
+/// A layer's decompressed bytes, hashed as they are read: the stored bytes
+/// with the blob's algorithm, the decompressed bytes with sha256 (the
+/// DiffID), and the decompressed size capped at a limit.
+pub struct LayerStream<'a> {
+    reader: Box<dyn Read + 'a>,
+    blob: Rc<RefCell<(Hasher, u64)>>,
+    diff: Hasher,
+    diff_len: u64,
+    limit: u64,
+    compression: Compression,
+}
+
+impl<'a> LayerStream<'a> {
+    /// Opens `reader` (the stored bytes) as a layer announced as `compression`;
+    /// the bytes' own magic must agree. `limit` caps the decompressed size.
+    ///
+    /// # Errors
+    /// [`LayerError::CompressionMismatch`], read and decoder set-up errors.
+    pub fn open<R: Read + 'a>(
+        reader: R,
+        algorithm: Algorithm,
+        compression: Compression,
+        limit: u64,
+    ) -> Result<LayerStream<'a>, LayerError> {
+        let blob = Rc::new(RefCell::new((Hasher::new(algorithm), 0u64)));
+        let mut outer = BufReader::with_capacity(
+            256 << 10,
+            SharedHash {
+                inner: reader,
+                state: blob.clone(),
+            },
+        );
+        let head = outer.fill_buf()?;
+        let sniffed = Compression::sniff(head);
+        let found = match sniffed {
+            Some(Compression::Gzip) => "gzip",
+            Some(Compression::Zstd) => "zstd",
+            _ => "not compressed",
+        };
+        let mismatch = match compression {
+            Compression::None => sniffed.is_some(),
+            c => sniffed != Some(c),
+        };
+        if mismatch && !head.is_empty() {
+            return Err(LayerError::CompressionMismatch {
+                announced: compression,
+                found,
+            });
+        }
+        let reader = decoder(outer, compression).map_err(|source| LayerError::Decompress {
+            compression,
+            source,
+        })?;
+        Ok(LayerStream {
+            reader,
+            blob,
+            diff: Hasher::new(Algorithm::Sha256),
+            diff_len: 0,
+            limit,
+            compression,
+        })
+    }
+
+    /// Reads to the end of both streams and returns the digests.
+    ///
+    /// # Errors
+    /// Read and decompression errors.
+    pub fn finish(mut self, entries: u64) -> Result<LayerDigests, LayerError> {
+        io::copy(&mut self, &mut io::sink()).map_err(layer_error(entries))?;
+        let LayerStream {
+            reader,
+            blob,
+            diff,
+            diff_len,
+            ..
+        } = self;
+        drop(reader);
+        let (hasher, blob_size) = Rc::try_unwrap(blob)
+            .map(RefCell::into_inner)
+            .map_err(|_| LayerError::Io(io::Error::other("layer hash still shared")))?;
+        Ok(LayerDigests {
+            blob_digest: hasher.finish(),
+            blob_size,
+            diff_id: diff.finish(),
+            uncompressed_size: diff_len,
+            entries,
+        })
+    }
+}
+
+impl Read for LayerStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.reader.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(source) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    DecodeError {
+                        compression: self.compression,
+                        source,
+                    },
+                ))
+            }
+        };
+        self.diff_len += n as u64;
+        if self.diff_len > self.limit {
+            return Err(io::Error::other(TooLarge { limit: self.limit }));
+        }
+        self.diff.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Turns an I/O error from a layer stream into the right [`LayerError`].
+pub fn layer_error(entries: u64) -> impl Fn(io::Error) -> LayerError {
+    move |e| classify_io(e, entries)
+}
+
+fn classify_io(e: io::Error, entries: u64) -> LayerError {
+    if e.get_ref().is_some_and(|r| r.is::<DecodeError>()) {
+        if let Some(inner) = e.into_inner() {
+            if let Ok(d) = inner.downcast::<DecodeError>() {
+                return LayerError::Decompress {
+                    compression: d.compression,
+                    source: d.source,
+                };
+            }
+        }
+        return LayerError::Io(io::Error::other("decoder error"));
+    }
+    if let Some(t) = e.get_ref().and_then(|r| r.downcast_ref::<TooLarge>()) {
+        return LayerError::TooLarge { limit: t.limit };
+    }
+    LayerError::Tar {
+        entries,
+        source: TarError::Io(e),
+    }
+}
+
+/// Turns a tar reader error into a [`LayerError`].
+pub fn tar_error(e: TarError, entries: u64) -> LayerError {
+    match e {
+        TarError::Io(io) => classify_io(io, entries),
+        other => LayerError::Tar {
+            entries,
+            source: other,
+        },
+    }
+}
+
 /// Reads a whole layer once: hashes the stored bytes with `algorithm`,
 /// decompresses, hashes the decompressed bytes (sha256) and walks the tar
-/// entries, draining both streams to their ends.
+/// entries (with [`crate::tarstream`]), draining both streams to their ends.
 ///
 /// # Errors
 /// See [`LayerError`].
@@ -85,73 +279,38 @@ pub fn digest_layer<R: Read>(
     algorithm: Algorithm,
     compression: Compression,
 ) -> Result<LayerDigests, LayerError> {
-    let mut outer = BufReader::with_capacity(256 << 10, HashingReader::new(reader, algorithm));
-    let head = outer.fill_buf()?;
-    let sniffed = Compression::sniff(head);
-    let found = match sniffed {
-        Some(Compression::Gzip) => "gzip",
-        Some(Compression::Zstd) => "zstd",
-        _ => "not compressed",
-    };
-    let mismatch = match compression {
-        Compression::None => sniffed.is_some(),
-        c => sniffed != Some(c),
-    };
-    if mismatch && !head.is_empty() {
-        return Err(LayerError::CompressionMismatch {
-            announced: compression,
-            found,
-        });
-    }
-    let decompress_err = |source| LayerError::Decompress {
-        compression,
-        source,
-    };
-    let (diff_id, uncompressed_size, entries) = {
-        let dec = decoder(&mut outer, compression).map_err(decompress_err)?;
-        let mut inner = HashingReader::new(dec, Algorithm::Sha256);
-        let mut entries = 0u64;
-        {
-            let mut archive = tar::Archive::new(&mut inner);
-            let iter = archive
-                .entries()
-                .map_err(|source| LayerError::Tar { entries, source })?;
-            for entry in iter {
-                let mut entry = entry.map_err(|source| classify(source, compression, entries))?;
-                // Read the data so that decompression errors surface here.
-                io::copy(&mut entry, &mut io::sink())
-                    .map_err(|source| classify(source, compression, entries))?;
-                entries += 1;
-            }
-        }
-        let (d, n) = inner.drain_and_finish().map_err(decompress_err)?;
-        (d, n, entries)
-    };
-    io::copy(&mut outer, &mut io::sink())?;
-    let (blob_digest, blob_size) = outer.into_inner().drain_and_finish()?;
-    Ok(LayerDigests {
-        blob_digest,
-        blob_size,
-        diff_id,
-        uncompressed_size,
-        entries,
-    })
+    digest_layer_limited(reader, algorithm, compression, u64::MAX)
 }
 
-/// Errors from inside the tar reader may come from the decoder below it.
-fn classify(source: io::Error, compression: Compression, entries: u64) -> LayerError {
-    let from_decoder = compression != Compression::None
-        && matches!(
-            source.kind(),
-            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData
-        )
-        && !source.to_string().contains("archive");
-    if from_decoder {
-        LayerError::Decompress {
-            compression,
-            source,
+/// [`digest_layer`] with a cap on the decompressed size.
+///
+/// # Errors
+/// See [`LayerError`].
+pub fn digest_layer_limited<R: Read>(
+    reader: R,
+    algorithm: Algorithm,
+    compression: Compression,
+    limit: u64,
+) -> Result<LayerDigests, LayerError> {
+    let mut stream = LayerStream::open(reader, algorithm, compression, limit)?;
+    let entries = {
+        let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let entries = tar.entries();
+            match tar.next_entry() {
+                Ok(Some(_)) => loop {
+                    // Read the data so that decompression errors surface here.
+                    match tar.read_data(&mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => return Err(classify_io(e, entries)),
+                    }
+                },
+                Ok(None) => break tar.entries(),
+                Err(e) => return Err(tar_error(e, entries)),
+            }
         }
-    } else {
-        LayerError::Tar { entries, source }
-    }
+    };
+    stream.finish(entries)
 }

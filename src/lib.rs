@@ -41,6 +41,7 @@ pub mod archive;
 pub mod copy;
 pub mod digest;
 pub mod docker;
+pub mod flatten;
 pub mod gc;
 pub mod graph;
 pub mod layer;
@@ -49,7 +50,9 @@ pub mod platform;
 pub mod reference;
 pub mod resolve;
 pub mod spec;
+pub mod squash;
 pub mod store;
+pub mod tarstream;
 pub mod verify;
 
 pub use digest::{Algorithm, Digest};

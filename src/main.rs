@@ -152,6 +152,49 @@ enum Command {
         #[command(flatten)]
         archive: ArchiveArgs,
     },
+    /// Apply an image's layers to a new directory or a tar stream: its root filesystem.
+    #[command(
+        after_help = "Whiteouts, hardlinks, owners, modes, xattrs and times are applied as the image\nmeans them; no entry can write outside the output. --output DIR must not exist\nor be empty; the tree is built beside it and renamed into place on success.\nAs non-root (or with --rootless) owners are recorded in the user.rootlesscontainers\nxattr instead of set, and device nodes are skipped.\nExamples:\n  ocikit flatten testdata/demo:1.0 --platform linux/amd64 --output rootfs\n  ocikit flatten docker-archive:app.tar --tar - | tar -tv"
+    )]
+    Flatten {
+        /// LOCATION[:REF].
+        location: String,
+        /// Directory to create with the tree.
+        #[arg(long, conflicts_with = "tar", required_unless_present = "tar")]
+        output: Option<PathBuf>,
+        /// Write the tree as one tar stream to FILE (`-` for stdout).
+        #[arg(long)]
+        tar: Option<PathBuf>,
+        /// Platform to choose in a multi-platform index; default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Do not set owners or create device nodes, even as root (as `umoci unpack --rootless`).
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Squash an image into one layer, written into a layout under a new tag.
+    #[command(
+        after_help = "The layer is the flattened tree as a reproducible tar (same input, same digest).\nThe config keeps every field but rootfs.diff_ids (one) and history (one entry).\nExamples:\n  ocikit squash ./images:1.0 --tag 1.0-squashed\n  ocikit squash app.tar --tag app --layout ./images --compress zstd"
+    )]
+    Squash {
+        /// LOCATION[:REF].
+        location: String,
+        /// Tag for the squashed image.
+        #[arg(long)]
+        tag: String,
+        /// Layout to write into (default: LOCATION, when it is a layout).
+        #[arg(long)]
+        layout: Option<PathBuf>,
+        /// Compression of the new layer.
+        #[arg(long, value_enum, default_value = "gzip")]
+        compress: CompressArg,
+        /// Platform to choose in a multi-platform index; default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Do not set owners or create device nodes while staging, even as root.
+        #[arg(long)]
+        rootless: bool,
+    },
     /// Remove blobs that nothing in index.json reaches (plan, then apply).
     #[command(
         after_help = "Keeps everything reachable from index.json (tagged or untagged entries),\nand referrers whose subject is kept. Refuses a damaged graph (exit 2, nothing deleted).\nExamples:\n  ocikit gc ./images --dry-run\n  ocikit gc ./images --prune-untagged"
@@ -376,6 +419,29 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
             deep,
             json,
         } => verify_cmd(&location, deep, json),
+        Command::Flatten {
+            location,
+            output,
+            tar,
+            platform,
+            rootless,
+        } => flatten_cmd(&location, output, tar, choice(platform), rootless).map(|()| None),
+        Command::Squash {
+            location,
+            tag,
+            layout,
+            compress,
+            platform,
+            rootless,
+        } => squash_cmd(
+            &location,
+            &tag,
+            layout,
+            compress,
+            choice(platform),
+            rootless,
+        )
+        .map(|()| None),
         Command::Gc {
             layout,
             dry_run,
@@ -429,6 +495,103 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
             .map(|()| None)
         }
     }
+}
+
+fn flatten_cmd(
+    location: &str,
+    output: Option<PathBuf>,
+    tar: Option<PathBuf>,
+    platform: PlatformChoice,
+    rootless: bool,
+) -> Result<()> {
+    let (loc, store) = open_store(location)?;
+    let image = resolve_image(&store, &loc, &platform)?;
+    let options = ocikit::flatten::FlattenOptions { rootless };
+    let report = match (output, tar) {
+        (Some(dir), _) => ocikit::flatten::flatten_to_dir(&store, &image, &dir, &options)?,
+        (None, Some(file)) if file.as_os_str() == "-" => {
+            let staging = std::env::temp_dir();
+            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let (mut w, report) =
+                ocikit::squash::flatten_to_tar(&store, &image, &staging, stdout, &options)?;
+            w.flush()?;
+            report
+        }
+        (None, Some(file)) => {
+            let parent = match file.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let tmp = tempfile::Builder::new()
+                .prefix(".ocikit-tar-")
+                .tempfile_in(&parent)
+                .with_context(|| {
+                    format!("cannot create a temporary file in {}", parent.display())
+                })?;
+            let out = io::BufWriter::with_capacity(1 << 20, tmp);
+            let (w, report) =
+                ocikit::squash::flatten_to_tar(&store, &image, &parent, out, &options)?;
+            let tmp = w
+                .into_inner()
+                .map_err(|e| anyhow!("{}: {}", file.display(), e.error()))?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&file)
+                .map_err(|e| anyhow!("{}: {}", file.display(), e.error))?;
+            report
+        }
+        (None, None) => bail!("give --output DIR or --tar FILE"),
+    };
+    for w in &report.warnings {
+        eprintln!("ocikit: warning: {w}");
+    }
+    Ok(())
+}
+
+fn squash_cmd(
+    location: &str,
+    tag: &str,
+    layout: Option<PathBuf>,
+    compress: CompressArg,
+    platform: PlatformChoice,
+    rootless: bool,
+) -> Result<()> {
+    let (loc, store) = open_store(location)?;
+    let target = match layout {
+        Some(dir) => dir,
+        None if loc.path.is_dir() => loc.path.clone(),
+        None => bail!(
+            "{} is not a layout; give --layout DIR for the squashed image",
+            loc.path.display()
+        ),
+    };
+    let layout = Layout::open(&target)?;
+    let image = resolve_image(&store, &loc, &platform)?;
+    let compression = match compress {
+        CompressArg::None => Compression::None,
+        CompressArg::Gzip => Compression::Gzip,
+        CompressArg::Zstd => Compression::Zstd,
+    };
+    let report = ocikit::squash::squash(
+        &store,
+        &image,
+        &layout,
+        tag,
+        &ocikit::squash::SquashOptions {
+            compression,
+            rootless,
+        },
+    )?;
+    for w in &report.warnings {
+        eprintln!("ocikit: warning: {w}");
+    }
+    println!(
+        "{}:{tag} {} ({} layers squashed into {})",
+        target.display(),
+        report.manifest.digest,
+        report.layers,
+        report.layer
+    );
+    Ok(())
 }
 
 fn gc_cmd(

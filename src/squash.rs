@@ -1,0 +1,483 @@
+//! Writing a flattened tree as one reproducible tar stream (`flatten --tar`)
+//! and as a one-layer image (`squash`).
+//!
+//! The tree is first built by [`crate::flatten`] in a private staging
+//! directory, so the tar holds exactly what `flatten --output` produces.
+//! Members are sorted by name (bytewise, a directory before its contents),
+//! the root is `./`, names carry no `./` prefix, owners are numeric with
+//! empty user and group names, and times are the entries' own (PAX records
+//! carry nanoseconds, times before 1970 and xattrs). Hardlinked files are
+//! written once, later names as links to the first. Same tree, same bytes.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::copy::Encoder;
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::flatten::{self, FlattenError, FlattenOptions, FlattenReport, Recorded};
+use crate::layout::{Layout, TMP_DIR};
+use crate::resolve::Image;
+use crate::spec::{self, media_type as mt, Compression, Descriptor};
+use crate::store::Store;
+
+/// Writes the tree under `dir` as a tar stream to `out`. `recorded` gives
+/// owners that were recorded instead of set (rootless flattens); the
+/// `user.rootlesscontainers` xattr is then not written. Returns the number
+/// of members.
+///
+/// # Errors
+/// I/O errors, naming the path.
+pub fn write_tree_tar<W: Write>(
+    dir: &Path,
+    out: W,
+    recorded: Option<&Recorded>,
+) -> io::Result<(W, u64)> {
+    let mut tar = tar::Builder::new(out);
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut count = 0u64;
+    let walker = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    let mut buf = vec![0u8; 1 << 20];
+    for entry in walker {
+        let entry = entry.map_err(|e| io::Error::other(e.to_string()))?;
+        let path = entry.path();
+        let rel = path.strip_prefix(dir).map_err(io::Error::other)?;
+        let meta = std::fs::symlink_metadata(path)?;
+        let ft = meta.file_type();
+        let with_ctx = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let mut name: Vec<u8> = if rel.as_os_str().is_empty() {
+            b"./".to_vec()
+        } else {
+            rel.as_os_str().as_bytes().to_vec()
+        };
+        let mut h = tar::Header::new_gnu();
+        let (uid, gid) = match recorded {
+            Some(r) => r.get(&(meta.dev(), meta.ino())).copied().unwrap_or((0, 0)),
+            None => (u64::from(meta.uid()), u64::from(meta.gid())),
+        };
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mode(meta.mode() & 0o7777);
+        let (sec, nsec) = (meta.mtime(), meta.mtime_nsec());
+        h.set_mtime(u64::try_from(sec).unwrap_or(0));
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        if sec < 0 || nsec != 0 {
+            pax.push(("mtime".into(), pax_time(sec, nsec).into_bytes()));
+        }
+        if !ft.is_symlink() {
+            for (k, v) in xattrs(path).map_err(with_ctx)? {
+                if recorded.is_some() && k == b"user.rootlesscontainers" {
+                    continue;
+                }
+                let key = format!("SCHILY.xattr.{}", String::from_utf8_lossy(&k));
+                pax.push((key, v));
+            }
+        }
+        let hardlink_of = if !ft.is_dir() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            match links.get(&key) {
+                Some(first) => Some(first.clone()),
+                None => {
+                    links.insert(key, PathBuf::from(std::ffi::OsStr::from_bytes(&name)));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if !pax.is_empty() {
+            tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        }
+        count += 1;
+        if let Some(first) = hardlink_of {
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_size(0);
+            tar.append_link(&mut h, os(&name), &first)?;
+            continue;
+        }
+        if ft.is_dir() {
+            if name != b"./" {
+                name.push(b'/');
+            }
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            tar.append_data(&mut h, os(&name), io::empty())?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(path).map_err(with_ctx)?;
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            tar.append_link(&mut h, os(&name), &target)?;
+        } else if ft.is_file() {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(meta.len());
+            let mut f = File::open(path).map_err(with_ctx)?;
+            // The header, then the data in 1 MiB steps, then padding.
+            tar.append_data(
+                &mut h,
+                os(&name),
+                LimitedCopy::new(&mut f, meta.len(), &mut buf),
+            )?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            h.set_entry_type(if ft.is_char_device() {
+                tar::EntryType::Char
+            } else if ft.is_block_device() {
+                tar::EntryType::Block
+            } else {
+                tar::EntryType::Fifo
+            });
+            let rdev = meta.rdev();
+            if !ft.is_fifo() {
+                h.set_device_major(libc::major(rdev))?;
+                h.set_device_minor(libc::minor(rdev))?;
+            }
+            h.set_size(0);
+            tar.append_data(&mut h, os(&name), io::empty())?;
+        } else {
+            // Sockets cannot be stored in tar.
+            count -= 1;
+        }
+    }
+    let out = tar.into_inner()?;
+    Ok((out, count))
+}
+
+fn os(b: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(b))
+}
+
+/// Reads exactly `len` bytes (a file that changed size is an error).
+struct LimitedCopy<'a> {
+    f: &'a mut File,
+    left: u64,
+    _buf: &'a mut Vec<u8>,
+}
+
+impl<'a> LimitedCopy<'a> {
+    fn new(f: &'a mut File, len: u64, buf: &'a mut Vec<u8>) -> LimitedCopy<'a> {
+        LimitedCopy {
+            f,
+            left: len,
+            _buf: buf,
+        }
+    }
+}
+
+impl Read for LimitedCopy<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = out
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.f.read(&mut out[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being read",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn pax_time(sec: i64, nsec: i64) -> String {
+    if nsec == 0 {
+        return sec.to_string();
+    }
+    if sec < 0 {
+        // -2 s + 0.5 s = -1.5 s
+        format!("-{}.{:09}", -(sec + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{sec}.{nsec:09}")
+    }
+}
+
+/// A path's xattrs (not following a symlink), sorted by name.
+fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut names = vec![0u8; 64 << 10];
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOTSUP) {
+            return Ok(Vec::new());
+        }
+        return Err(e);
+    }
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cn = CString::new(name).map_err(io::Error::other)?;
+        let mut val = vec![0u8; 64 << 10];
+        let m =
+            unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+        if m < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        val.truncate(m as usize);
+        out.push((name.to_vec(), val));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Flattens `image` and writes the tree as tar to `out`, staging the tree in
+/// a temporary directory under `staging_parent`.
+///
+/// # Errors
+/// Flatten errors, and I/O errors writing.
+pub fn flatten_to_tar<W: Write>(
+    store: &dyn Store,
+    image: &Image,
+    staging_parent: &Path,
+    out: W,
+    options: &FlattenOptions,
+) -> Result<(W, FlattenReport), FlattenError> {
+    let staging = tempfile::Builder::new()
+        .prefix(".ocikit-flatten-")
+        .tempdir_in(staging_parent)
+        .map_err(|e| FlattenError::Output {
+            path: staging_parent.to_path_buf(),
+            reason: format!("cannot create a temporary directory: {e}"),
+        })?;
+    let mut recorded = Recorded::new();
+    let report = flatten::flatten_into(store, image, staging.path(), options, Some(&mut recorded))?;
+    let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
+    let (out, _) =
+        write_tree_tar(staging.path(), out, rootless.then_some(&recorded)).map_err(|e| {
+            FlattenError::Output {
+                path: PathBuf::from("tar output"),
+                reason: e.to_string(),
+            }
+        })?;
+    Ok((out, report))
+}
+
+/// How to squash.
+#[derive(Debug, Clone)]
+pub struct SquashOptions {
+    /// Compression of the new layer.
+    pub compression: Compression,
+    /// See [`FlattenOptions::rootless`].
+    pub rootless: bool,
+}
+
+/// What a squash wrote.
+#[derive(Debug, Clone)]
+pub struct SquashReport {
+    /// The new manifest's descriptor, as tagged.
+    pub manifest: Descriptor,
+    /// The new layer.
+    pub layer: Digest,
+    /// Its DiffID.
+    pub diff_id: Digest,
+    /// Layers squashed.
+    pub layers: usize,
+    /// Flatten warnings.
+    pub warnings: Vec<String>,
+}
+
+struct HashWrite<W> {
+    inner: W,
+    hasher: Hasher,
+}
+
+impl<W: Write> Write for HashWrite<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Squashes `image` (read from `store`) into one layer and writes it into
+/// `layout` tagged `tag`. The layer is the flattened tree as a reproducible
+/// tar; the config keeps every field but `rootfs.diff_ids` (one) and
+/// `history` (one entry summarising the old ones); the manifest keeps its
+/// media type family and annotations and drops `subject`.
+///
+/// # Errors
+/// Flatten errors, layout write errors.
+pub fn squash(
+    store: &dyn Store,
+    image: &Image,
+    layout: &Layout,
+    tag: &str,
+    options: &SquashOptions,
+) -> Result<SquashReport, FlattenError> {
+    let out_err = |reason: String| FlattenError::Output {
+        path: layout.root().to_path_buf(),
+        reason,
+    };
+    if !crate::reference::is_valid_ref_name(tag) {
+        return Err(out_err(format!("{tag:?} is not a valid tag")));
+    }
+    let docker = image.manifest.descriptor.media_type == mt::DOCKER_MANIFEST
+        || image.parsed.media_type.as_deref() == Some(mt::DOCKER_MANIFEST);
+    let layer_type = match (docker, options.compression) {
+        (false, Compression::None) => mt::OCI_LAYER_TAR,
+        (false, Compression::Gzip) => mt::OCI_LAYER_GZIP,
+        (false, Compression::Zstd) => mt::OCI_LAYER_ZSTD,
+        (true, Compression::None) => mt::DOCKER_LAYER_TAR,
+        (true, Compression::Gzip) => mt::DOCKER_LAYER_GZIP,
+        (true, Compression::Zstd) => {
+            return Err(out_err(
+                "Docker schema2 manifests have no zstd layer type; use --compress gzip or none"
+                    .into(),
+            ))
+        }
+    };
+    let config = image
+        .config(store)?
+        .ok_or_else(|| FlattenError::Image("the image has no config".into()))?;
+    let mut cfg: Value = serde_json::from_slice(&config.bytes)
+        .map_err(|e| FlattenError::Image(format!("the config is not JSON: {e}")))?;
+
+    let lock = layout.lock().map_err(|e| out_err(e.to_string()))?;
+    let tmp = layout.root().join(TMP_DIR);
+    match std::fs::symlink_metadata(&tmp) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(out_err(format!("{TMP_DIR} is not a directory"))),
+        Err(_) => std::fs::create_dir(&tmp).map_err(|e| out_err(e.to_string()))?,
+    }
+    let staging = tempfile::Builder::new()
+        .prefix("squash-")
+        .tempdir_in(&tmp)
+        .map_err(|e| out_err(format!("cannot create a temporary directory: {e}")))?;
+    let mut recorded = Recorded::new();
+    let fopts = FlattenOptions {
+        rootless: options.rootless,
+    };
+    let report = flatten::flatten_into(store, image, staging.path(), &fopts, Some(&mut recorded))?;
+    let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
+
+    // Layer: tar → (DiffID hash) → compression → blob writer.
+    let io_out = |e: io::Error| out_err(format!("writing the squashed layer: {e}"));
+    let writer = layout
+        .blob_writer(None)
+        .map_err(|e| out_err(e.to_string()))?;
+    let encoder = Encoder::new(writer, options.compression).map_err(io_out)?;
+    let hashing = HashWrite {
+        inner: encoder,
+        hasher: Hasher::new(Algorithm::Sha256),
+    };
+    let (hashing, _) =
+        write_tree_tar(staging.path(), hashing, rootless.then_some(&recorded)).map_err(io_out)?;
+    let diff_id = hashing.hasher.finish();
+    let writer = hashing.inner.finish_inner().map_err(io_out)?;
+    let (layer_digest, layer_size) = writer.finish().map_err(|e| out_err(e.to_string()))?;
+    drop(staging);
+
+    // Config: one diff_id, one history entry.
+    let old_history = cfg
+        .get("history")
+        .and_then(Value::as_array)
+        .map(Vec::len)
+        .unwrap_or(0);
+    if let Some(obj) = cfg.as_object_mut() {
+        let rootfs = obj
+            .entry("rootfs")
+            .or_insert_with(|| json!({"type": "layers"}));
+        if let Some(r) = rootfs.as_object_mut() {
+            r.insert("type".into(), json!("layers"));
+            r.insert("diff_ids".into(), json!([diff_id.to_string()]));
+        }
+        let mut h = serde_json::Map::new();
+        if let Some(created) = obj.get("created").cloned() {
+            h.insert("created".into(), created);
+        }
+        h.insert("created_by".into(), json!("ocikit squash"));
+        h.insert(
+            "comment".into(),
+            json!(format!(
+                "{} layers ({} history entries) squashed into one",
+                report.layers, old_history
+            )),
+        );
+        obj.insert("history".into(), json!([Value::Object(h)]));
+    }
+    let cfg_bytes = serde_json::to_vec(&cfg)
+        .map_err(|e| out_err(format!("cannot serialise the config: {e}")))?;
+    let cfg_type = config.descriptor.media_type.clone();
+    let (cfg_digest, cfg_size) = write_blob(layout, &cfg_bytes).map_err(out_err)?;
+
+    let man_type = if docker {
+        mt::DOCKER_MANIFEST
+    } else {
+        mt::OCI_MANIFEST
+    };
+    let mut man = serde_json::Map::new();
+    man.insert("schemaVersion".into(), json!(2));
+    man.insert("mediaType".into(), json!(man_type));
+    man.insert(
+        "config".into(),
+        json!({"mediaType": cfg_type, "digest": cfg_digest.to_string(), "size": cfg_size}),
+    );
+    man.insert(
+        "layers".into(),
+        json!([{"mediaType": layer_type, "digest": layer_digest.to_string(), "size": layer_size}]),
+    );
+    if let Some(a) = &image.parsed.annotations {
+        if !docker && !a.is_empty() {
+            man.insert("annotations".into(), json!(a));
+        }
+    }
+    let man_bytes = serde_json::to_vec(&Value::Object(man))
+        .map_err(|e| out_err(format!("cannot serialise the manifest: {e}")))?;
+    let (man_digest, man_size) = write_blob(layout, &man_bytes).map_err(out_err)?;
+
+    let mut desc: Descriptor = serde_json::from_value(json!({
+        "mediaType": man_type,
+        "digest": man_digest.to_string(),
+        "size": man_size,
+    }))
+    .map_err(|e| out_err(e.to_string()))?;
+    if let Some(p) = &image.platform {
+        desc.platform = Some(p.clone());
+    } else if let (Some(os), Some(arch)) = (
+        cfg.get("os").and_then(Value::as_str),
+        cfg.get("architecture").and_then(Value::as_str),
+    ) {
+        let mut p = json!({"architecture": arch, "os": os});
+        if let Some(v) = cfg.get("variant").and_then(Value::as_str) {
+            p["variant"] = json!(v);
+        }
+        desc.platform = serde_json::from_value(p).ok();
+    }
+    let mut index = layout
+        .read_index(&lock)
+        .map_err(|e| out_err(e.to_string()))?;
+    index.remove_name(tag);
+    let ann = desc.annotations.get_or_insert_with(Default::default);
+    ann.insert(spec::ANNOTATION_REF_NAME.to_string(), tag.to_string());
+    index.push(&desc);
+    layout
+        .write_index(&lock, &index)
+        .map_err(|e| out_err(e.to_string()))?;
+    Ok(SquashReport {
+        manifest: desc,
+        layer: layer_digest,
+        diff_id,
+        layers: report.layers,
+        warnings: report.warnings,
+    })
+}
+
+fn write_blob(layout: &Layout, bytes: &[u8]) -> Result<(Digest, u64), String> {
+    let mut w = layout.blob_writer(None).map_err(|e| e.to_string())?;
+    w.write_all(bytes).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())
+}
