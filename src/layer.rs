@@ -314,3 +314,59 @@ pub fn digest_layer_limited<R: Read>(
     };
     stream.finish(entries)
 }
+
+/// One entry as [`list_entries`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrySummary {
+    /// The name as stored (lossy UTF-8).
+    pub name: String,
+    /// The type.
+    pub kind: crate::tarstream::EntryKind,
+    /// Logical size.
+    pub size: u64,
+    /// Link target.
+    pub link: String,
+}
+
+/// Lists a layer's entries, reading every byte (the decompressed size is
+/// capped by [`crate::archive::decompression_limit`] of `compressed_len`).
+///
+/// # Errors
+/// See [`LayerError`].
+pub fn list_entries<R: Read>(
+    reader: R,
+    compression: Compression,
+    compressed_len: u64,
+) -> Result<Vec<EntrySummary>, LayerError> {
+    let limit = crate::archive::decompression_limit(compressed_len);
+    let mut stream = LayerStream::open(reader, Algorithm::Sha256, compression, limit)?;
+    let mut out = Vec::new();
+    {
+        let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = tar.entries();
+            match tar.next_entry() {
+                Ok(Some(e)) => {
+                    out.push(EntrySummary {
+                        name: String::from_utf8_lossy(&e.path).into_owned(),
+                        kind: e.kind,
+                        size: e.size,
+                        link: String::from_utf8_lossy(&e.link).into_owned(),
+                    });
+                    loop {
+                        match tar.read_data(&mut buf) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) => return Err(classify_io(e, n)),
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(tar_error(e, n)),
+            }
+        }
+    }
+    stream.finish(out.len() as u64)?;
+    Ok(out)
+}

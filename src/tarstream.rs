@@ -400,8 +400,10 @@ impl<R: Read> TarReader<R> {
                 // V7 and old writers mark directories with a trailing slash.
                 e.kind = EntryKind::Directory;
             }
-            if header_only(e.kind) {
+            if header_only(e.kind) && e.typeflag != b'D' {
+                // A GNU dump directory ('D') carries its listing as data.
                 e.stored = 0;
+                e.size = 0;
             }
             // Old GNU sparse: the map lives in the header and extensions.
             if e.typeflag == b'S' {
