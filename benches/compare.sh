@@ -322,11 +322,6 @@ if ((ocikit_ok)); then
     rm -rf "$OUT"
 fi
 
-# --- future rows (one line each with measure + row) -----------------------------------
-# measure ocikit-flatten  -- "$OCIKIT" flatten "oci:$IMAGE:v2" "$BENCH_DIR/rootfs"
-# measure umoci-unpack    -- umoci raw unpack --rootless --image "$IMAGE:v2" "$BENCH_DIR/rootfs-umoci"
-# measure ocikit-diff     -- "$OCIKIT" diff "oci:$IMAGE:base" "oci:$IMAGE:v2"
-
 # --- gc: ocikit gc against umoci gc ----------------------------------------------------
 # MANY (benches/gen_many.py, cached by its stamp): 2,000 small images, 10,000 blobs of
 # which 500 are garbage; every run gets a fresh copy on tmpfs ($OUT), made outside the
@@ -414,6 +409,73 @@ if ((ocikit_ok)) && "$OCIKIT" gc --help >/dev/null 2>&1; then
         row "umoci gc (big, hard links)" - - - "skipped: umoci not installed"
     fi
     rm -rf "$BIG_GC" "$OUT"
+fi
+
+# --- flatten and squash --------------------------------------------------------------
+# flatten v2 (7 layers with whiteouts) against `umoci raw unpack --rootless`, both on
+# tmpfs ($OUT) and, for the record, on disk ($BENCH_DIR/disk-out); both rootless so that
+# neither chowns. Output removed before every run (untimed); best of 2 each, alternating.
+# Then `flatten --tar -` to /dev/null and `squash` (into a hard-linked copy of the
+# layout, as the gc rows do; squash only adds blobs and rewrites index.json).
+# flat_best NAME LABEL DIR CMD...: best of 2 runs with DIR removed first.
+flat_best() {
+    local name=$1 label=$2 dir=$3 round
+    shift 3
+    F_SECS= F_RSS=
+    for round in 1 2; do
+        rm -rf "$dir"
+        timed "$name" -- "$@"
+        if ((M_STATUS == 0)); then
+            if [[ -z $F_SECS ]] || awk -v a="$M_SECS" -v b="$F_SECS" 'BEGIN { exit !(a < b) }'; then
+                F_SECS=$M_SECS F_RSS=$M_RSS_KIB
+            fi
+        fi
+    done
+    rm -rf "$dir"
+    if [[ -n $F_SECS ]]; then
+        record "$name" "$F_SECS" "$F_RSS"
+        row "$label" "$F_SECS" - "$(mib "$F_RSS")" "best of 2"
+    else
+        row "$label" - - - "failed, see $LOGS/$name.log"
+    fi
+}
+flat_ratio() { # LABEL OCIKIT_SECS OCIKIT_RSS UMOCI_SECS
+    [[ -n $2 && -n $4 ]] || return 0
+    RATIOS+=("$(awk -v o="$2" -v u="$4" -v n="$1" -v rss="$3" 'BEGIN {
+        r = o / u; m = rss / 1024
+        printf "  %-28s %5.2f of umoci unpack --rootless (target <= 0.25: %s); peak RSS %.1f MiB (target < 100: %s)", n ":", r, (r <= 0.25 ? "met" : "NOT met"), m, (m < 100 ? "met" : "NOT met") }')")
+}
+if ((ocikit_ok)) && "$OCIKIT" flatten --help >/dev/null 2>&1; then
+    DISK_OUT=$BENCH_DIR/disk-out
+    mkdir -p "$OUT" "$DISK_OUT"
+    have_umoci=0
+    command -v umoci >/dev/null && have_umoci=1
+    for where in tmpfs disk; do
+        base=$OUT
+        [[ $where == disk ]] && base=$DISK_OUT
+        o_secs= o_rss= u_secs=
+        flat_best "ocikit-flatten-$where" "ocikit flatten ($where)" "$base/rootfs" \
+            "$OCIKIT" flatten --rootless "oci:$IMAGE:v2" --output "$base/rootfs"
+        o_secs=$F_SECS o_rss=$F_RSS
+        if ((have_umoci)); then
+            flat_best "umoci-unpack-$where" "umoci unpack --rootless ($where)" "$base/umoci" \
+                umoci raw unpack --rootless --image "$IMAGE:v2" "$base/umoci"
+            u_secs=$F_SECS
+            flat_ratio "flatten ($where)" "$o_secs" "$o_rss" "$u_secs"
+        fi
+    done
+    flat_best ocikit-flatten-tar "ocikit flatten --tar - >/dev/null" "$OUT/none" \
+        sh -c '"$1" flatten --rootless "oci:$2:v2" --tar - >/dev/null' sh "$OCIKIT" "$IMAGE"
+    [[ -n $F_SECS ]] && RATIOS+=("$(awk -v s="$F_SECS" -v rss="$F_RSS" 'BEGIN { printf "  %-28s %.2f s, peak RSS %.1f MiB (target < 100: %s)", "flatten --tar -:", s, rss / 1024, (rss / 1024 < 100 ? "met" : "NOT met") }')")
+    SQ=$BENCH_DIR/big-squash
+    sq_prep() {
+        rm -rf "$SQ" && mkdir -p "$SQ" && cp -al "$IMAGE/blobs" "$SQ/blobs" &&
+            cp "$IMAGE/index.json" "$IMAGE/oci-layout" "$SQ/"
+    }
+    gc_best ocikit-squash "ocikit squash (v2 -> 1 gzip layer)" sq_prep "$SQ" \
+        "$OCIKIT" squash --rootless "$SQ:v2" --tag squashed
+    [[ -n $G_SECS ]] && RATIOS+=("$(awk -v s="$G_SECS" -v rss="$G_RSS" 'BEGIN { printf "  %-28s %.2f s, peak RSS %.1f MiB (target < 100: %s)", "squash:", s, rss / 1024, (rss / 1024 < 100 ? "met" : "NOT met") }')")
+    rm -rf "$SQ" "$DISK_OUT" "$OUT"
 fi
 
 # --- 4. report -----------------------------------------------------------------------

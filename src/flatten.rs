@@ -171,14 +171,188 @@ fn layer_inputs(store: &dyn Store, image: &Image) -> Result<Vec<LayerInput>, Fla
     Ok(out)
 }
 
+/// A regular file's data, already written (with its metadata) into the
+/// spool directory by a decoder; the applier renames it into place.
+struct Spooled {
+    name: CString,
+    dev: u64,
+    ino: u64,
+    /// Owner recorded instead of set (rootless).
+    record: Option<(u64, u64)>,
+}
+
 enum Msg {
-    Entry(Box<Entry>),
-    Data(Vec<u8>),
+    Entry(Box<Entry>, Option<Spooled>),
     End(Box<Result<LayerDigests, LayerError>>),
 }
 
-/// Decodes one layer into `tx`; stops early if the receiver is gone.
-fn decode_layer(store: &dyn Store, input: &LayerInput, tx: &SyncSender<Msg>) {
+/// State the decoders and the applier share.
+struct Shared {
+    rootless: bool,
+    spool: OwnedFd,
+    xattr_skipped: Mutex<HashMap<String, u64>>,
+}
+
+impl Shared {
+    fn skip(&self, why: String) {
+        if let Ok(mut m) = self.xattr_skipped.lock() {
+            *m.entry(why).or_default() += 1;
+        }
+    }
+
+    /// Sets the owner on an open file (or records it when rootless, in the
+    /// `user.rootlesscontainers` xattr and in the returned record).
+    fn owner_fd(&self, fd: RawFd, uid: u64, gid: u64) -> EntryResult<Option<(u64, u64)>> {
+        let (u, g) = ids(uid, gid)?;
+        if self.rootless {
+            if let Some(p) = rootless_payload(uid, gid) {
+                self.set_xattr(fd, ROOTLESS_XATTR, &p);
+            }
+            return Ok((uid != 0 || gid != 0).then_some((uid, gid)));
+        }
+        if unsafe { libc::fchown(fd, u, g) } != 0 {
+            return Err(os_err("chown"));
+        }
+        Ok(None)
+    }
+
+    fn set_xattr(&self, fd: RawFd, name: &[u8], value: &[u8]) {
+        let Ok(cname) = CString::new(name) else {
+            self.skip("name holds a NUL byte".into());
+            return;
+        };
+        let r =
+            unsafe { libc::fsetxattr(fd, cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        if r != 0 {
+            let err = io::Error::last_os_error();
+            let why = match err.raw_os_error() {
+                Some(libc::ENOTSUP) => "the output file system does not support them".to_string(),
+                Some(libc::EPERM) | Some(libc::EACCES) => {
+                    "not permitted (rootless or unprivileged)".to_string()
+                }
+                _ => format!("{err}"),
+            };
+            self.skip(why);
+        }
+    }
+
+    /// Applies an entry's xattrs to an open file; `clear` first removes
+    /// those already there (directories merged over lower ones).
+    fn xattrs_fd(&self, fd: RawFd, xattrs: &[(Vec<u8>, Vec<u8>)], clear: bool) {
+        if clear {
+            let mut buf = vec![0u8; 64 << 10];
+            let n = unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                buf.truncate(n as usize);
+                for name in buf.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+                    if self.rootless && name == ROOTLESS_XATTR {
+                        continue;
+                    }
+                    if let Ok(c) = CString::new(name) {
+                        unsafe { libc::fremovexattr(fd, c.as_ptr()) };
+                    }
+                }
+            }
+        }
+        for (k, v) in xattrs {
+            match k.as_slice() {
+                b"security.selinux" | b"system.nfs4_acl" => {
+                    self.skip(format!("{} is host-specific", String::from_utf8_lossy(k)));
+                }
+                k if k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.") => {
+                    self.skip("overlayfs xattrs are not applied to a plain directory".into());
+                }
+                k if k == ROOTLESS_XATTR && self.rootless => {
+                    self.skip(
+                        "user.rootlesscontainers stored in a layer is ignored in rootless mode"
+                            .into(),
+                    );
+                }
+                k => self.set_xattr(fd, k, v),
+            }
+        }
+    }
+
+    /// Writes a regular file's data into the spool and applies its metadata.
+    fn spool<R: io::Read>(
+        &self,
+        tar: &mut TarReader<R>,
+        e: &Entry,
+        name: &str,
+        buf: &mut [u8],
+    ) -> Result<Spooled, String> {
+        use std::os::unix::fs::FileExt;
+        let cname = cstring(name.as_bytes())?;
+        let fd = openat(
+            self.spool.as_raw_fd(),
+            &cname,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+        )
+        .map_err(|e| format!("create spool file: {e}"))?;
+        let mut file = File::from(fd);
+        let map = e.sparse.clone().unwrap_or_default();
+        let (mut frag, mut in_frag) = (0usize, 0u64);
+        loop {
+            let n = tar.read_data(buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            if e.sparse.is_none() {
+                file.write_all(&buf[..n])
+                    .map_err(|e| format!("write: {e}"))?;
+                continue;
+            }
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let Some(&(off, len)) = map.get(frag) else {
+                    return Err("sparse data beyond its map".into());
+                };
+                let take = usize::try_from(len - in_frag)
+                    .unwrap_or(usize::MAX)
+                    .min(rest.len());
+                file.write_all_at(&rest[..take], off + in_frag)
+                    .map_err(|e| format!("write: {e}"))?;
+                in_frag += take as u64;
+                rest = &rest[take..];
+                if in_frag == len {
+                    frag += 1;
+                    in_frag = 0;
+                }
+            }
+        }
+        if e.sparse.is_some() {
+            file.set_len(e.size).map_err(|e| format!("set size: {e}"))?;
+        }
+        let fd = file.as_raw_fd();
+        let record = self.owner_fd(fd, e.uid, e.gid)?;
+        if unsafe { libc::fchmod(fd, e.mode as libc::mode_t) } != 0 {
+            return Err(os_err("chmod"));
+        }
+        self.xattrs_fd(fd, &e.xattrs, false);
+        let ts = timespec(e.mtime, e.mtime_nsec);
+        if unsafe { libc::futimens(fd, ts.as_ptr()) } != 0 {
+            return Err(os_err("set times"));
+        }
+        let st = fstat(fd)?;
+        Ok(Spooled {
+            name: cname,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            record,
+        })
+    }
+}
+
+/// Decodes layer `index` into `tx`, writing regular files' data into the
+/// spool; stops early if the receiver is gone.
+fn decode_layer(
+    store: &dyn Store,
+    input: &LayerInput,
+    index: usize,
+    shared: &Shared,
+    tx: &SyncSender<Msg>,
+) {
     let result = (|| -> Result<Option<LayerDigests>, LayerError> {
         let blob = store.open_blob(&input.digest).map_err(store_error)?;
         if input.descriptor.size >= 0 && blob.len() != input.descriptor.size as u64 {
@@ -195,6 +369,7 @@ fn decode_layer(store: &dyn Store, input: &LayerInput, tx: &SyncSender<Msg>) {
             input.compression,
             limit,
         )?;
+        let mut buf = vec![0u8; CHUNK];
         let entries = {
             let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
             loop {
@@ -204,33 +379,28 @@ fn decode_layer(store: &dyn Store, input: &LayerInput, tx: &SyncSender<Msg>) {
                     Ok(None) => break tar.entries(),
                     Err(e) => return Err(layer::tar_error(e, n)),
                 };
-                let data = e.kind == EntryKind::Regular;
-                let mut left = e.stored;
-                if tx.send(Msg::Entry(Box::new(e))).is_err() {
-                    return Ok(None);
-                }
-                while data && left > 0 {
-                    let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-                    let mut buf = vec![0u8; want];
-                    let mut got = 0;
-                    while got < want {
-                        match tar.read_data(&mut buf[got..]) {
-                            Ok(0) => {
-                                return Err(layer::tar_error(
-                                    crate::tarstream::TarError::Io(
-                                        io::ErrorKind::UnexpectedEof.into(),
-                                    ),
-                                    n,
-                                ))
-                            }
-                            Ok(k) => got += k,
-                            Err(e) => return Err(layer::layer_error(n)(e)),
+                let whiteout = e
+                    .path
+                    .rsplit(|&c| c == b'/')
+                    .find(|c| !c.is_empty())
+                    .is_some_and(|b| b.starts_with(b".wh."));
+                let spooled = if e.kind == EntryKind::Regular && !whiteout {
+                    let name = format!("{index}-{n}");
+                    match shared.spool(&mut tar, &e, &name, &mut buf) {
+                        Ok(s) => Some(s),
+                        Err(reason) => {
+                            // Decoder errors (below the tar reader) keep their kind.
+                            return Err(LayerError::Io(io::Error::other(format!(
+                                "entry {:?}: {reason}",
+                                e.display_name()
+                            ))));
                         }
                     }
-                    left -= want as u64;
-                    if tx.send(Msg::Data(buf)).is_err() {
-                        return Ok(None);
-                    }
+                } else {
+                    None
+                };
+                if tx.send(Msg::Entry(Box::new(e), spooled)).is_err() {
+                    return Ok(None);
                 }
             }
         };
@@ -298,18 +468,16 @@ pub fn flatten_to_dir(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let staging = tempfile::Builder::new()
-        .prefix(".ocikit-flatten-")
-        .tempdir_in(&parent)
-        .map_err(|e| FlattenError::Output {
-            path: parent.clone(),
-            reason: format!("cannot create a temporary directory: {e}"),
-        })?;
-    let report = flatten_into(store, image, staging.path(), options, None)?;
-    let staged = staging.keep();
-    let renamed = std::fs::rename(&staged, out);
+    // Missing parents are created, as `mkdir -p` would.
+    std::fs::create_dir_all(&parent).map_err(|e| FlattenError::Output {
+        path: parent.clone(),
+        reason: format!("cannot create the parent directory: {e}"),
+    })?;
+    let staging = Staging::new(&parent)?;
+    let report = flatten_into(store, image, &staging.root, &staging.spool, options, None)?;
+    let renamed = std::fs::rename(&staging.root, out);
+    drop(staging);
     if let Err(e) = renamed {
-        let _ = std::fs::remove_dir_all(&staged);
         return Err(out_err(if existing_empty {
             format!("cannot replace the empty directory: {e}")
         } else {
@@ -317,6 +485,41 @@ pub fn flatten_to_dir(
         }));
     }
     Ok(report)
+}
+
+/// A private temporary directory holding the tree being built (`rootfs`)
+/// and the spool its files are written into first (`spool`), on one file
+/// system so that files move into place by rename. Removed when dropped.
+pub struct Staging {
+    /// The temporary directory (mode 0700).
+    pub dir: tempfile::TempDir,
+    /// The tree.
+    pub root: PathBuf,
+    /// The spool.
+    pub spool: PathBuf,
+}
+
+impl Staging {
+    /// Creates one in `parent` (prefix `.ocikit-flatten-`).
+    ///
+    /// # Errors
+    /// [`FlattenError::Output`] when it cannot be created.
+    pub fn new(parent: &Path) -> Result<Staging, FlattenError> {
+        let err = |e: io::Error| FlattenError::Output {
+            path: parent.to_path_buf(),
+            reason: format!("cannot create a temporary directory: {e}"),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix(".ocikit-flatten-")
+            .tempdir_in(parent)
+            .map_err(err)?;
+        let root = dir.path().join("rootfs");
+        let spool = dir.path().join("spool");
+        for d in [&root, &spool] {
+            std::fs::create_dir(d).map_err(err)?;
+        }
+        Ok(Staging { dir, root, spool })
+    }
 }
 
 /// Records kept for entries whose metadata could not be set on disk
@@ -332,13 +535,19 @@ pub fn flatten_into(
     store: &dyn Store,
     image: &Image,
     dir: &Path,
+    spool: &Path,
     options: &FlattenOptions,
     recorded: Option<&mut Recorded>,
 ) -> Result<FlattenReport, FlattenError> {
     let inputs = layer_inputs(store, image)?;
     let root = open_root(dir)?;
     let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
-    let mut applier = Applier::new(root, rootless);
+    let shared = Shared {
+        rootless,
+        spool: open_root(spool)?,
+        xattr_skipped: Mutex::new(HashMap::new()),
+    };
+    let mut applier = Applier::new(root, &shared);
     let count = inputs.len();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -348,7 +557,7 @@ pub fn flatten_into(
     let mut senders = Vec::with_capacity(count);
     let mut receivers = Vec::with_capacity(count);
     for _ in 0..count {
-        let (tx, rx) = sync_channel::<Msg>(32);
+        let (tx, rx) = sync_channel::<Msg>(8192);
         senders.push(Mutex::new(Some(tx)));
         receivers.push(rx);
     }
@@ -366,7 +575,7 @@ pub fn flatten_into(
                 }
                 let tx = senders[i].lock().ok().and_then(|mut g| g.take());
                 if let Some(tx) = tx {
-                    decode_layer(store, &inputs[i], &tx);
+                    decode_layer(store, &inputs[i], i, &shared, &tx);
                 }
             });
         }
@@ -787,7 +996,8 @@ pub fn parse_rootless_payload(b: &[u8]) -> Option<(u64, u64)> {
 
 type EntryResult<T> = Result<T, String>;
 
-struct Applier {
+struct Applier<'s> {
+    shared: &'s Shared,
     root: OwnedFd,
     root_ino: u64,
     dev: u64,
@@ -800,17 +1010,18 @@ struct Applier {
     devices_skipped: u64,
     duplicates: u64,
     unknown_types: u64,
-    xattr_skipped: HashMap<String, u64>,
     symlink_xattrs: u64,
     recorded: Recorded,
 }
 
-impl Applier {
-    fn new(root: OwnedFd, rootless: bool) -> Applier {
+impl<'s> Applier<'s> {
+    fn new(root: OwnedFd, shared: &'s Shared) -> Applier<'s> {
+        let rootless = shared.rootless;
         let st = fstat(root.as_raw_fd()).unwrap_or_else(|_| unsafe { std::mem::zeroed() });
         let mut dirs = HashMap::new();
         dirs.insert(st.st_ino, DirMeta::implied());
         Applier {
+            shared,
             root,
             root_ino: st.st_ino,
             dev: st.st_dev,
@@ -821,7 +1032,6 @@ impl Applier {
             devices_skipped: 0,
             duplicates: 0,
             unknown_types: 0,
-            xattr_skipped: HashMap::new(),
             symlink_xattrs: 0,
             recorded: HashMap::new(),
         }
@@ -847,7 +1057,13 @@ impl Applier {
                 self.unknown_types
             ));
         }
-        let mut xs: Vec<_> = self.xattr_skipped.iter().collect();
+        let skipped = self
+            .shared
+            .xattr_skipped
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let mut xs: Vec<_> = skipped.iter().collect();
         xs.sort();
         for (why, n) in xs {
             w.push(format!("skipped {n} xattr(s): {why}"));
@@ -873,48 +1089,21 @@ impl Applier {
                 .recv()
                 .map_err(|_| (String::new(), "the layer decoder stopped".to_string()))?;
             match msg {
-                Msg::Entry(e) => {
+                Msg::Entry(e, spooled) => {
                     let name = e.display_name();
-                    self.apply_entry(&e, rx).map_err(|r| (name, r))?;
-                }
-                Msg::Data(_) => {
-                    return Err((String::new(), "data without an entry".into()));
+                    self.apply_entry(&e, spooled).map_err(|r| (name, r))?;
                 }
                 Msg::End(r) => return Ok(*r),
             }
         }
     }
 
-    fn recv_data(rx: &Receiver<Msg>) -> EntryResult<Vec<u8>> {
-        match rx.recv() {
-            Ok(Msg::Data(d)) => Ok(d),
-            Ok(Msg::End(r)) => Err(match *r {
-                Err(e) => e.to_string(),
-                Ok(_) => "the layer ended inside the entry's data".into(),
-            }),
-            _ => Err("the layer decoder stopped inside the entry's data".into()),
-        }
-    }
-
-    /// Reads and drops an entry's data.
-    fn skip_data(e: &Entry, rx: &Receiver<Msg>) -> EntryResult<()> {
-        if e.kind != EntryKind::Regular {
-            return Ok(());
-        }
-        let mut left = e.stored;
-        while left > 0 {
-            left = left.saturating_sub(Self::recv_data(rx)?.len() as u64);
-        }
-        Ok(())
-    }
-
-    fn apply_entry(&mut self, e: &Entry, rx: &Receiver<Msg>) -> EntryResult<()> {
+    fn apply_entry(&mut self, e: &Entry, spooled: Option<Spooled>) -> EntryResult<()> {
         let comps = match clean_name(&e.path) {
             Ok(c) => c,
             Err(r) => return Err(r),
         };
         let Some((base, parents)) = comps.split_last() else {
-            Self::skip_data(e, rx)?;
             if e.kind != EntryKind::Directory {
                 return Err("an entry for the root directory must be a directory".into());
             }
@@ -922,13 +1111,11 @@ impl Applier {
             return Ok(());
         };
         if let Some(target) = base.strip_prefix(b".wh.") {
-            Self::skip_data(e, rx)?;
             return self.whiteout(parents, target);
         }
-        if let EntryKind::Other(t) = e.kind {
-            let _ = t;
+        if let EntryKind::Other(_) = e.kind {
             self.unknown_types += 1;
-            return Self::skip_data(e, rx);
+            return Ok(());
         }
         let parent = match self.open_dir(parents, true)? {
             Some(p) => p,
@@ -942,7 +1129,7 @@ impl Applier {
             self.duplicates += 1;
         }
         match e.kind {
-            EntryKind::Regular => self.regular(e, rx, pfd, &name)?,
+            EntryKind::Regular => self.regular(spooled, pfd, &name)?,
             EntryKind::Directory => self.directory(e, pfd, &name)?,
             EntryKind::Symlink => self.symlink(e, pfd, &name)?,
             EntryKind::Hardlink => self.hardlink(e, pfd, &name)?,
@@ -1120,164 +1307,30 @@ impl Applier {
         Ok(())
     }
 
-    fn create_file(&self, pfd: RawFd, name: &CStr) -> EntryResult<OwnedFd> {
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-        match openat(pfd, name, flags, 0o600) {
-            Ok(fd) => Ok(fd),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                remove_path(pfd, name)?;
-                openat(pfd, name, flags, 0o600).map_err(|e| format!("create file: {e}"))
-            }
-            Err(e) => Err(format!("create file: {e}")),
-        }
-    }
-
-    fn regular(
-        &mut self,
-        e: &Entry,
-        rx: &Receiver<Msg>,
-        pfd: RawFd,
-        name: &CStr,
-    ) -> EntryResult<()> {
-        let fd = self.create_file(pfd, name)?;
-        let mut file = File::from(fd);
-        let mut left = e.stored;
-        match &e.sparse {
-            None => {
-                while left > 0 {
-                    let d = Self::recv_data(rx)?;
-                    left = left.saturating_sub(d.len() as u64);
-                    file.write_all(&d).map_err(|e| format!("write: {e}"))?;
-                }
-            }
-            Some(map) => {
-                use std::os::unix::fs::FileExt;
-                let mut frag = 0usize;
-                let mut done_in_frag = 0u64;
-                while left > 0 {
-                    let d = Self::recv_data(rx)?;
-                    left = left.saturating_sub(d.len() as u64);
-                    let mut rest = &d[..];
-                    while !rest.is_empty() {
-                        let Some(&(off, len)) = map.get(frag) else {
-                            return Err("sparse data beyond its map".into());
-                        };
-                        let take = usize::try_from(len - done_in_frag)
-                            .unwrap_or(usize::MAX)
-                            .min(rest.len());
-                        file.write_all_at(&rest[..take], off + done_in_frag)
-                            .map_err(|e| format!("write: {e}"))?;
-                        done_in_frag += take as u64;
-                        rest = &rest[take..];
-                        if done_in_frag == len {
-                            frag += 1;
-                            done_in_frag = 0;
-                        }
-                    }
-                }
-                file.set_len(e.size).map_err(|e| format!("set size: {e}"))?;
-            }
-        }
-        let fd = file.as_raw_fd();
-        self.owner_fd(fd, e)?;
-        if unsafe { libc::fchmod(fd, e.mode as libc::mode_t) } != 0 {
-            return Err(os_err("chmod"));
-        }
-        self.xattrs_fd(fd, &e.xattrs, false)?;
-        let ts = timespec(e.mtime, e.mtime_nsec);
-        if unsafe { libc::futimens(fd, ts.as_ptr()) } != 0 {
-            return Err(os_err("set times"));
-        }
-        Ok(())
-    }
-
-    fn owner_fd(&mut self, fd: RawFd, e: &Entry) -> EntryResult<()> {
-        let (uid, gid) = ids(e)?;
-        if self.rootless {
-            if let Some(p) = rootless_payload(e.uid, e.gid) {
-                self.set_xattr(fd, ROOTLESS_XATTR, &p);
-            }
-            if e.uid != 0 || e.gid != 0 {
-                let st = fstat(fd)?;
-                self.recorded.insert((st.st_dev, st.st_ino), (e.uid, e.gid));
-            }
-        } else if unsafe { libc::fchown(fd, uid, gid) } != 0 {
-            return Err(os_err("chown"));
-        }
-        Ok(())
-    }
-
-    fn set_xattr(&mut self, fd: RawFd, name: &[u8], value: &[u8]) {
-        let Ok(cname) = CString::new(name) else {
-            *self
-                .xattr_skipped
-                .entry("name holds a NUL byte".into())
-                .or_default() += 1;
-            return;
+    /// Moves a spooled file (data and metadata already set) into place.
+    fn regular(&mut self, spooled: Option<Spooled>, pfd: RawFd, name: &CStr) -> EntryResult<()> {
+        let sp = spooled.ok_or("a regular file without its data")?;
+        let spool = self.shared.spool.as_raw_fd();
+        let rename = || unsafe {
+            libc::renameat2(
+                spool,
+                sp.name.as_ptr(),
+                pfd,
+                name.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
         };
-        let r =
-            unsafe { libc::fsetxattr(fd, cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-        if r != 0 {
-            let err = io::Error::last_os_error();
-            let why = match err.raw_os_error() {
-                Some(libc::ENOTSUP) => "the output file system does not support them".to_string(),
-                Some(libc::EPERM) | Some(libc::EACCES) => {
-                    "not permitted (rootless or unprivileged)".to_string()
-                }
-                _ => format!("{err}"),
-            };
-            *self.xattr_skipped.entry(why).or_default() += 1;
-        }
-    }
-
-    /// Applies an entry's xattrs to an open file; `clear` first removes
-    /// those already there (directories merged over lower ones).
-    fn xattrs_fd(
-        &mut self,
-        fd: RawFd,
-        xattrs: &[(Vec<u8>, Vec<u8>)],
-        clear: bool,
-    ) -> EntryResult<()> {
-        if clear {
-            let mut buf = vec![0u8; 64 << 10];
-            let n = unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 {
-                buf.truncate(n as usize);
-                for name in buf.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-                    if self.rootless && name == ROOTLESS_XATTR {
-                        continue;
-                    }
-                    if let Ok(c) = CString::new(name) {
-                        unsafe { libc::fremovexattr(fd, c.as_ptr()) };
-                    }
-                }
+        if rename() != 0 {
+            if errno() != libc::EEXIST {
+                return Err(os_err("move the file into place"));
+            }
+            remove_path(pfd, name)?;
+            if rename() != 0 {
+                return Err(os_err("move the file into place"));
             }
         }
-        for (k, v) in xattrs {
-            match k.as_slice() {
-                b"security.selinux" | b"system.nfs4_acl" => {
-                    *self
-                        .xattr_skipped
-                        .entry(format!("{} is host-specific", String::from_utf8_lossy(k)))
-                        .or_default() += 1;
-                }
-                k if k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.") => {
-                    *self
-                        .xattr_skipped
-                        .entry("overlayfs xattrs are not applied to a plain directory".into())
-                        .or_default() += 1;
-                }
-                k if k == ROOTLESS_XATTR && self.rootless => {
-                    *self
-                        .xattr_skipped
-                        .entry(
-                            "user.rootlesscontainers stored in a layer is ignored in rootless mode"
-                                .into(),
-                        )
-                        .or_default() += 1;
-                }
-                k => self.set_xattr(fd, k, v),
-            }
+        if let Some(rec) = sp.record {
+            self.recorded.insert((sp.dev, sp.ino), rec);
         }
         Ok(())
     }
@@ -1316,7 +1369,7 @@ impl Applier {
 
     /// Owner and times by name, never following; mode too unless a symlink.
     fn path_meta(&mut self, e: &Entry, pfd: RawFd, name: &CStr, chmod: bool) -> EntryResult<()> {
-        let (uid, gid) = ids(e)?;
+        let (uid, gid) = ids(e.uid, e.gid)?;
         if self.rootless {
             if e.uid != 0 || e.gid != 0 {
                 if let Some(st) = fstatat(pfd, name) {
@@ -1473,11 +1526,14 @@ impl Applier {
             sparse: None,
             offset: 0,
         };
-        self.owner_fd(fd, &fake)?;
+        if let Some(rec) = self.shared.owner_fd(fd, fake.uid, fake.gid)? {
+            let st = fstat(fd)?;
+            self.recorded.insert((st.st_dev, st.st_ino), rec);
+        }
         if unsafe { libc::fchmod(fd, m.mode as libc::mode_t) } != 0 {
             return Err(os_err("chmod directory"));
         }
-        self.xattrs_fd(fd, &m.xattrs, true)?;
+        self.shared.xattrs_fd(fd, &m.xattrs, true);
         let ts = timespec(m.mtime, m.nsec);
         if unsafe { libc::futimens(fd, ts.as_ptr()) } != 0 {
             return Err(os_err("set directory times"));
@@ -1486,15 +1542,15 @@ impl Applier {
     }
 }
 
-fn ids(e: &Entry) -> EntryResult<(libc::uid_t, libc::gid_t)> {
-    let uid = u32::try_from(e.uid)
+fn ids(uid: u64, gid: u64) -> EntryResult<(libc::uid_t, libc::gid_t)> {
+    let uid = u32::try_from(uid)
         .ok()
         .filter(|&u| u != u32::MAX)
-        .ok_or_else(|| format!("uid {} is out of range", e.uid))?;
-    let gid = u32::try_from(e.gid)
+        .ok_or_else(|| format!("uid {uid} is out of range"))?;
+    let gid = u32::try_from(gid)
         .ok()
         .filter(|&g| g != u32::MAX)
-        .ok_or_else(|| format!("gid {} is out of range", e.gid))?;
+        .ok_or_else(|| format!("gid {gid} is out of range"))?;
     Ok((uid, gid))
 }
 

@@ -243,18 +243,19 @@ pub fn flatten_to_tar<W: Write>(
     out: W,
     options: &FlattenOptions,
 ) -> Result<(W, FlattenReport), FlattenError> {
-    let staging = tempfile::Builder::new()
-        .prefix(".ocikit-flatten-")
-        .tempdir_in(staging_parent)
-        .map_err(|e| FlattenError::Output {
-            path: staging_parent.to_path_buf(),
-            reason: format!("cannot create a temporary directory: {e}"),
-        })?;
+    let staging = flatten::Staging::new(staging_parent)?;
     let mut recorded = Recorded::new();
-    let report = flatten::flatten_into(store, image, staging.path(), options, Some(&mut recorded))?;
+    let report = flatten::flatten_into(
+        store,
+        image,
+        &staging.root,
+        &staging.spool,
+        options,
+        Some(&mut recorded),
+    )?;
     let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
     let (out, _) =
-        write_tree_tar(staging.path(), out, rootless.then_some(&recorded)).map_err(|e| {
+        write_tree_tar(&staging.root, out, rootless.then_some(&recorded)).map_err(|e| {
             FlattenError::Output {
                 path: PathBuf::from("tar output"),
                 reason: e.to_string(),
@@ -353,15 +354,19 @@ pub fn squash(
         Ok(_) => return Err(out_err(format!("{TMP_DIR} is not a directory"))),
         Err(_) => std::fs::create_dir(&tmp).map_err(|e| out_err(e.to_string()))?,
     }
-    let staging = tempfile::Builder::new()
-        .prefix("squash-")
-        .tempdir_in(&tmp)
-        .map_err(|e| out_err(format!("cannot create a temporary directory: {e}")))?;
+    let staging = flatten::Staging::new(&tmp)?;
     let mut recorded = Recorded::new();
     let fopts = FlattenOptions {
         rootless: options.rootless,
     };
-    let report = flatten::flatten_into(store, image, staging.path(), &fopts, Some(&mut recorded))?;
+    let report = flatten::flatten_into(
+        store,
+        image,
+        &staging.root,
+        &staging.spool,
+        &fopts,
+        Some(&mut recorded),
+    )?;
     let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
 
     // Layer: tar → (DiffID hash) → compression → blob writer.
@@ -375,7 +380,7 @@ pub fn squash(
         hasher: Hasher::new(Algorithm::Sha256),
     };
     let (hashing, _) =
-        write_tree_tar(staging.path(), hashing, rootless.then_some(&recorded)).map_err(io_out)?;
+        write_tree_tar(&staging.root, hashing, rootless.then_some(&recorded)).map_err(io_out)?;
     let diff_id = hashing.hasher.finish();
     let writer = hashing.inner.finish_inner().map_err(io_out)?;
     let (layer_digest, layer_size) = writer.finish().map_err(|e| out_err(e.to_string()))?;
