@@ -46,6 +46,9 @@ const MAX_LINKS: usize = 40;
 /// Deepest directory the walk goes into.
 const MAX_DEPTH: usize = 2048;
 const CHUNK: usize = 256 << 10;
+/// Entry headers queued per layer ahead of the applier (about 300 bytes
+/// each): enough that a decoder working ahead rarely waits.
+const CHANNEL: usize = 32768;
 
 /// Why flattening failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,12 +96,23 @@ pub enum FlattenError {
 }
 
 /// How to flatten.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct FlattenOptions {
     /// Behave as an unprivileged user even as root: owners are recorded in
     /// the `user.rootlesscontainers` xattr (as umoci does) instead of set,
     /// device nodes are skipped. Implied when not running as root.
     pub rootless: bool,
+    /// Told the total stored size of the layers, then each byte read.
+    pub progress: Option<std::sync::Arc<dyn crate::verify::Progress + Send>>,
+}
+
+impl std::fmt::Debug for FlattenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlattenOptions")
+            .field("rootless", &self.rootless)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// What a flatten did.
@@ -351,6 +365,7 @@ fn decode_layer(
     input: &LayerInput,
     index: usize,
     shared: &Shared,
+    progress: &dyn crate::verify::Progress,
     tx: &SyncSender<Msg>,
 ) {
     let result = (|| -> Result<Option<LayerDigests>, LayerError> {
@@ -363,8 +378,12 @@ fn decode_layer(
             ))));
         }
         let limit = crate::archive::decompression_limit(blob.len());
+        let advance = |n: u64| progress.advance(n);
         let mut stream = LayerStream::open(
-            BufReader::with_capacity(256 << 10, blob.into_reader()),
+            BufReader::with_capacity(
+                256 << 10,
+                crate::digest::ProgressReader::new(blob.into_reader(), &advance),
+            ),
             input.digest.algorithm().clone(),
             input.compression,
             limit,
@@ -557,11 +576,21 @@ pub fn flatten_into(
     let mut senders = Vec::with_capacity(count);
     let mut receivers = Vec::with_capacity(count);
     for _ in 0..count {
-        let (tx, rx) = sync_channel::<Msg>(8192);
+        let (tx, rx) = sync_channel::<Msg>(CHANNEL);
         senders.push(Mutex::new(Some(tx)));
         receivers.push(rx);
     }
     let next = AtomicUsize::new(0);
+    let progress: &dyn crate::verify::Progress = match &options.progress {
+        Some(p) => p.as_ref(),
+        None => &(),
+    };
+    progress.begin(
+        inputs
+            .iter()
+            .map(|i| u64::try_from(i.descriptor.size).unwrap_or(0))
+            .sum(),
+    );
     let mut report = FlattenReport {
         layers: count,
         ..FlattenReport::default()
@@ -575,7 +604,7 @@ pub fn flatten_into(
                 }
                 let tx = senders[i].lock().ok().and_then(|mut g| g.take());
                 if let Some(tx) = tx {
-                    decode_layer(store, &inputs[i], i, &shared, &tx);
+                    decode_layer(store, &inputs[i], i, &shared, progress, &tx);
                 }
             });
         }

@@ -506,7 +506,10 @@ fn flatten_cmd(
 ) -> Result<()> {
     let (loc, store) = open_store(location)?;
     let image = resolve_image(&store, &loc, &platform)?;
-    let options = ocikit::flatten::FlattenOptions { rootless };
+    let options = ocikit::flatten::FlattenOptions {
+        rootless,
+        progress: Some(std::sync::Arc::new(Bar::new("flattening"))),
+    };
     let report = match (output, tar) {
         (Some(dir), _) => ocikit::flatten::flatten_to_dir(&store, &image, &dir, &options)?,
         (None, Some(file)) if file.as_os_str() == "-" => {

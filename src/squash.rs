@@ -358,6 +358,7 @@ pub fn squash(
     let mut recorded = Recorded::new();
     let fopts = FlattenOptions {
         rootless: options.rootless,
+        progress: None,
     };
     let report = flatten::flatten_into(
         store,
