@@ -506,9 +506,10 @@ fn flatten_cmd(
 ) -> Result<()> {
     let (loc, store) = open_store(location)?;
     let image = resolve_image(&store, &loc, &platform)?;
+    let bar = std::sync::Arc::new(Bar::new("flattening"));
     let options = ocikit::flatten::FlattenOptions {
         rootless,
-        progress: Some(std::sync::Arc::new(Bar::new("flattening"))),
+        progress: Some(bar.clone()),
     };
     let report = match (output, tar) {
         (Some(dir), _) => ocikit::flatten::flatten_to_dir(&store, &image, &dir, &options)?,
@@ -544,6 +545,7 @@ fn flatten_cmd(
         }
         (None, None) => bail!("give --output DIR or --tar FILE"),
     };
+    bar.done();
     for w in &report.warnings {
         eprintln!("ocikit: warning: {w}");
     }
