@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 
@@ -49,6 +49,19 @@ const CHUNK: usize = 256 << 10;
 /// Entry headers queued per layer ahead of the applier (about 300 bytes
 /// each): enough that a decoder working ahead rarely waits.
 const CHANNEL: usize = 32768;
+
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// Asks running flattens to stop at the next entry (async-signal-safe: a
+/// signal handler may call it). They fail with "interrupted", and their
+/// staging directories are removed as on any other error.
+pub fn cancel() {
+    CANCEL.store(true, Ordering::SeqCst);
+}
+
+pub(crate) fn cancelled() -> bool {
+    CANCEL.load(Ordering::Relaxed)
+}
 
 /// Why flattening failed.
 #[derive(Debug, thiserror::Error)]
@@ -222,7 +235,9 @@ impl Shared {
             if let Some(p) = rootless_payload(uid, gid) {
                 self.set_xattr(fd, ROOTLESS_XATTR, &p);
             }
-            return Ok((uid != 0 || gid != 0).then_some((uid, gid)));
+            // Recorded even for 0:0, so that a reused inode never keeps a
+            // deleted file's owner.
+            return Ok(Some((uid, gid)));
         }
         if unsafe { libc::fchown(fd, u, g) } != 0 {
             return Err(os_err("chown"));
@@ -389,6 +404,9 @@ fn decode_layer(
             limit,
         )?;
         let mut buf = vec![0u8; CHUNK];
+        // Holes of sparse files count towards the limit: a tiny sparse member
+        // can claim terabytes, and `--tar` writes them out in full.
+        let mut holes = 0u64;
         let entries = {
             let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
             loop {
@@ -398,6 +416,13 @@ fn decode_layer(
                     Ok(None) => break tar.entries(),
                     Err(e) => return Err(layer::tar_error(e, n)),
                 };
+                if let Some(map) = &e.sparse {
+                    let data: u64 = map.iter().map(|&(_, n)| n).sum();
+                    holes = holes.saturating_add(e.size.saturating_sub(data));
+                    if holes > limit {
+                        return Err(LayerError::TooLarge { limit });
+                    }
+                }
                 let whiteout = e
                     .path
                     .rsplit(|&c| c == b'/')
@@ -418,7 +443,7 @@ fn decode_layer(
                 } else {
                     None
                 };
-                if tx.send(Msg::Entry(Box::new(e), spooled)).is_err() {
+                if cancelled() || tx.send(Msg::Entry(Box::new(e), spooled)).is_err() {
                     return Ok(None);
                 }
             }
@@ -1114,11 +1139,19 @@ impl<'s> Applier<'s> {
     ) -> Result<Result<LayerDigests, LayerError>, (String, String)> {
         self.created.clear();
         loop {
-            let msg = rx
-                .recv()
-                .map_err(|_| (String::new(), "the layer decoder stopped".to_string()))?;
+            let msg = rx.recv().map_err(|_| {
+                let why = if cancelled() {
+                    "interrupted"
+                } else {
+                    "the layer decoder stopped"
+                };
+                (String::new(), why.to_string())
+            })?;
             match msg {
                 Msg::Entry(e, spooled) => {
+                    if cancelled() {
+                        return Err((String::new(), "interrupted".into()));
+                    }
                     let name = e.display_name();
                     self.apply_entry(&e, spooled).map_err(|r| (name, r))?;
                 }
@@ -1128,10 +1161,7 @@ impl<'s> Applier<'s> {
     }
 
     fn apply_entry(&mut self, e: &Entry, spooled: Option<Spooled>) -> EntryResult<()> {
-        let comps = match clean_name(&e.path) {
-            Ok(c) => c,
-            Err(r) => return Err(r),
-        };
+        let comps = clean_name(&e.path)?;
         let Some((base, parents)) = comps.split_last() else {
             if e.kind != EntryKind::Directory {
                 return Err("an entry for the root directory must be a directory".into());
@@ -1400,10 +1430,8 @@ impl<'s> Applier<'s> {
     fn path_meta(&mut self, e: &Entry, pfd: RawFd, name: &CStr, chmod: bool) -> EntryResult<()> {
         let (uid, gid) = ids(e.uid, e.gid)?;
         if self.rootless {
-            if e.uid != 0 || e.gid != 0 {
-                if let Some(st) = fstatat(pfd, name) {
-                    self.recorded.insert((st.st_dev, st.st_ino), (e.uid, e.gid));
-                }
+            if let Some(st) = fstatat(pfd, name) {
+                self.recorded.insert((st.st_dev, st.st_ino), (e.uid, e.gid));
             }
         } else if unsafe { libc::fchownat(pfd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }
             != 0

@@ -497,6 +497,19 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
     }
 }
 
+/// SIGINT and SIGTERM make a running flatten or squash stop and remove its
+/// staging directory (exit 2, "interrupted") instead of dying mid-way.
+fn cancel_on_signals() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        ocikit::flatten::cancel();
+    }
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
 fn flatten_cmd(
     location: &str,
     output: Option<PathBuf>,
@@ -506,6 +519,7 @@ fn flatten_cmd(
 ) -> Result<()> {
     let (loc, store) = open_store(location)?;
     let image = resolve_image(&store, &loc, &platform)?;
+    cancel_on_signals();
     let bar = std::sync::Arc::new(Bar::new("flattening"));
     let options = ocikit::flatten::FlattenOptions {
         rootless,
@@ -571,6 +585,7 @@ fn squash_cmd(
     };
     let layout = Layout::open(&target)?;
     let image = resolve_image(&store, &loc, &platform)?;
+    cancel_on_signals();
     let compression = match compress {
         CompressArg::None => Compression::None,
         CompressArg::Gzip => Compression::Gzip,

@@ -47,6 +47,9 @@ pub fn write_tree_tar<W: Write>(
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     let mut buf = vec![0u8; 1 << 20];
     for entry in walker {
+        if flatten::cancelled() {
+            return Err(io::Error::other("interrupted"));
+        }
         let entry = entry.map_err(|e| io::Error::other(e.to_string()))?;
         let path = entry.path();
         let rel = path.strip_prefix(dir).map_err(io::Error::other)?;
@@ -93,6 +96,19 @@ pub fn write_tree_tar<W: Write>(
         } else {
             None
         };
+        // Symlink targets are kept byte for byte (the tar crate's link-name
+        // setter would clean `a//b` or `/` into other strings); long ones go
+        // in the same PAX header as the rest (readers keep only the last).
+        let link_target = if ft.is_symlink() && hardlink_of.is_none() {
+            let t = std::fs::read_link(path).map_err(with_ctx)?;
+            let t = t.as_os_str().as_bytes().to_vec();
+            if t.len() > 100 {
+                pax.push(("linkpath".into(), t.clone()));
+            }
+            Some(t)
+        } else {
+            None
+        };
         if !pax.is_empty() {
             tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
         }
@@ -111,10 +127,13 @@ pub fn write_tree_tar<W: Write>(
             h.set_size(0);
             tar.append_data(&mut h, os(&name), io::empty())?;
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(path).map_err(with_ctx)?;
+            let target = link_target.unwrap_or_default();
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_size(0);
-            tar.append_link(&mut h, os(&name), &target)?;
+            if target.len() <= 100 {
+                h.set_link_name_literal(&target)?;
+            }
+            tar.append_data(&mut h, os(&name), io::empty())?;
         } else if ft.is_file() {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(meta.len());

@@ -906,7 +906,7 @@ fn apply_pax(e: &mut Entry, recs: &[(Vec<u8>, Vec<u8>)], offset: u64) -> Result<
                     .map(|n| pax_number(n, "GNU.sparse.map", offset))
                     .collect();
                 let nums = nums?;
-                if nums.len() % 2 != 0 || nums.len() > 2 * MAX_SPARSE {
+                if !nums.len().is_multiple_of(2) || nums.len() > 2 * MAX_SPARSE {
                     return Err(bad("GNU.sparse.map has an odd or huge length".into()));
                 }
                 sparse_00 = nums;
@@ -932,7 +932,7 @@ fn apply_pax(e: &mut Entry, recs: &[(Vec<u8>, Vec<u8>)], offset: u64) -> Result<
         e.size = s;
     }
     if !sparse_00.is_empty() {
-        if sparse_00.len() % 2 != 0 {
+        if !sparse_00.len().is_multiple_of(2) {
             return Err(bad("GNU.sparse offsets and sizes do not pair up".into()));
         }
         e.sparse = Some(sparse_00.chunks(2).map(|c| (c[0], c[1])).collect());
