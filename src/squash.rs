@@ -307,6 +307,120 @@ pub struct SquashReport {
     pub warnings: Vec<String>,
 }
 
+/// The squashed layer's compression.
+enum LayerEncoder<W: Write> {
+    Gzip(ParallelGzip<W>),
+    Other(Encoder<W>),
+}
+
+impl<W: Write> Write for LayerEncoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            LayerEncoder::Gzip(g) => g.write(buf),
+            LayerEncoder::Other(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            LayerEncoder::Gzip(g) => g.flush(),
+            LayerEncoder::Other(e) => e.flush(),
+        }
+    }
+}
+
+/// gzip on every core: the stream is cut into fixed 4 MiB pieces, each
+/// compressed (default level, no name, time 0) into its own gzip member,
+/// members written in order. A multi-member gzip is one valid gzip stream
+/// (RFC 1952; Go, zlib, skopeo, umoci and containerd read it whole), and
+/// since the pieces depend only on the bytes, the output is reproducible.
+pub struct ParallelGzip<W: Write> {
+    out: W,
+    pending: Vec<Vec<u8>>,
+    current: Vec<u8>,
+    threads: usize,
+}
+
+const GZ_PIECE: usize = 4 << 20;
+
+impl<W: Write> ParallelGzip<W> {
+    /// A compressor writing to `out`.
+    pub fn new(out: W) -> ParallelGzip<W> {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 16);
+        ParallelGzip {
+            out,
+            pending: Vec::new(),
+            current: Vec::with_capacity(GZ_PIECE),
+            threads,
+        }
+    }
+
+    fn compress_pending(&mut self) -> io::Result<()> {
+        let pieces = std::mem::take(&mut self.pending);
+        let results: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = pieces
+                .iter()
+                .map(|p| {
+                    s.spawn(move || -> io::Result<Vec<u8>> {
+                        let mut e = flate2::GzBuilder::new().mtime(0).write(
+                            Vec::with_capacity(p.len() / 2),
+                            flate2::Compression::default(),
+                        );
+                        e.write_all(p)?;
+                        e.finish()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a compression thread failed")))
+                })
+                .collect()
+        });
+        for r in results {
+            self.out.write_all(&r?)?;
+        }
+        Ok(())
+    }
+
+    /// Compresses what is left and gives back the writer.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn finish(mut self) -> io::Result<W> {
+        if !self.current.is_empty() || (self.pending.is_empty() && self.current.is_empty()) {
+            let last = std::mem::take(&mut self.current);
+            self.pending.push(last);
+        }
+        self.compress_pending()?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for ParallelGzip<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = GZ_PIECE - self.current.len();
+        let n = room.min(buf.len());
+        self.current.extend_from_slice(&buf[..n]);
+        if self.current.len() == GZ_PIECE {
+            let full = std::mem::replace(&mut self.current, Vec::with_capacity(GZ_PIECE));
+            self.pending.push(full);
+            if self.pending.len() >= self.threads {
+                self.compress_pending()?;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 struct HashWrite<W> {
     inner: W,
     hasher: Hasher,
@@ -394,7 +508,10 @@ pub fn squash(
     let writer = layout
         .blob_writer(None)
         .map_err(|e| out_err(e.to_string()))?;
-    let encoder = Encoder::new(writer, options.compression).map_err(io_out)?;
+    let encoder = match options.compression {
+        Compression::Gzip => LayerEncoder::Gzip(ParallelGzip::new(writer)),
+        c => LayerEncoder::Other(Encoder::new(writer, c).map_err(io_out)?),
+    };
     let hashing = HashWrite {
         inner: encoder,
         hasher: Hasher::new(Algorithm::Sha256),
@@ -402,7 +519,11 @@ pub fn squash(
     let (hashing, _) =
         write_tree_tar(&staging.root, hashing, rootless.then_some(&recorded)).map_err(io_out)?;
     let diff_id = hashing.hasher.finish();
-    let writer = hashing.inner.finish_inner().map_err(io_out)?;
+    let writer = match hashing.inner {
+        LayerEncoder::Gzip(g) => g.finish(),
+        LayerEncoder::Other(e) => e.finish_inner(),
+    }
+    .map_err(io_out)?;
     let (layer_digest, layer_size) = writer.finish().map_err(|e| out_err(e.to_string()))?;
     drop(staging);
 
