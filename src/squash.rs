@@ -627,3 +627,37 @@ fn write_blob(layout: &Layout, bytes: &[u8]) -> Result<(Digest, u64), String> {
     w.write_all(bytes).map_err(|e| e.to_string())?;
     w.finish().map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_gzip_is_one_readable_stream_and_reproducible() {
+        let data: Vec<u8> = (0..(GZ_PIECE * 3 + 12345))
+            .map(|i| (i % 251) as u8 ^ (i / 7919) as u8)
+            .collect();
+        let compress = |d: &[u8]| {
+            let mut g = ParallelGzip::new(Vec::new());
+            // Uneven writes must not change the pieces.
+            for chunk in d.chunks(777_777) {
+                g.write_all(chunk).unwrap();
+            }
+            g.finish().unwrap()
+        };
+        let a = compress(&data);
+        assert_eq!(a, compress(&data));
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&a[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        // Empty input is still a valid (empty) gzip stream.
+        let empty = ParallelGzip::new(Vec::new()).finish().unwrap();
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&empty[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out.is_empty());
+    }
+}
