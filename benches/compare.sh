@@ -465,7 +465,7 @@ if ((ocikit_ok)) && "$OCIKIT" flatten --help >/dev/null 2>&1; then
         fi
     done
     flat_best ocikit-flatten-tar "ocikit flatten --tar - >/dev/null" "$OUT/none" \
-        sh -c '"$1" flatten --rootless "oci:$2:v2" --tar - >/dev/null' sh "$OCIKIT" "$IMAGE"
+        sh -c 'TMPDIR="$3" "$1" flatten --rootless "oci:$2:v2" --tar - >/dev/null' sh "$OCIKIT" "$IMAGE" "$OUT"
     [[ -n $F_SECS ]] && RATIOS+=("$(awk -v s="$F_SECS" -v rss="$F_RSS" 'BEGIN { printf "  %-28s %.2f s, peak RSS %.1f MiB (target < 100: %s)", "flatten --tar -:", s, rss / 1024, (rss / 1024 < 100 ? "met" : "NOT met") }')")
     SQ=$BENCH_DIR/big-squash
     sq_prep() {
