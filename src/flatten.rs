@@ -115,6 +115,10 @@ pub struct FlattenOptions {
     /// the `user.rootlesscontainers` xattr (as umoci does) instead of set,
     /// device nodes are skipped. Implied when not running as root.
     pub rootless: bool,
+    /// Build a tree the calling user can read back whole (for `--tar` and
+    /// squash as non-root): files get at least `u+rw`, directories `u+rwx`,
+    /// and the image's modes are recorded instead.
+    pub keep_readable: bool,
     /// Told the total stored size of the layers, then each byte read.
     pub progress: Option<std::sync::Arc<dyn crate::verify::Progress + Send>>,
 }
@@ -123,6 +127,7 @@ impl std::fmt::Debug for FlattenOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlattenOptions")
             .field("rootless", &self.rootless)
+            .field("keep_readable", &self.keep_readable)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -204,8 +209,8 @@ struct Spooled {
     name: CString,
     dev: u64,
     ino: u64,
-    /// Owner recorded instead of set (rootless).
-    record: Option<(u64, u64)>,
+    /// Owner (and mode) recorded instead of set.
+    record: Option<Record>,
 }
 
 enum Msg {
@@ -216,6 +221,7 @@ enum Msg {
 /// State the decoders and the applier share.
 struct Shared {
     rootless: bool,
+    readable: bool,
     spool: OwnedFd,
     xattr_skipped: Mutex<HashMap<String, u64>>,
 }
@@ -246,12 +252,17 @@ impl Shared {
     }
 
     fn set_xattr(&self, fd: RawFd, name: &[u8], value: &[u8]) {
+        self.set_xattr_with(name, value, &|cname, value| unsafe {
+            libc::fsetxattr(fd, cname.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        })
+    }
+
+    fn set_xattr_with(&self, name: &[u8], value: &[u8], set: &dyn Fn(&CStr, &[u8]) -> i32) {
         let Ok(cname) = CString::new(name) else {
             self.skip("name holds a NUL byte".into());
             return;
         };
-        let r =
-            unsafe { libc::fsetxattr(fd, cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        let r = set(&cname, value);
         if r != 0 {
             let err = io::Error::last_os_error();
             let why = match err.raw_os_error() {
@@ -283,6 +294,11 @@ impl Shared {
                 }
             }
         }
+        self.apply_xattrs(xattrs, &|name, value| self.set_xattr(fd, name, value));
+    }
+
+    /// The xattr policy: which of an entry's xattrs are applied (by `set`).
+    fn apply_xattrs(&self, xattrs: &[(Vec<u8>, Vec<u8>)], set: &dyn Fn(&[u8], &[u8])) {
         for (k, v) in xattrs {
             match k.as_slice() {
                 b"security.selinux" | b"system.nfs4_acl" => {
@@ -297,7 +313,7 @@ impl Shared {
                             .into(),
                     );
                 }
-                k => self.set_xattr(fd, k, v),
+                k => set(k, v),
             }
         }
     }
@@ -354,8 +370,17 @@ impl Shared {
             file.set_len(e.size).map_err(|e| format!("set size: {e}"))?;
         }
         let fd = file.as_raw_fd();
-        let record = self.owner_fd(fd, e.uid, e.gid)?;
-        if unsafe { libc::fchmod(fd, e.mode as libc::mode_t) } != 0 {
+        let record = self.owner_fd(fd, e.uid, e.gid)?.map(|(uid, gid)| Record {
+            uid,
+            gid,
+            mode: self.readable.then_some(e.mode),
+        });
+        let mode = if self.readable {
+            e.mode | 0o600
+        } else {
+            e.mode
+        };
+        if unsafe { libc::fchmod(fd, mode as libc::mode_t) } != 0 {
             return Err(os_err("chmod"));
         }
         self.xattrs_fd(fd, &e.xattrs, false);
@@ -568,7 +593,19 @@ impl Staging {
 
 /// Records kept for entries whose metadata could not be set on disk
 /// (rootless owners, skipped devices): used when the tree is written as tar.
-pub type Recorded = HashMap<(u64, u64), (u64, u64)>;
+pub type Recorded = HashMap<(u64, u64), Record>;
+
+/// What the image says about one inode where the disk says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// Owner (recorded when rootless).
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Permission bits, when a more permissive mode was set on disk so that
+    /// the tree can be read back ([`FlattenOptions::keep_readable`]).
+    pub mode: Option<u32>,
+}
 
 /// Applies `image`'s layers onto the existing empty directory `dir`.
 /// `recorded` collects (dev, ino) → (uid, gid) for owners not set on disk.
@@ -588,6 +625,7 @@ pub fn flatten_into(
     let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
     let shared = Shared {
         rootless,
+        readable: options.keep_readable && rootless,
         spool: open_root(spool)?,
         xattr_skipped: Mutex::new(HashMap::new()),
     };
@@ -1124,7 +1162,7 @@ impl<'s> Applier<'s> {
         }
         if self.symlink_xattrs > 0 {
             w.push(format!(
-                "skipped xattrs on {} symlink(s) (not settable without following the link)",
+                "skipped xattrs on {} symlink(s) (/proc is not procfs, so they cannot be set without following the link)",
                 self.symlink_xattrs
             ));
         }
@@ -1421,7 +1459,26 @@ impl<'s> Applier<'s> {
             return Err(os_err("create symlink"));
         }
         if !e.xattrs.is_empty() {
-            self.symlink_xattrs += 1;
+            // A symlink cannot be opened for fsetxattr; lsetxattr through
+            // /proc/self/fd/N/NAME names it from our own directory descriptor
+            // without following it (only when /proc is really procfs).
+            match proc_fd_path(pfd, name) {
+                Some(path) => {
+                    let shared = self.shared;
+                    shared.apply_xattrs(&e.xattrs, &|k, v| {
+                        shared.set_xattr_with(k, v, &|cname, value| unsafe {
+                            libc::lsetxattr(
+                                path.as_ptr(),
+                                cname.as_ptr(),
+                                value.as_ptr().cast(),
+                                value.len(),
+                                0,
+                            )
+                        })
+                    });
+                }
+                None => self.symlink_xattrs += 1,
+            }
         }
         self.path_meta(e, pfd, name, false)
     }
@@ -1431,7 +1488,12 @@ impl<'s> Applier<'s> {
         let (uid, gid) = ids(e.uid, e.gid)?;
         if self.rootless {
             if let Some(st) = fstatat(pfd, name) {
-                self.recorded.insert((st.st_dev, st.st_ino), (e.uid, e.gid));
+                let rec = Record {
+                    uid: e.uid,
+                    gid: e.gid,
+                    mode: None,
+                };
+                self.recorded.insert((st.st_dev, st.st_ino), rec);
             }
         } else if unsafe { libc::fchownat(pfd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }
             != 0
@@ -1583,11 +1645,18 @@ impl<'s> Applier<'s> {
             sparse: None,
             offset: 0,
         };
-        if let Some(rec) = self.shared.owner_fd(fd, fake.uid, fake.gid)? {
+        let readable = self.shared.readable;
+        if let Some((uid, gid)) = self.shared.owner_fd(fd, fake.uid, fake.gid)? {
             let st = fstat(fd)?;
+            let rec = Record {
+                uid,
+                gid,
+                mode: readable.then_some(m.mode),
+            };
             self.recorded.insert((st.st_dev, st.st_ino), rec);
         }
-        if unsafe { libc::fchmod(fd, m.mode as libc::mode_t) } != 0 {
+        let mode = if readable { m.mode | 0o700 } else { m.mode };
+        if unsafe { libc::fchmod(fd, mode as libc::mode_t) } != 0 {
             return Err(os_err("chmod directory"));
         }
         self.shared.xattrs_fd(fd, &m.xattrs, true);
@@ -1597,6 +1666,22 @@ impl<'s> Applier<'s> {
         }
         Ok(())
     }
+}
+
+/// `/proc/self/fd/<dir>/<name>`, when `/proc` is procfs.
+fn proc_fd_path(dir: RawFd, name: &CStr) -> Option<CString> {
+    static PROCFS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *PROCFS.get_or_init(|| {
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::statfs(c"/proc".as_ptr(), &mut st) };
+        r == 0 && st.f_type == libc::PROC_SUPER_MAGIC
+    });
+    if !ok {
+        return None;
+    }
+    let mut p = format!("/proc/self/fd/{dir}/").into_bytes();
+    p.extend_from_slice(name.to_bytes());
+    CString::new(p).ok()
 }
 
 fn ids(uid: u64, gid: u64) -> EntryResult<(libc::uid_t, libc::gid_t)> {

@@ -523,6 +523,7 @@ fn flatten_cmd(
     let bar = std::sync::Arc::new(Bar::new("flattening"));
     let options = ocikit::flatten::FlattenOptions {
         rootless,
+        keep_readable: false,
         progress: Some(bar.clone()),
     };
     let report = match (output, tar) {

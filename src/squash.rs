@@ -62,27 +62,27 @@ pub fn write_tree_tar<W: Write>(
             rel.as_os_str().as_bytes().to_vec()
         };
         let mut h = tar::Header::new_gnu();
-        let (uid, gid) = match recorded {
-            Some(r) => r.get(&(meta.dev(), meta.ino())).copied().unwrap_or((0, 0)),
-            None => (u64::from(meta.uid()), u64::from(meta.gid())),
+        let rec = recorded.and_then(|r| r.get(&(meta.dev(), meta.ino())).copied());
+        let (uid, gid) = match (recorded, rec) {
+            (Some(_), Some(r)) => (r.uid, r.gid),
+            (Some(_), None) => (0, 0),
+            (None, _) => (u64::from(meta.uid()), u64::from(meta.gid())),
         };
         h.set_uid(uid);
         h.set_gid(gid);
-        h.set_mode(meta.mode() & 0o7777);
+        h.set_mode(rec.and_then(|r| r.mode).unwrap_or(meta.mode() & 0o7777));
         let (sec, nsec) = (meta.mtime(), meta.mtime_nsec());
         h.set_mtime(u64::try_from(sec).unwrap_or(0));
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         if sec < 0 || nsec != 0 {
             pax.push(("mtime".into(), pax_time(sec, nsec).into_bytes()));
         }
-        if !ft.is_symlink() {
-            for (k, v) in xattrs(path).map_err(with_ctx)? {
-                if recorded.is_some() && k == b"user.rootlesscontainers" {
-                    continue;
-                }
-                let key = format!("SCHILY.xattr.{}", String::from_utf8_lossy(&k));
-                pax.push((key, v));
+        for (k, v) in xattrs(path).map_err(with_ctx)? {
+            if recorded.is_some() && k == b"user.rootlesscontainers" {
+                continue;
             }
+            let key = format!("SCHILY.xattr.{}", String::from_utf8_lossy(&k));
+            pax.push((key, v));
         }
         let hardlink_of = if !ft.is_dir() && meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
@@ -264,6 +264,10 @@ pub fn flatten_to_tar<W: Write>(
 ) -> Result<(W, FlattenReport), FlattenError> {
     let staging = flatten::Staging::new(staging_parent)?;
     let mut recorded = Recorded::new();
+    let options = &FlattenOptions {
+        keep_readable: true,
+        ..options.clone()
+    };
     let report = flatten::flatten_into(
         store,
         image,
@@ -491,6 +495,7 @@ pub fn squash(
     let mut recorded = Recorded::new();
     let fopts = FlattenOptions {
         rootless: options.rootless,
+        keep_readable: true,
         progress: None,
     };
     let report = flatten::flatten_into(
