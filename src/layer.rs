@@ -83,6 +83,142 @@ pub fn decoder<'a, R: BufRead + 'a>(
     })
 }
 
+/// Like [`decoder`], for layers whose stored bytes are hashed as they are
+/// read: gzip members are inflated without checking their CRC-32, which the
+/// blob digest (over the compressed bytes) and the DiffID (over the result)
+/// already cover; that saves a fifth of the inflate time.
+///
+/// # Errors
+/// Decoder set-up errors (zstd).
+pub fn layer_decoder<'a, R: BufRead + 'a>(
+    reader: R,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + 'a>> {
+    match compression {
+        Compression::Gzip => Ok(Box::new(GzipMembers::new(reader))),
+        c => decoder(reader, c),
+    }
+}
+
+/// Multi-member gzip without CRC checks (see [`layer_decoder`]). Header
+/// fields are parsed and skipped; each member's ISIZE is still checked
+/// against what its deflate stream produced.
+struct GzipMembers<R: BufRead> {
+    state: GzState<R>,
+}
+
+enum GzState<R: BufRead> {
+    /// Before a member header (or at the end of the stream).
+    Between(R),
+    /// Inside a member's deflate stream; bytes produced so far.
+    Body(flate2::bufread::DeflateDecoder<R>, u64),
+    Done,
+    Poisoned,
+}
+
+impl<R: BufRead> GzipMembers<R> {
+    fn new(reader: R) -> Self {
+        GzipMembers {
+            state: GzState::Between(reader),
+        }
+    }
+}
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+fn read_exact_buf<R: BufRead>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    r.read_exact(&mut v)
+        .map_err(|_| bad("gzip stream ends inside a member header or trailer"))?;
+    Ok(v)
+}
+
+fn skip_cstring<R: BufRead>(r: &mut R) -> io::Result<()> {
+    let mut sink = Vec::new();
+    let n = r.read_until(0, &mut sink)?;
+    if n == 0 || sink.last() != Some(&0) {
+        return Err(bad("gzip header name or comment is not terminated"));
+    }
+    Ok(())
+}
+
+/// Parses one member header; `Ok(false)` at a clean end of stream.
+fn gzip_header<R: BufRead>(r: &mut R) -> io::Result<bool> {
+    if r.fill_buf()?.is_empty() {
+        return Ok(false);
+    }
+    let h = read_exact_buf(r, 10)?;
+    if h[0] != 0x1f || h[1] != 0x8b {
+        return Err(bad(
+            "invalid gzip header (trailing data after the last member?)",
+        ));
+    }
+    if h[2] != 8 {
+        return Err(bad("gzip member is not deflate-compressed"));
+    }
+    let flags = h[3];
+    if flags & 0xe0 != 0 {
+        return Err(bad("gzip header has reserved flags set"));
+    }
+    if flags & 0x04 != 0 {
+        let x = read_exact_buf(r, 2)?;
+        let len = usize::from(u16::from_le_bytes([x[0], x[1]]));
+        read_exact_buf(r, len)?;
+    }
+    if flags & 0x08 != 0 {
+        skip_cstring(r)?;
+    }
+    if flags & 0x10 != 0 {
+        skip_cstring(r)?;
+    }
+    if flags & 0x02 != 0 {
+        read_exact_buf(r, 2)?;
+    }
+    Ok(true)
+}
+
+impl<R: BufRead> Read for GzipMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match std::mem::replace(&mut self.state, GzState::Poisoned) {
+                GzState::Between(mut r) => {
+                    if gzip_header(&mut r)? {
+                        self.state = GzState::Body(flate2::bufread::DeflateDecoder::new(r), 0);
+                    } else {
+                        self.state = GzState::Done;
+                        return Ok(0);
+                    }
+                }
+                GzState::Body(mut d, produced) => {
+                    let n = d.read(buf)?;
+                    if n > 0 {
+                        self.state = GzState::Body(d, produced + n as u64);
+                        return Ok(n);
+                    }
+                    // End of this member's deflate stream: the trailer.
+                    let mut r = d.into_inner();
+                    let t = read_exact_buf(&mut r, 8)?;
+                    let isize = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
+                    if u64::from(isize) != produced & 0xffff_ffff {
+                        return Err(bad("gzip member size does not match its trailer"));
+                    }
+                    self.state = GzState::Between(r);
+                }
+                GzState::Done => {
+                    self.state = GzState::Done;
+                    return Ok(0);
+                }
+                GzState::Poisoned => return Err(bad("gzip stream read after an error")),
+            }
+        }
+    }
+}
+
 /// A decompression failure, carried inside an `io::Error` through the tar
 /// reader so that it can be told apart from a tar problem.
 #[derive(Debug, thiserror::Error)]
@@ -166,10 +302,11 @@ impl<'a> LayerStream<'a> {
                 found,
             });
         }
-        let reader = decoder(outer, compression).map_err(|source| LayerError::Decompress {
-            compression,
-            source,
-        })?;
+        let reader =
+            layer_decoder(outer, compression).map_err(|source| LayerError::Decompress {
+                compression,
+                source,
+            })?;
         Ok(LayerStream {
             reader,
             blob,
@@ -369,4 +506,64 @@ pub fn list_entries<R: Read>(
     }
     stream.finish(out.len() as u64)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod gzip_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn member(data: &[u8], name: Option<&str>, extra: bool, comment: bool) -> Vec<u8> {
+        let mut b = flate2::GzBuilder::new();
+        if let Some(n) = name {
+            b = b.filename(n);
+        }
+        if extra {
+            b = b.extra(vec![1, 2, 3]);
+        }
+        if comment {
+            b = b.comment("c");
+        }
+        let mut e = b.write(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn inflate(b: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        layer_decoder(b, Compression::Gzip)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn members_and_header_fields_are_read_like_multigz() {
+        let mut all = member(b"first ", Some("n"), true, true);
+        all.extend(member(b"", None, false, false));
+        all.extend(member(&vec![7u8; 100_000], None, false, false));
+        let got = inflate(&all).unwrap();
+        let mut want = Vec::new();
+        flate2::read::MultiGzDecoder::new(&all[..])
+            .read_to_end(&mut want)
+            .unwrap();
+        assert_eq!(got, want);
+        assert_eq!(&got[..6], b"first ");
+        assert!(inflate(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn garbage_truncation_and_bad_sizes_are_errors() {
+        let m = member(b"hello", None, false, false);
+        let mut trailing = m.clone();
+        trailing.extend_from_slice(b"junk");
+        assert!(inflate(&trailing).is_err());
+        assert!(inflate(&m[..m.len() - 3]).is_err());
+        let mut wrong_size = m.clone();
+        let n = wrong_size.len();
+        wrong_size[n - 4] ^= 1;
+        assert!(inflate(&wrong_size).is_err());
+        // A CRC mismatch alone is not checked here: the digests cover it.
+        let mut wrong_crc = m.clone();
+        wrong_crc[n - 8] ^= 1;
+        assert_eq!(inflate(&wrong_crc).unwrap(), b"hello");
+    }
 }
