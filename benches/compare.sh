@@ -478,6 +478,27 @@ if ((ocikit_ok)) && "$OCIKIT" flatten --help >/dev/null 2>&1; then
     rm -rf "$SQ" "$DISK_OUT" "$OUT"
 fi
 
+# --- diff: base vs v2 share all layers but the last ----------------------------------
+if ((ocikit_ok)) && "$OCIKIT" diff --help >/dev/null 2>&1; then
+    D_SECS= D_RSS=
+    for round in 1 2; do
+        timed ocikit-diff -- sh -c '"$1" diff --json "oci:$2:base" "oci:$2:v2" >"$3"; [ $? -eq 1 ]' sh "$OCIKIT" "$IMAGE" "$BENCH_DIR/diff.json"
+        if ((M_STATUS == 0)); then
+            if [[ -z $D_SECS ]] || awk -v a="$M_SECS" -v b="$D_SECS" 'BEGIN { exit !(a < b) }'; then
+                D_SECS=$M_SECS D_RSS=$M_RSS_KIB
+            fi
+        fi
+    done
+    if [[ -n $D_SECS ]]; then
+        decoded=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["layers_decoded"], len(d["differences"]))' "$BENCH_DIR/diff.json" 2>/dev/null || echo "? ?")
+        record ocikit-diff "$D_SECS" "$D_RSS"
+        row "ocikit diff base v2" "$D_SECS" - "$(mib "$D_RSS")" "best of 2; layers decoded, differences: $decoded"
+        RATIOS+=("$(printf '  %-28s %s layer blobs decoded of 14 (target: only the differing layer, one per side)' "diff base v2:" "${decoded%% *}")")
+    else
+        row "ocikit diff base v2" - - - "failed, see $LOGS/ocikit-diff.log"
+    fi
+fi
+
 # --- 4. report -----------------------------------------------------------------------
 say ""
 say "ocikit benchmark: $IMAGE (scale $SCALE): ${#BLOBS[@]} blobs, $TOTAL_BYTES bytes; $NPROC cores"

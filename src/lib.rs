@@ -39,6 +39,7 @@
 
 pub mod archive;
 pub mod copy;
+pub mod diff;
 pub mod digest;
 pub mod docker;
 pub mod flatten;

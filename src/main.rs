@@ -195,6 +195,28 @@ enum Command {
         #[arg(long)]
         rootless: bool,
     },
+    /// Explain how two images differ: index, manifest, config fields, layers, entries.
+    #[command(
+        after_help = "The first line says `identical` or where the first difference is; then one line per\ndifference (`LEVEL: PATH: WHAT`) and a summary. Identical layers are never decompressed.\n--ignore takes a comma list: timestamps, history, annotations, layer-boundaries, compression.\nExit status: 0 identical, 1 different, 2 error.\nExamples:\n  ocikit diff ./builds:run1 ./builds:run2\n  ocikit diff ./images:1.0 app.tar --ignore compression\n  ocikit diff a.tar b.tar --ignore timestamps,history --json"
+    )]
+    Diff {
+        /// A: LOCATION[:REF].
+        a: String,
+        /// B: LOCATION[:REF].
+        b: String,
+        /// Compare only this platform of multi-platform images.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Differences to leave out (comma list).
+        #[arg(long, value_name = "LIST")]
+        ignore: Option<String>,
+        /// Show a unified diff of changed small text files.
+        #[arg(long)]
+        content: bool,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove blobs that nothing in index.json reaches (plan, then apply).
     #[command(
         after_help = "Keeps everything reachable from index.json (tagged or untagged entries),\nand referrers whose subject is kept. Refuses a damaged graph (exit 2, nothing deleted).\nExamples:\n  ocikit gc ./images --dry-run\n  ocikit gc ./images --prune-untagged"
@@ -442,6 +464,14 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
             rootless,
         )
         .map(|()| None),
+        Command::Diff {
+            a,
+            b,
+            platform,
+            ignore,
+            content,
+            json,
+        } => diff_cmd(&a, &b, platform, ignore.as_deref(), content, json),
         Command::Gc {
             layout,
             dry_run,
@@ -613,6 +643,54 @@ fn squash_cmd(
         report.layer
     );
     Ok(())
+}
+
+fn diff_cmd(
+    a: &str,
+    b: &str,
+    platform: Option<PlatformSpec>,
+    ignore: Option<&str>,
+    content: bool,
+    json: bool,
+) -> Result<Option<Negative>> {
+    let ignore = ocikit::diff::Ignore::parse(ignore.unwrap_or("")).map_err(|e| anyhow!(e))?;
+    let (la, sa) = open_store(a)?;
+    let (lb, sb) = open_store(b)?;
+    let options = ocikit::diff::DiffOptions {
+        ignore,
+        content,
+        platform: platform.map(PlatformChoice::Specific),
+    };
+    let report = ocikit::diff::diff(
+        &sa,
+        la.reference.as_ref(),
+        &sb,
+        lb.reference.as_ref(),
+        &options,
+    )?;
+    if json {
+        print_json(&report.to_json())?;
+    } else {
+        let mut o = out();
+        match report.differences.first() {
+            None => writeln!(o, "identical")?,
+            Some(d) => writeln!(o, "differs: {}: {}", d.location(), d.path)?,
+        }
+        for d in &report.differences {
+            writeln!(o, "{}", d.describe())?;
+            if let Some(u) = &d.diff {
+                write!(o, "{u}")?;
+            }
+        }
+        writeln!(
+            o,
+            "{} difference(s); {} layer(s) decoded",
+            report.differences.len(),
+            report.layers_decoded
+        )?;
+        o.flush()?;
+    }
+    Ok((!report.identical()).then_some(Negative))
 }
 
 fn gc_cmd(

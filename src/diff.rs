@@ -1,0 +1,1253 @@
+//! Why two images differ: index → manifest → config (field by field) →
+//! layers (paired by position) → entries → file bytes.
+//!
+//! Cost follows what differs: equal digests end the comparison at that
+//! level, equal layer digests (or, with `compression` ignored, equal
+//! DiffIDs) are never decompressed, and differing layers are decoded once
+//! each, in parallel, as streams into per-entry signatures (metadata plus a
+//! content hash; file bytes are kept only for `--content`, small text files).
+//! Nothing is written to disk, so no entry name is ever used as a path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufReader};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::layer::{self, LayerError, LayerStream};
+use crate::reference::Reference;
+use crate::resolve::{self, Image, PlatformChoice, ResolveError};
+use crate::spec::{self, Descriptor, Document, Kind};
+use crate::store::Store;
+use crate::tarstream::{EntryKind, TarReader};
+
+/// Largest text file whose bytes `--content` keeps for a unified diff.
+pub const MAX_TEXT: u64 = 64 << 10;
+
+/// What to leave out of the comparison.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Ignore {
+    /// Config and history `created`, `org.opencontainers.image.created`,
+    /// entry mtimes.
+    pub timestamps: bool,
+    /// The config's `history`.
+    pub history: bool,
+    /// Index and manifest annotations.
+    pub annotations: bool,
+    /// Compare the flattened trees, not layer by layer (also leaves out
+    /// `rootfs.diff_ids`, `history` and the manifest's layer list).
+    pub layer_boundaries: bool,
+    /// Compare what layers hold, not how they are stored: layer media types,
+    /// blob digests and sizes, and the Docker/OCI media type family.
+    pub compression: bool,
+}
+
+impl Ignore {
+    /// Parses `timestamps,history,…`.
+    ///
+    /// # Errors
+    /// An unknown word, named.
+    pub fn parse(list: &str) -> Result<Ignore, String> {
+        let mut i = Ignore::default();
+        for w in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match w {
+                "timestamps" => i.timestamps = true,
+                "history" => i.history = true,
+                "annotations" => i.annotations = true,
+                "layer-boundaries" => i.layer_boundaries = true,
+                "compression" => i.compression = true,
+                other => {
+                    return Err(format!(
+                        "--ignore: unknown {other:?} (known: timestamps, history, annotations, layer-boundaries, compression)"
+                    ))
+                }
+            }
+        }
+        Ok(i)
+    }
+}
+
+/// How to compare.
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// Differences to leave out.
+    pub ignore: Ignore,
+    /// Keep a unified diff of changed small text files.
+    pub content: bool,
+    /// Compare only this platform of multi-platform images.
+    pub platform: Option<PlatformChoice>,
+}
+
+/// Where a difference is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// The index (or the top-level descriptor).
+    Index,
+    /// The image manifest.
+    Manifest,
+    /// The image config.
+    Config,
+    /// One layer's entries.
+    Layer,
+    /// The flattened tree (`--ignore layer-boundaries`).
+    Rootfs,
+}
+
+/// What kind of difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// Only in B.
+    Added,
+    /// Only in A.
+    Removed,
+    /// In both, different.
+    Changed,
+    /// B's layer deletes the path (a whiteout only B has).
+    Deleted,
+    /// A's layer deletes the path and B's does not.
+    Undeleted,
+}
+
+/// One difference.
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    /// Level.
+    pub level: Level,
+    /// Platform of the image pair, for multi-platform indexes.
+    pub platform: Option<String>,
+    /// 1-based layer position (layer level).
+    pub layer: Option<usize>,
+    /// JSON path in the document, or the entry path.
+    pub path: String,
+    /// Kind.
+    pub kind: Change,
+    /// Fields of an entry that differ.
+    pub fields: Vec<String>,
+    /// A's side.
+    pub left: Option<Value>,
+    /// B's side.
+    pub right: Option<Value>,
+    /// A unified diff (`--content`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+impl Difference {
+    fn new(level: Level, path: impl Into<String>, kind: Change) -> Difference {
+        Difference {
+            level,
+            platform: None,
+            layer: None,
+            path: path.into(),
+            kind,
+            fields: Vec::new(),
+            left: None,
+            right: None,
+            diff: None,
+        }
+    }
+
+    /// `config`, `layer 3`, `[linux/arm64] manifest`, …
+    pub fn location(&self) -> String {
+        let level = match (self.level, self.layer) {
+            (Level::Layer, Some(n)) => format!("layer {n}"),
+            (Level::Index, _) => "index".into(),
+            (Level::Manifest, _) => "manifest".into(),
+            (Level::Config, _) => "config".into(),
+            (Level::Layer, None) => "layer".into(),
+            (Level::Rootfs, _) => "rootfs".into(),
+        };
+        match &self.platform {
+            Some(p) => format!("[{p}] {level}"),
+            None => level,
+        }
+    }
+
+    /// One readable line (without the unified diff).
+    pub fn describe(&self) -> String {
+        let short = |v: &Option<Value>| -> String {
+            let s = v.as_ref().map(compact).unwrap_or_else(|| "-".into());
+            if s.chars().count() > 100 {
+                let t: String = s.chars().take(100).collect();
+                format!("{t}…")
+            } else {
+                s
+            }
+        };
+        let what = match (self.level, self.kind) {
+            (Level::Layer | Level::Rootfs, Change::Changed) => {
+                let parts: Vec<String> = self
+                    .fields
+                    .iter()
+                    .map(|f| entry_field_change(f, self.left.as_ref(), self.right.as_ref()))
+                    .collect();
+                format!("changed: {}", parts.join(", "))
+            }
+            (Level::Layer | Level::Rootfs, Change::Added) => {
+                format!("added ({})", entry_summary(self.right.as_ref()))
+            }
+            (Level::Layer | Level::Rootfs, Change::Removed) => {
+                format!("removed ({})", entry_summary(self.left.as_ref()))
+            }
+            (_, Change::Deleted) => "deleted (a whiteout only in B)".into(),
+            (_, Change::Undeleted) => "not deleted (a whiteout only in A)".into(),
+            (_, Change::Changed) => format!("{} → {}", short(&self.left), short(&self.right)),
+            (_, Change::Added) => format!("added: {}", short(&self.right)),
+            (_, Change::Removed) => format!("removed: {}", short(&self.left)),
+        };
+        format!("{}: {}: {what}", self.location(), self.path)
+    }
+}
+
+fn compact(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn entry_summary(v: Option<&Value>) -> String {
+    let Some(v) = v else { return "-".into() };
+    let t = v["type"].as_str().unwrap_or("?");
+    match t {
+        "file" => format!("file, {} B", v["size"].as_u64().unwrap_or(0)),
+        "symlink" | "hardlink" => format!("{t} to {}", v["link"].as_str().unwrap_or("")),
+        other => other.to_string(),
+    }
+}
+
+fn entry_field_change(f: &str, l: Option<&Value>, r: Option<&Value>) -> String {
+    let get = |v: Option<&Value>, k: &str| v.map(|v| compact(&v[k])).unwrap_or_default();
+    match f {
+        "content" => format!(
+            "content ({} B → {} B)",
+            l.and_then(|v| v["size"].as_u64()).unwrap_or(0),
+            r.and_then(|v| v["size"].as_u64()).unwrap_or(0)
+        ),
+        "mode" => format!(
+            "mode {} → {}",
+            l.and_then(|v| v["mode"].as_str()).unwrap_or(""),
+            r.and_then(|v| v["mode"].as_str()).unwrap_or("")
+        ),
+        other => format!("{other} {} → {}", get(l, other), get(r, other)),
+    }
+}
+
+/// The result of [`diff`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiffReport {
+    /// Differences, in a fixed order (index, then per platform: manifest,
+    /// config, layers by position and path).
+    pub differences: Vec<Difference>,
+    /// Layer blobs decompressed (each side counted).
+    pub layers_decoded: usize,
+}
+
+impl DiffReport {
+    /// No differences.
+    pub fn identical(&self) -> bool {
+        self.differences.is_empty()
+    }
+
+    /// The JSON form (`version` 1; see docs/json.md).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "version": 1,
+            "identical": self.identical(),
+            "first": self.differences.first().map(|d| format!("{}: {}", d.location(), d.path)),
+            "layers_decoded": self.layers_decoded,
+            "differences": self.differences,
+        })
+    }
+}
+
+/// Why a diff could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// A reference or document could not be resolved.
+    #[error("{side}: {source}")]
+    Resolve {
+        /// `A` or `B`.
+        side: &'static str,
+        /// The error.
+        source: ResolveError,
+    },
+    /// A layer is unreadable or does not match its digests.
+    #[error("{side}: layer {index} ({digest}) {source}")]
+    Layer {
+        /// `A` or `B`.
+        side: &'static str,
+        /// 1-based position.
+        index: usize,
+        /// Its digest.
+        digest: String,
+        /// The error.
+        source: LayerError,
+    },
+    /// A document is not what it should be.
+    #[error("{side}: {message}")]
+    Document {
+        /// `A` or `B`.
+        side: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Compares the images `a_ref` in `a` and `b_ref` in `b`.
+///
+/// # Errors
+/// See [`DiffError`]; differences are not errors.
+pub fn diff(
+    a: &dyn Store,
+    a_ref: Option<&Reference>,
+    b: &dyn Store,
+    b_ref: Option<&Reference>,
+    options: &DiffOptions,
+) -> Result<DiffReport, DiffError> {
+    let ra = |source| DiffError::Resolve { side: "A", source };
+    let rb = |source| DiffError::Resolve { side: "B", source };
+    let mut out = Vec::new();
+    let mut decoded = 0usize;
+    let sides = Sides { a, b };
+    if let Some(p) = &options.platform {
+        let ia = resolve::resolve_image(a, a_ref, p).map_err(ra)?;
+        let ib = resolve::resolve_image(b, b_ref, p).map_err(rb)?;
+        sides.images(&ia, &ib, None, options, &mut out, &mut decoded)?;
+        return Ok(DiffReport {
+            differences: out,
+            layers_decoded: decoded,
+        });
+    }
+    let da = resolve::find_descriptor(a, a_ref).map_err(ra)?;
+    let db = resolve::find_descriptor(b, b_ref).map_err(rb)?;
+    let na = resolve::load_node(a, &da, "manifest").map_err(ra)?;
+    let nb = resolve::load_node(b, &db, "manifest").map_err(rb)?;
+    let (ka, kb) = (resolve::node_kind(&na), resolve::node_kind(&nb));
+    if da.digest == db.digest && na.bytes == nb.bytes {
+        return Ok(DiffReport::default());
+    }
+    match (ka, kb) {
+        (Kind::Index, Kind::Index) => {
+            let va = json_of(&na.bytes, "A")?;
+            let vb = json_of(&nb.bytes, "B")?;
+            let ig = options.ignore;
+            json_diff(Level::Index, "", &va, &vb, &mut out, &|p| {
+                p == "manifests"
+                    || p.starts_with("manifests[")
+                    || (ig.annotations && p.starts_with("annotations"))
+                    || (ig.compression && p == "mediaType")
+                    || (ig.timestamps && p == "annotations.org.opencontainers.image.created")
+            });
+            let ea = index_images(&na.bytes, "A")?;
+            let eb = index_images(&nb.bytes, "B")?;
+            let keys: BTreeSet<&String> = ea.keys().chain(eb.keys()).collect();
+            for k in keys {
+                match (ea.get(k), eb.get(k)) {
+                    (Some(x), Some(y)) => {
+                        if x.digest == y.digest {
+                            continue;
+                        }
+                        let ix = resolve::image_of_descriptor(a, x, &PlatformChoice::Host)
+                            .map_err(ra)?;
+                        let iy = resolve::image_of_descriptor(b, y, &PlatformChoice::Host)
+                            .map_err(rb)?;
+                        sides.images(&ix, &iy, Some(k.clone()), options, &mut out, &mut decoded)?;
+                    }
+                    (Some(x), None) => {
+                        let mut d = Difference::new(
+                            Level::Index,
+                            format!("manifests[{k}]"),
+                            Change::Removed,
+                        );
+                        d.left = Some(json!(x.digest));
+                        out.push(d);
+                    }
+                    (None, Some(y)) => {
+                        let mut d =
+                            Difference::new(Level::Index, format!("manifests[{k}]"), Change::Added);
+                        d.right = Some(json!(y.digest));
+                        out.push(d);
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        _ => {
+            if ka != kb && !options.ignore.compression {
+                let mut d = Difference::new(Level::Index, "mediaType", Change::Changed);
+                d.left = Some(json!(da.media_type));
+                d.right = Some(json!(db.media_type));
+                out.push(d);
+            }
+            let ia = resolve::image_of_descriptor(a, &da, &PlatformChoice::Host).map_err(ra)?;
+            let ib = resolve::image_of_descriptor(b, &db, &PlatformChoice::Host).map_err(rb)?;
+            sides.images(&ia, &ib, None, options, &mut out, &mut decoded)?;
+        }
+    }
+    Ok(DiffReport {
+        differences: out,
+        layers_decoded: decoded,
+    })
+}
+
+fn json_of(bytes: &[u8], side: &'static str) -> Result<Value, DiffError> {
+    serde_json::from_slice(bytes).map_err(|e| DiffError::Document {
+        side,
+        message: format!("not JSON: {e}"),
+    })
+}
+
+/// An index's images by platform (`linux/arm64/v8`; `#N` when none).
+fn index_images(
+    bytes: &[u8],
+    side: &'static str,
+) -> Result<BTreeMap<String, Descriptor>, DiffError> {
+    let idx = match spec::parse_document(bytes, Kind::Index) {
+        Ok(Document::Index(i)) => i,
+        Ok(_) => {
+            return Err(DiffError::Document {
+                side,
+                message: "the index is not an index".into(),
+            })
+        }
+        Err(e) => {
+            return Err(DiffError::Document {
+                side,
+                message: format!("the index: {e}"),
+            })
+        }
+    };
+    let mut out = BTreeMap::new();
+    for (i, d) in idx.manifests.iter().flatten().enumerate() {
+        if !resolve::is_candidate(d) {
+            continue;
+        }
+        let key = match &d.platform {
+            Some(p) => p.to_string(),
+            None => format!("#{i}"),
+        };
+        out.entry(key).or_insert_with(|| d.clone());
+    }
+    Ok(out)
+}
+
+/// Recursive JSON comparison; `skip(path)` leaves a path (and below) out.
+fn json_diff(
+    level: Level,
+    path: &str,
+    a: &Value,
+    b: &Value,
+    out: &mut Vec<Difference>,
+    skip: &dyn Fn(&str) -> bool,
+) {
+    if !path.is_empty() && skip(&wild(path)) {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(l), Some(r)) => json_diff(level, &p, l, r, out, skip),
+                    (Some(l), None) => {
+                        if !skip(&wild(&p)) {
+                            let mut d = Difference::new(level, p, Change::Removed);
+                            d.left = Some(l.clone());
+                            out.push(d);
+                        }
+                    }
+                    (None, Some(r)) => {
+                        if !skip(&wild(&p)) {
+                            let mut d = Difference::new(level, p, Change::Added);
+                            d.right = Some(r.clone());
+                            out.push(d);
+                        }
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                let p = format!("{path}[{i}]");
+                match (x.get(i), y.get(i)) {
+                    (Some(l), Some(r)) => json_diff(level, &p, l, r, out, skip),
+                    (Some(l), None) => {
+                        if !skip(&wild(&p)) {
+                            let mut d = Difference::new(level, p, Change::Removed);
+                            d.left = Some(l.clone());
+                            out.push(d);
+                        }
+                    }
+                    (None, Some(r)) => {
+                        if !skip(&wild(&p)) {
+                            let mut d = Difference::new(level, p, Change::Added);
+                            d.right = Some(r.clone());
+                            out.push(d);
+                        }
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        (l, r) => {
+            if l != r {
+                let mut d = Difference::new(level, path, Change::Changed);
+                d.left = Some(l.clone());
+                d.right = Some(r.clone());
+                out.push(d);
+            }
+        }
+    }
+}
+
+/// `history[3].created` → `history[*].created`.
+fn wild(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push_str("[*]");
+            }
+            ']' => in_index = false,
+            _ if in_index => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_docker_or_oci_type_change(a: &Value, b: &Value) -> bool {
+    let family = |v: &Value| -> Option<String> {
+        let s = v.as_str()?;
+        Some(
+            s.replace(
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "manifest",
+            )
+            .replace("application/vnd.oci.image.manifest.v1+json", "manifest")
+            .replace("application/vnd.docker.container.image.v1+json", "config")
+            .replace("application/vnd.oci.image.config.v1+json", "config"),
+        )
+    };
+    family(a).is_some() && family(a) == family(b)
+}
+
+struct Sides<'s> {
+    a: &'s dyn Store,
+    b: &'s dyn Store,
+}
+
+/// A layer to decode: side, position, descriptor, expected DiffID.
+struct Job {
+    side: usize,
+    index: usize,
+    desc: Descriptor,
+    diff_id: Option<Digest>,
+}
+
+impl Sides<'_> {
+    fn store(&self, side: usize) -> &dyn Store {
+        if side == 0 {
+            self.a
+        } else {
+            self.b
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn images(
+        &self,
+        ia: &Image,
+        ib: &Image,
+        platform: Option<String>,
+        options: &DiffOptions,
+        out: &mut Vec<Difference>,
+        decoded: &mut usize,
+    ) -> Result<(), DiffError> {
+        if ia.manifest.digest == ib.manifest.digest {
+            return Ok(());
+        }
+        let start = out.len();
+        let ig = options.ignore;
+        let ma = json_of(&ia.manifest.bytes, "A")?;
+        let mb = json_of(&ib.manifest.bytes, "B")?;
+        // Manifest fields; config and layers are compared below.
+        json_diff(Level::Manifest, "", &ma, &mb, out, &|p| {
+            p == "config.digest"
+                || p == "config.size"
+                || p.starts_with("layers")
+                || (ig.annotations && p.starts_with("annotations"))
+                || (ig.timestamps && p == "annotations.org.opencontainers.image.created")
+                || (ig.compression && (p == "mediaType" || p == "config.mediaType"))
+        });
+        // Docker ↔ OCI of the same kind is the "compression"/format family.
+        if ig.compression {
+            out.retain(|d| {
+                !(d.level == Level::Manifest
+                    && d.kind == Change::Changed
+                    && matches!(
+                        (&d.left, &d.right),
+                        (Some(l), Some(r)) if is_docker_or_oci_type_change(l, r)
+                    ))
+            });
+        }
+
+        // Config.
+        let ca = ia
+            .config(self.a)
+            .map_err(|source| DiffError::Resolve { side: "A", source })?;
+        let cb = ib
+            .config(self.b)
+            .map_err(|source| DiffError::Resolve { side: "B", source })?;
+        let (cfg_a, cfg_b) = match (&ca, &cb) {
+            (Some(x), Some(y)) => (json_of(&x.bytes, "A")?, json_of(&y.bytes, "B")?),
+            _ => (Value::Null, Value::Null),
+        };
+        if let (Some(x), Some(y)) = (&ca, &cb) {
+            if x.digest != y.digest {
+                let before = out.len();
+                json_diff(Level::Config, "", &cfg_a, &cfg_b, out, &|p| {
+                    (ig.timestamps && (p == "created" || p == "history[*].created"))
+                        || ((ig.history || ig.layer_boundaries) && p.starts_with("history"))
+                        || (ig.layer_boundaries && p.starts_with("rootfs.diff_ids"))
+                });
+                if out.len() == before && !ig.compression && !ig.timestamps && !ig.history {
+                    // Same fields, other bytes: key order or spacing.
+                    let mut d = Difference::new(Level::Config, "(bytes)", Change::Changed);
+                    d.left = Some(json!(x.digest.to_string()));
+                    d.right = Some(json!(y.digest.to_string()));
+                    out.push(d);
+                }
+            }
+        }
+        let ids = |cfg: &Value| -> Vec<Option<Digest>> {
+            cfg["rootfs"]["diff_ids"]
+                .as_array()
+                .map(|v| {
+                    v.iter()
+                        .map(|d| d.as_str().and_then(|s| s.parse().ok()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (ids_a, ids_b) = (ids(&cfg_a), ids(&cfg_b));
+        let (la, lb) = (ia.layers(), ib.layers());
+
+        if ig.layer_boundaries {
+            let same = ids_a.len() == ids_b.len()
+                && !ids_a.is_empty()
+                && ids_a.iter().zip(&ids_b).all(|(x, y)| x.is_some() && x == y);
+            let same_blobs =
+                la.len() == lb.len() && la.iter().zip(lb).all(|(x, y)| x.digest == y.digest);
+            if !(same || same_blobs) {
+                let mut jobs = Vec::new();
+                for (side, layers, ids) in [(0, la, &ids_a), (1, lb, &ids_b)] {
+                    for (i, d) in layers.iter().enumerate() {
+                        jobs.push(Job {
+                            side,
+                            index: i + 1,
+                            desc: d.clone(),
+                            diff_id: ids.get(i).cloned().flatten(),
+                        });
+                    }
+                }
+                let maps = self.decode(&jobs, options, decoded)?;
+                let mut trees = [BTreeMap::new(), BTreeMap::new()];
+                for (job, map) in jobs.iter().zip(maps) {
+                    apply_layer(&mut trees[job.side], map);
+                }
+                let [ta, tb] = trees;
+                compare_entries(&ta, &tb, Level::Rootfs, None, options, out);
+            }
+        } else {
+            let mut jobs = Vec::new();
+            for i in 0..la.len().max(lb.len()) {
+                match (la.get(i), lb.get(i)) {
+                    (Some(x), Some(y)) => {
+                        if !ig.compression && x.media_type != y.media_type {
+                            let mut d = Difference::new(
+                                Level::Manifest,
+                                format!("layers[{i}].mediaType"),
+                                Change::Changed,
+                            );
+                            d.left = Some(json!(x.media_type));
+                            d.right = Some(json!(y.media_type));
+                            out.push(d);
+                        }
+                        if x.digest == y.digest {
+                            continue;
+                        }
+                        let (da, db) = (
+                            ids_a.get(i).cloned().flatten(),
+                            ids_b.get(i).cloned().flatten(),
+                        );
+                        if ig.compression && da.is_some() && da == db {
+                            continue;
+                        }
+                        if !ig.compression {
+                            for (f, l, r) in [
+                                ("digest", json!(x.digest), json!(y.digest)),
+                                ("size", json!(x.size), json!(y.size)),
+                            ] {
+                                if l != r {
+                                    let mut d = Difference::new(
+                                        Level::Manifest,
+                                        format!("layers[{i}].{f}"),
+                                        Change::Changed,
+                                    );
+                                    d.left = Some(l);
+                                    d.right = Some(r);
+                                    out.push(d);
+                                }
+                            }
+                        }
+                        jobs.push(Job {
+                            side: 0,
+                            index: i + 1,
+                            desc: x.clone(),
+                            diff_id: da,
+                        });
+                        jobs.push(Job {
+                            side: 1,
+                            index: i + 1,
+                            desc: y.clone(),
+                            diff_id: db,
+                        });
+                    }
+                    (Some(x), None) => {
+                        let mut d = Difference::new(
+                            Level::Manifest,
+                            format!("layers[{i}]"),
+                            Change::Removed,
+                        );
+                        d.left = Some(json!(x.digest));
+                        out.push(d);
+                    }
+                    (None, Some(y)) => {
+                        let mut d =
+                            Difference::new(Level::Manifest, format!("layers[{i}]"), Change::Added);
+                        d.right = Some(json!(y.digest));
+                        out.push(d);
+                    }
+                    (None, None) => {}
+                }
+            }
+            let maps = self.decode(&jobs, options, decoded)?;
+            let mut it = jobs.iter().zip(maps);
+            while let (Some((ja, ma)), Some((_, mb))) = (it.next(), it.next()) {
+                let before = out.len();
+                compare_entries(&ma, &mb, Level::Layer, Some(ja.index), options, out);
+                let same_entries = out.len() == before;
+                if same_entries && (ig.compression || ig.timestamps) {
+                    continue;
+                }
+                if same_entries {
+                    // The entries match: the tar stream differs in format,
+                    // order or padding, or only the compression differs.
+                    let mut d = Difference::new(Level::Layer, "(tar stream)", Change::Changed);
+                    d.layer = Some(ja.index);
+                    d.fields = vec!["bytes".into()];
+                    d.left = ja.diff_id.as_ref().map(|x| json!(x.to_string()));
+                    out.push(d);
+                }
+            }
+        }
+        for d in &mut out[start..] {
+            d.platform = platform.clone();
+        }
+        Ok(())
+    }
+
+    /// Decodes every job's layer in parallel into entry signatures.
+    fn decode(
+        &self,
+        jobs: &[Job],
+        options: &DiffOptions,
+        decoded: &mut usize,
+    ) -> Result<Vec<Vec<(String, Sig)>>, DiffError> {
+        *decoded += jobs.len();
+        jobs.par_iter()
+            .map(|j| {
+                let side = if j.side == 0 { "A" } else { "B" };
+                decode_layer(
+                    self.store(j.side),
+                    &j.desc,
+                    j.diff_id.as_ref(),
+                    options.content,
+                )
+                .map_err(|source| DiffError::Layer {
+                    side,
+                    index: j.index,
+                    digest: j.desc.digest.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One entry, as compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sig {
+    kind: &'static str,
+    size: u64,
+    sha256: Option<String>,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: (i64, u32),
+    link: String,
+    xattrs: BTreeMap<String, String>,
+    text: Option<String>,
+}
+
+impl Sig {
+    fn to_json(&self) -> Value {
+        let mut v = json!({
+            "type": self.kind,
+            "mode": format!("{:04o}", self.mode),
+            "uid": self.uid,
+            "gid": self.gid,
+            "mtime": if self.mtime.1 == 0 { json!(self.mtime.0) } else { json!(format!("{}.{:09}", self.mtime.0, self.mtime.1)) },
+        });
+        if self.kind == "file" {
+            v["size"] = json!(self.size);
+            v["sha256"] = json!(self.sha256);
+        }
+        if !self.link.is_empty() {
+            v["link"] = json!(self.link);
+        }
+        if !self.xattrs.is_empty() {
+            v["xattrs"] = json!(self.xattrs);
+        }
+        v
+    }
+}
+
+fn entry_path(name: &[u8]) -> String {
+    let s = String::from_utf8_lossy(name);
+    let parts: Vec<&str> = s
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+fn decode_layer(
+    store: &dyn Store,
+    desc: &Descriptor,
+    diff_id: Option<&Digest>,
+    keep_text: bool,
+) -> Result<Vec<(String, Sig)>, LayerError> {
+    let digest: Digest = desc
+        .digest
+        .parse()
+        .map_err(|e| LayerError::Io(io::Error::other(format!("bad digest: {e}"))))?;
+    let compression = match desc.kind() {
+        Kind::Layer { compression, .. } => compression,
+        _ => {
+            return Err(LayerError::Io(io::Error::other(format!(
+                "has media type {:?}, not a layer type",
+                desc.media_type
+            ))))
+        }
+    };
+    let blob = store
+        .open_blob(&digest)
+        .map_err(|e| LayerError::Io(io::Error::other(e.to_string())))?;
+    let limit = crate::archive::decompression_limit(blob.len());
+    let mut stream = LayerStream::open(
+        BufReader::with_capacity(256 << 10, blob.into_reader()),
+        digest.algorithm().clone(),
+        compression,
+        limit,
+    )?;
+    let mut out = Vec::new();
+    let entries = {
+        let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = tar.entries();
+            let e = match tar.next_entry() {
+                Ok(Some(e)) => e,
+                Ok(None) => break tar.entries(),
+                Err(e) => return Err(layer::tar_error(e, n)),
+            };
+            let mut hasher = Hasher::new(Algorithm::Sha256);
+            let mut text: Option<Vec<u8>> =
+                (keep_text && e.kind == EntryKind::Regular && e.size <= MAX_TEXT).then(Vec::new);
+            loop {
+                match tar.read_data(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        hasher.update(&buf[..k]);
+                        if let Some(t) = &mut text {
+                            t.extend_from_slice(&buf[..k]);
+                        }
+                    }
+                    Err(err) => return Err(layer::layer_error(n)(err)),
+                }
+            }
+            let path = entry_path(&e.path);
+            let base = path.rsplit('/').next().unwrap_or("");
+            let (key, kind) = if base == ".wh..wh..opq" {
+                (path.clone(), "opaque")
+            } else if let Some(t) = base.strip_prefix(".wh.") {
+                let parent = &path[..path.len() - base.len()];
+                (format!("{parent}{t}"), "whiteout")
+            } else {
+                let k = match e.kind {
+                    EntryKind::Regular => "file",
+                    EntryKind::Directory => "dir",
+                    EntryKind::Symlink => "symlink",
+                    EntryKind::Hardlink => "hardlink",
+                    EntryKind::Char => "char",
+                    EntryKind::Block => "block",
+                    EntryKind::Fifo => "fifo",
+                    EntryKind::Other(_) => "other",
+                };
+                (path, k)
+            };
+            let whiteout = kind == "whiteout" || kind == "opaque";
+            let sig = Sig {
+                kind,
+                size: if kind == "file" { e.size } else { 0 },
+                sha256: (kind == "file").then(|| hasher.finish().encoded().to_string()),
+                mode: if whiteout { 0 } else { e.mode },
+                uid: if whiteout { 0 } else { e.uid },
+                gid: if whiteout { 0 } else { e.gid },
+                mtime: if whiteout {
+                    (0, 0)
+                } else {
+                    (e.mtime, e.mtime_nsec)
+                },
+                link: match e.kind {
+                    EntryKind::Hardlink => entry_path(&e.link),
+                    EntryKind::Symlink => String::from_utf8_lossy(&e.link).into_owned(),
+                    _ => String::new(),
+                },
+                xattrs: e
+                    .xattrs
+                    .iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
+                    .collect(),
+                text: text.and_then(|t| String::from_utf8(t).ok()),
+            };
+            out.push((key, sig));
+        }
+    };
+    let d = stream.finish(entries)?;
+    if d.blob_digest != digest {
+        return Err(LayerError::Io(io::Error::other(format!(
+            "has digest {}, not the one it is stored under",
+            d.blob_digest
+        ))));
+    }
+    if let Some(expected) = diff_id {
+        if &d.diff_id != expected {
+            return Err(LayerError::Io(io::Error::other(format!(
+                "decompresses to {}, but the config's diff_id is {expected}",
+                d.diff_id
+            ))));
+        }
+    }
+    Ok(out)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Applies one layer's entries to an in-memory tree (whiteouts hide lower
+/// paths only; opaque markers clear lower children; hardlinks take their
+/// target's content). Paths are compared as written: parent symlinks are
+/// not resolved.
+fn apply_layer(tree: &mut BTreeMap<String, Sig>, entries: Vec<(String, Sig)>) {
+    let mut created: BTreeSet<String> = BTreeSet::new();
+    let remove_lower = |tree: &mut BTreeMap<String, Sig>,
+                        created: &BTreeSet<String>,
+                        p: &str,
+                        children_only: bool| {
+        let prefix = if p == "/" {
+            "/".to_string()
+        } else {
+            format!("{p}/")
+        };
+        let doomed: Vec<String> = tree
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .filter(|k| !created.contains(k))
+            .collect();
+        for k in doomed {
+            tree.remove(&k);
+        }
+        if !children_only && !created.contains(p) {
+            tree.remove(p);
+        }
+    };
+    for (path, sig) in entries {
+        match sig.kind {
+            "whiteout" => remove_lower(tree, &created, &path, false),
+            "opaque" => {
+                let dir = path.trim_end_matches("/.wh..wh..opq");
+                let dir = if dir.is_empty() { "/" } else { dir };
+                remove_lower(tree, &created, dir, true);
+            }
+            _ => {
+                let mut sig = sig;
+                if sig.kind == "hardlink" {
+                    if let Some(t) = tree.get(&sig.link) {
+                        let mut t = t.clone();
+                        t.kind = "file";
+                        sig = t;
+                    }
+                }
+                if sig.kind != "dir" {
+                    remove_lower(tree, &created, &path, true);
+                }
+                created.insert(path.clone());
+                tree.insert(path, sig);
+            }
+        }
+    }
+}
+
+fn compare_entries(
+    a: &impl EntryMap,
+    b: &impl EntryMap,
+    level: Level,
+    layer: Option<usize>,
+    options: &DiffOptions,
+    out: &mut Vec<Difference>,
+) {
+    let ma = a.map();
+    let mb = b.map();
+    let keys: BTreeSet<&String> = ma.keys().chain(mb.keys()).copied().collect();
+    for k in keys {
+        let (x, y) = (ma.get(k), mb.get(k));
+        let mut d = match (x, y) {
+            (Some(x), Some(y)) => {
+                let mut fields = Vec::new();
+                if x.kind != y.kind {
+                    fields.push("type");
+                }
+                if x.sha256 != y.sha256 || x.size != y.size {
+                    fields.push("content");
+                }
+                if x.mode != y.mode {
+                    fields.push("mode");
+                }
+                if x.uid != y.uid {
+                    fields.push("uid");
+                }
+                if x.gid != y.gid {
+                    fields.push("gid");
+                }
+                if !options.ignore.timestamps && x.mtime != y.mtime {
+                    fields.push("mtime");
+                }
+                if x.xattrs != y.xattrs {
+                    fields.push("xattrs");
+                }
+                if x.link != y.link {
+                    fields.push("link");
+                }
+                if fields.is_empty() {
+                    continue;
+                }
+                let mut d = Difference::new(level, k.clone(), Change::Changed);
+                d.fields = fields.into_iter().map(String::from).collect();
+                if options.content && d.fields.iter().any(|f| f == "content") {
+                    if let (Some(l), Some(r)) = (&x.text, &y.text) {
+                        d.diff = Some(unified(l, r));
+                    }
+                }
+                d
+            }
+            (Some(x), None) => {
+                let kind = if x.kind == "whiteout" {
+                    Change::Undeleted
+                } else {
+                    Change::Removed
+                };
+                Difference::new(level, k.clone(), kind)
+            }
+            (None, Some(y)) => {
+                let kind = if y.kind == "whiteout" {
+                    Change::Deleted
+                } else {
+                    Change::Added
+                };
+                Difference::new(level, k.clone(), kind)
+            }
+            (None, None) => continue,
+        };
+        d.layer = layer;
+        d.left = x.map(|s| s.to_json());
+        d.right = y.map(|s| s.to_json());
+        out.push(d);
+    }
+}
+
+/// Entry signatures by path (last entry of a name wins, as on disk).
+trait EntryMap {
+    fn map(&self) -> BTreeMap<&String, &Sig>;
+}
+
+impl EntryMap for Vec<(String, Sig)> {
+    fn map(&self) -> BTreeMap<&String, &Sig> {
+        self.iter().map(|(k, v)| (k, v)).collect()
+    }
+}
+
+impl EntryMap for BTreeMap<String, Sig> {
+    fn map(&self) -> BTreeMap<&String, &Sig> {
+        self.iter().collect()
+    }
+}
+
+/// A short unified diff of two texts (whole-file hunk, changed lines only
+/// with up to 3 lines of context).
+fn unified(a: &str, b: &str) -> String {
+    let la: Vec<&str> = a.lines().collect();
+    let lb: Vec<&str> = b.lines().collect();
+    // Longest common subsequence table (files are at most 64 KiB).
+    let (n, m) = (la.len(), lb.len());
+    if n * m > 4_000_000 {
+        return format!("(too many lines to diff: {n} and {m})");
+    }
+    let mut t = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            t[i][j] = if la[i] == lb[j] {
+                t[i + 1][j + 1] + 1
+            } else {
+                t[i + 1][j].max(t[i][j + 1])
+            };
+        }
+    }
+    let mut ops: Vec<(char, &str)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && la[i] == lb[j] {
+            ops.push((' ', la[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || t[i][j + 1] >= t[i + 1][j]) {
+            ops.push(('+', lb[j]));
+            j += 1;
+        } else {
+            ops.push(('-', la[i]));
+            i += 1;
+        }
+    }
+    let keep: Vec<bool> = (0..ops.len())
+        .map(|k| {
+            let lo = k.saturating_sub(3);
+            let hi = (k + 3).min(ops.len() - 1);
+            ops[lo..=hi].iter().any(|(c, _)| *c != ' ')
+        })
+        .collect();
+    let mut s = String::from("--- A\n+++ B\n");
+    let mut gap = false;
+    for (k, (c, line)) in ops.iter().enumerate() {
+        if keep[k] {
+            if gap {
+                s.push_str("@@\n");
+                gap = false;
+            }
+            s.push(*c);
+            s.push_str(line);
+            s.push('\n');
+        } else {
+            gap = true;
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignore_words_parse_and_unknown_is_refused() {
+        let i = Ignore::parse("timestamps, layer-boundaries").unwrap();
+        assert!(i.timestamps && i.layer_boundaries && !i.history);
+        assert!(Ignore::parse("bogus").unwrap_err().contains("bogus"));
+    }
+
+    #[test]
+    fn json_paths_and_wildcards() {
+        let a = json!({"created": "1", "history": [{"created": "1", "x": 1}], "config": {"Env": ["A"]}});
+        let b = json!({"created": "2", "history": [{"created": "2", "x": 2}], "config": {"Env": ["A", "B"]}});
+        let mut out = Vec::new();
+        json_diff(Level::Config, "", &a, &b, &mut out, &|p| {
+            p == "history[*].created"
+        });
+        let paths: Vec<_> = out.iter().map(|d| (d.path.as_str(), d.kind)).collect();
+        assert_eq!(
+            paths,
+            vec![
+                ("config.Env[1]", Change::Added),
+                ("created", Change::Changed),
+                ("history[0].x", Change::Changed)
+            ]
+        );
+    }
+
+    #[test]
+    fn unified_diff_shows_changed_lines() {
+        let d = unified("hello\nworld\n", "hello\nthere\n");
+        assert!(
+            d.contains("-world\n") && d.contains("+there\n") && d.contains(" hello\n"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn in_memory_layers_follow_whiteout_rules() {
+        let sig = |k: &'static str| Sig {
+            kind: k,
+            size: 0,
+            sha256: None,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: (0, 0),
+            link: String::new(),
+            xattrs: BTreeMap::new(),
+            text: None,
+        };
+        let mut t = BTreeMap::new();
+        apply_layer(
+            &mut t,
+            vec![
+                ("/d".into(), sig("dir")),
+                ("/d/a".into(), sig("file")),
+                ("/x".into(), sig("file")),
+            ],
+        );
+        apply_layer(
+            &mut t,
+            vec![
+                ("/d/new".into(), sig("file")),
+                ("/d/.wh..wh..opq".into(), sig("opaque")),
+                ("/x".into(), sig("whiteout")),
+            ],
+        );
+        let keys: Vec<_> = t.keys().cloned().collect();
+        assert_eq!(keys, vec!["/d", "/d/new"]);
+    }
+}
