@@ -179,6 +179,13 @@ impl Difference {
             }
         };
         let what = match (self.level, self.kind) {
+            (Level::Layer | Level::Rootfs, Change::Changed) if self.fields == ["bytes"] => {
+                format!(
+                    "the tar bytes differ ({} → {}), the entries are equal",
+                    short(&self.left),
+                    short(&self.right)
+                )
+            }
             (Level::Layer | Level::Rootfs, Change::Changed) => {
                 let parts: Vec<String> = self
                     .fields
@@ -616,12 +623,15 @@ impl Sides<'_> {
         if let (Some(x), Some(y)) = (&ca, &cb) {
             if x.digest != y.digest {
                 let before = out.len();
+                // rootfs.diff_ids follow from the layers, compared below.
                 json_diff(Level::Config, "", &cfg_a, &cfg_b, out, &|p| {
-                    (ig.timestamps && (p == "created" || p == "history[*].created"))
+                    p.starts_with("rootfs.diff_ids")
+                        || (ig.timestamps && (p == "created" || p == "history[*].created"))
                         || ((ig.history || ig.layer_boundaries) && p.starts_with("history"))
-                        || (ig.layer_boundaries && p.starts_with("rootfs.diff_ids"))
                 });
-                if out.len() == before && !ig.compression && !ig.timestamps && !ig.history {
+                let mut strict = Vec::new();
+                json_diff(Level::Config, "", &cfg_a, &cfg_b, &mut strict, &|_| false);
+                if out.len() == before && strict.is_empty() {
                     // Same fields, other bytes: key order or spacing.
                     let mut d = Difference::new(Level::Config, "(bytes)", Change::Changed);
                     d.left = Some(json!(x.digest.to_string()));
@@ -663,7 +673,7 @@ impl Sides<'_> {
                 }
                 let maps = self.decode(&jobs, options, decoded)?;
                 let mut trees = [BTreeMap::new(), BTreeMap::new()];
-                for (job, map) in jobs.iter().zip(maps) {
+                for (job, (map, _)) in jobs.iter().zip(maps) {
                     apply_layer(&mut trees[job.side], map);
                 }
                 let [ta, tb] = trees;
@@ -684,32 +694,27 @@ impl Sides<'_> {
                             d.right = Some(json!(y.media_type));
                             out.push(d);
                         }
-                        if x.digest == y.digest {
-                            continue;
-                        }
                         let (da, db) = (
                             ids_a.get(i).cloned().flatten(),
                             ids_b.get(i).cloned().flatten(),
                         );
-                        if ig.compression && da.is_some() && da == db {
+                        if x.digest == y.digest {
+                            if da != db {
+                                // Same layer, different DiffIDs: a config
+                                // that misdescribes its layer.
+                                let mut d = Difference::new(
+                                    Level::Config,
+                                    format!("rootfs.diff_ids[{i}]"),
+                                    Change::Changed,
+                                );
+                                d.left = da.map(|x| json!(x.to_string()));
+                                d.right = db.map(|x| json!(x.to_string()));
+                                out.push(d);
+                            }
                             continue;
                         }
-                        if !ig.compression {
-                            for (f, l, r) in [
-                                ("digest", json!(x.digest), json!(y.digest)),
-                                ("size", json!(x.size), json!(y.size)),
-                            ] {
-                                if l != r {
-                                    let mut d = Difference::new(
-                                        Level::Manifest,
-                                        format!("layers[{i}].{f}"),
-                                        Change::Changed,
-                                    );
-                                    d.left = Some(l);
-                                    d.right = Some(r);
-                                    out.push(d);
-                                }
-                            }
+                        if ig.compression && da.is_some() && da == db {
+                            continue;
                         }
                         jobs.push(Job {
                             side: 0,
@@ -744,20 +749,51 @@ impl Sides<'_> {
             }
             let maps = self.decode(&jobs, options, decoded)?;
             let mut it = jobs.iter().zip(maps);
-            while let (Some((ja, ma)), Some((_, mb))) = (it.next(), it.next()) {
+            while let (Some((ja, (ma, ida))), Some((jb, (mb, idb)))) = (it.next(), it.next()) {
                 let before = out.len();
                 compare_entries(&ma, &mb, Level::Layer, Some(ja.index), options, out);
-                let same_entries = out.len() == before;
-                if same_entries && (ig.compression || ig.timestamps) {
+                if out.len() > before {
                     continue;
                 }
-                if same_entries {
-                    // The entries match: the tar stream differs in format,
-                    // order or padding, or only the compression differs.
+                let strict = DiffOptions {
+                    ignore: Ignore::default(),
+                    ..options.clone()
+                };
+                let mut all = Vec::new();
+                compare_entries(&ma, &mb, Level::Layer, Some(ja.index), &strict, &mut all);
+                if !all.is_empty() {
+                    // Only ignored fields (mtimes) differ.
+                    continue;
+                }
+                let i = ja.index - 1;
+                if ida == idb {
+                    // The same tar, stored differently: compression.
+                    if ig.compression {
+                        continue;
+                    }
+                    for (f, l, r) in [
+                        ("digest", json!(ja.desc.digest), json!(jb.desc.digest)),
+                        ("size", json!(ja.desc.size), json!(jb.desc.size)),
+                    ] {
+                        if l != r {
+                            let mut d = Difference::new(
+                                Level::Manifest,
+                                format!("layers[{i}].{f}"),
+                                Change::Changed,
+                            );
+                            d.left = Some(l);
+                            d.right = Some(r);
+                            out.push(d);
+                        }
+                    }
+                } else {
+                    // The entries match, the tar bytes do not: format,
+                    // entry order or padding.
                     let mut d = Difference::new(Level::Layer, "(tar stream)", Change::Changed);
                     d.layer = Some(ja.index);
                     d.fields = vec!["bytes".into()];
-                    d.left = ja.diff_id.as_ref().map(|x| json!(x.to_string()));
+                    d.left = Some(json!(ida.to_string()));
+                    d.right = Some(json!(idb.to_string()));
                     out.push(d);
                 }
             }
@@ -774,7 +810,7 @@ impl Sides<'_> {
         jobs: &[Job],
         options: &DiffOptions,
         decoded: &mut usize,
-    ) -> Result<Vec<Vec<(String, Sig)>>, DiffError> {
+    ) -> Result<Vec<(Vec<(String, Sig)>, Digest)>, DiffError> {
         *decoded += jobs.len();
         jobs.par_iter()
             .map(|j| {
@@ -848,7 +884,7 @@ fn decode_layer(
     desc: &Descriptor,
     diff_id: Option<&Digest>,
     keep_text: bool,
-) -> Result<Vec<(String, Sig)>, LayerError> {
+) -> Result<(Vec<(String, Sig)>, Digest), LayerError> {
     let digest: Digest = desc
         .digest
         .parse()
@@ -961,7 +997,7 @@ fn decode_layer(
             ))));
         }
     }
-    Ok(out)
+    Ok((out, d.diff_id))
 }
 
 fn hex(b: &[u8]) -> String {
