@@ -810,7 +810,7 @@ impl Sides<'_> {
         jobs: &[Job],
         options: &DiffOptions,
         decoded: &mut usize,
-    ) -> Result<Vec<(Vec<(String, Sig)>, Digest)>, DiffError> {
+    ) -> Result<Vec<Decoded>, DiffError> {
         *decoded += jobs.len();
         jobs.par_iter()
             .map(|j| {
@@ -831,6 +831,9 @@ impl Sides<'_> {
             .collect()
     }
 }
+
+/// A decoded layer: its entries in order, and its DiffID.
+type Decoded = (Vec<(String, Sig)>, Digest);
 
 /// One entry, as compared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -884,7 +887,7 @@ fn decode_layer(
     desc: &Descriptor,
     diff_id: Option<&Digest>,
     keep_text: bool,
-) -> Result<(Vec<(String, Sig)>, Digest), LayerError> {
+) -> Result<Decoded, LayerError> {
     let digest: Digest = desc
         .digest
         .parse()
