@@ -70,7 +70,7 @@ impl Ignore {
 }
 
 /// How to compare.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DiffOptions {
     /// Differences to leave out.
     pub ignore: Ignore,
@@ -78,6 +78,19 @@ pub struct DiffOptions {
     pub content: bool,
     /// Compare only this platform of multi-platform images.
     pub platform: Option<PlatformChoice>,
+    /// Told the stored size of the layers about to be decoded, then each
+    /// byte read.
+    pub progress: Option<std::sync::Arc<dyn crate::verify::Progress + Send>>,
+}
+
+impl std::fmt::Debug for DiffOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffOptions")
+            .field("ignore", &self.ignore)
+            .field("content", &self.content)
+            .field("platform", &self.platform)
+            .finish()
+    }
 }
 
 /// Where a difference is.
@@ -812,6 +825,17 @@ impl Sides<'_> {
         decoded: &mut usize,
     ) -> Result<Vec<Decoded>, DiffError> {
         *decoded += jobs.len();
+        let progress: &dyn crate::verify::Progress = match &options.progress {
+            Some(p) => p.as_ref(),
+            None => &(),
+        };
+        if !jobs.is_empty() {
+            progress.begin(
+                jobs.iter()
+                    .map(|j| u64::try_from(j.desc.size).unwrap_or(0))
+                    .sum(),
+            );
+        }
         jobs.par_iter()
             .map(|j| {
                 let side = if j.side == 0 { "A" } else { "B" };
@@ -820,6 +844,7 @@ impl Sides<'_> {
                     &j.desc,
                     j.diff_id.as_ref(),
                     options.content,
+                    progress,
                 )
                 .map_err(|source| DiffError::Layer {
                     side,
@@ -887,6 +912,7 @@ fn decode_layer(
     desc: &Descriptor,
     diff_id: Option<&Digest>,
     keep_text: bool,
+    progress: &dyn crate::verify::Progress,
 ) -> Result<Decoded, LayerError> {
     let digest: Digest = desc
         .digest
@@ -905,8 +931,12 @@ fn decode_layer(
         .open_blob(&digest)
         .map_err(|e| LayerError::Io(io::Error::other(e.to_string())))?;
     let limit = crate::archive::decompression_limit(blob.len());
+    let advance = |n: u64| progress.advance(n);
     let mut stream = LayerStream::open(
-        BufReader::with_capacity(256 << 10, blob.into_reader()),
+        BufReader::with_capacity(
+            256 << 10,
+            crate::digest::ProgressReader::new(blob.into_reader(), &advance),
+        ),
         digest.algorithm().clone(),
         compression,
         limit,

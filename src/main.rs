@@ -656,10 +656,12 @@ fn diff_cmd(
     let ignore = ocikit::diff::Ignore::parse(ignore.unwrap_or("")).map_err(|e| anyhow!(e))?;
     let (la, sa) = open_store(a)?;
     let (lb, sb) = open_store(b)?;
+    let bar = std::sync::Arc::new(Bar::new("diffing layers"));
     let options = ocikit::diff::DiffOptions {
         ignore,
         content,
         platform: platform.map(PlatformChoice::Specific),
+        progress: Some(bar.clone()),
     };
     let report = ocikit::diff::diff(
         &sa,
@@ -667,7 +669,9 @@ fn diff_cmd(
         &sb,
         lb.reference.as_ref(),
         &options,
-    )?;
+    );
+    bar.done();
+    let report = report?;
     if json {
         print_json(&report.to_json())?;
     } else {
