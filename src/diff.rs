@@ -16,12 +16,12 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::layer::{self, LayerError, LayerStream};
+use crate::layer::{self, LayerError};
 use crate::reference::Reference;
 use crate::resolve::{self, Image, PlatformChoice, ResolveError};
 use crate::spec::{self, Descriptor, Document, Kind};
 use crate::store::Store;
-use crate::tarstream::{EntryKind, TarReader};
+use crate::tarstream::EntryKind;
 
 /// Largest text file whose bytes `--content` keeps for a unified diff.
 pub const MAX_TEXT: u64 = 64 << 10;
@@ -462,11 +462,23 @@ fn json_diff(
     out: &mut Vec<Difference>,
     skip: &dyn Fn(&str) -> bool,
 ) {
+    json_diff_at(level, path, Some(a), Some(b), out, skip);
+}
+
+/// One path of the comparison; a side that lacks it is `None`.
+fn json_diff_at(
+    level: Level,
+    path: &str,
+    a: Option<&Value>,
+    b: Option<&Value>,
+    out: &mut Vec<Difference>,
+    skip: &dyn Fn(&str) -> bool,
+) {
     if !path.is_empty() && skip(&wild(path)) {
         return;
     }
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
+    let (kind, left, right) = match (a, b) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
             let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
                 let p = if path.is_empty() {
@@ -474,58 +486,33 @@ fn json_diff(
                 } else {
                     format!("{path}.{k}")
                 };
-                match (x.get(k), y.get(k)) {
-                    (Some(l), Some(r)) => json_diff(level, &p, l, r, out, skip),
-                    (Some(l), None) => {
-                        if !skip(&wild(&p)) {
-                            let mut d = Difference::new(level, p, Change::Removed);
-                            d.left = Some(l.clone());
-                            out.push(d);
-                        }
-                    }
-                    (None, Some(r)) => {
-                        if !skip(&wild(&p)) {
-                            let mut d = Difference::new(level, p, Change::Added);
-                            d.right = Some(r.clone());
-                            out.push(d);
-                        }
-                    }
-                    (None, None) => {}
-                }
+                json_diff_at(level, &p, x.get(k), y.get(k), out, skip);
             }
+            return;
         }
-        (Value::Array(x), Value::Array(y)) => {
+        (Some(Value::Array(x)), Some(Value::Array(y))) => {
             for i in 0..x.len().max(y.len()) {
-                let p = format!("{path}[{i}]");
-                match (x.get(i), y.get(i)) {
-                    (Some(l), Some(r)) => json_diff(level, &p, l, r, out, skip),
-                    (Some(l), None) => {
-                        if !skip(&wild(&p)) {
-                            let mut d = Difference::new(level, p, Change::Removed);
-                            d.left = Some(l.clone());
-                            out.push(d);
-                        }
-                    }
-                    (None, Some(r)) => {
-                        if !skip(&wild(&p)) {
-                            let mut d = Difference::new(level, p, Change::Added);
-                            d.right = Some(r.clone());
-                            out.push(d);
-                        }
-                    }
-                    (None, None) => {}
-                }
+                json_diff_at(
+                    level,
+                    &format!("{path}[{i}]"),
+                    x.get(i),
+                    y.get(i),
+                    out,
+                    skip,
+                );
             }
+            return;
         }
-        (l, r) => {
-            if l != r {
-                let mut d = Difference::new(level, path, Change::Changed);
-                d.left = Some(l.clone());
-                d.right = Some(r.clone());
-                out.push(d);
-            }
-        }
-    }
+        (Some(l), Some(r)) if l == r => return,
+        (Some(l), Some(r)) => (Change::Changed, Some(l), Some(r)),
+        (Some(l), None) => (Change::Removed, Some(l), None),
+        (None, Some(r)) => (Change::Added, None, Some(r)),
+        (None, None) => return,
+    };
+    let mut d = Difference::new(level, path, kind);
+    d.left = left.cloned();
+    d.right = right.cloned();
+    out.push(d);
 }
 
 /// `history[3].created` → `history[*].created`.
@@ -932,104 +919,76 @@ fn decode_layer(
         .map_err(|e| LayerError::Io(io::Error::other(e.to_string())))?;
     let limit = crate::archive::decompression_limit(blob.len());
     let advance = |n: u64| progress.advance(n);
-    let mut stream = LayerStream::open(
-        BufReader::with_capacity(
-            256 << 10,
-            crate::digest::ProgressReader::new(blob.into_reader(), &advance),
-        ),
-        digest.algorithm().clone(),
-        compression,
-        limit,
-    )?;
+    let reader = BufReader::with_capacity(
+        256 << 10,
+        crate::digest::ProgressReader::new(blob.into_reader(), &advance),
+    );
     let mut out = Vec::new();
-    let entries = {
-        let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = tar.entries();
-            let e = match tar.next_entry() {
-                Ok(Some(e)) => e,
-                Ok(None) => break tar.entries(),
-                Err(e) => return Err(layer::tar_error(e, n)),
-            };
-            let mut hasher = Hasher::new(Algorithm::Sha256);
-            let mut text: Option<Vec<u8>> =
-                (keep_text && e.kind == EntryKind::Regular && e.size <= MAX_TEXT).then(Vec::new);
-            loop {
-                match tar.read_data(&mut buf) {
-                    Ok(0) => break,
-                    Ok(k) => {
-                        hasher.update(&buf[..k]);
-                        if let Some(t) = &mut text {
-                            t.extend_from_slice(&buf[..k]);
-                        }
-                    }
-                    Err(err) => return Err(layer::layer_error(n)(err)),
-                }
-            }
-            let path = entry_path(&e.path);
-            let base = path.rsplit('/').next().unwrap_or("");
-            let (key, kind) = if base == ".wh..wh..opq" {
-                (path.clone(), "opaque")
-            } else if let Some(t) = base.strip_prefix(".wh.") {
-                let parent = &path[..path.len() - base.len()];
-                (format!("{parent}{t}"), "whiteout")
-            } else {
-                let k = match e.kind {
-                    EntryKind::Regular => "file",
-                    EntryKind::Directory => "dir",
-                    EntryKind::Symlink => "symlink",
-                    EntryKind::Hardlink => "hardlink",
-                    EntryKind::Char => "char",
-                    EntryKind::Block => "block",
-                    EntryKind::Fifo => "fifo",
-                    EntryKind::Other(_) => "other",
-                };
-                (path, k)
-            };
-            let whiteout = kind == "whiteout" || kind == "opaque";
-            let sig = Sig {
-                kind,
-                size: if kind == "file" { e.size } else { 0 },
-                sha256: (kind == "file").then(|| hasher.finish().encoded().to_string()),
-                mode: if whiteout { 0 } else { e.mode },
-                uid: if whiteout { 0 } else { e.uid },
-                gid: if whiteout { 0 } else { e.gid },
-                mtime: if whiteout {
-                    (0, 0)
-                } else {
-                    (e.mtime, e.mtime_nsec)
-                },
-                link: match e.kind {
-                    EntryKind::Hardlink => entry_path(&e.link),
-                    EntryKind::Symlink => String::from_utf8_lossy(&e.link).into_owned(),
-                    _ => String::new(),
-                },
-                xattrs: e
-                    .xattrs
-                    .iter()
-                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
-                    .collect(),
-                text: text.and_then(|t| String::from_utf8(t).ok()),
-            };
-            out.push((key, sig));
-        }
+    let mut buf = vec![0u8; 256 << 10];
+    let expect = layer::Expect {
+        blob: Some(&digest),
+        diff_id,
     };
-    let d = stream.finish(entries)?;
-    if d.blob_digest != digest {
-        return Err(LayerError::Io(io::Error::other(format!(
-            "has digest {}, not the one it is stored under",
-            d.blob_digest
-        ))));
-    }
-    if let Some(expected) = diff_id {
-        if &d.diff_id != expected {
-            return Err(LayerError::Io(io::Error::other(format!(
-                "decompresses to {}, but the config's diff_id is {expected}",
-                d.diff_id
-            ))));
-        }
-    }
+    let algorithm = digest.algorithm().clone();
+    let walked = layer::walk_layer(reader, algorithm, compression, limit, expect, |tar, e| {
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut text: Option<Vec<u8>> =
+            (keep_text && e.kind == EntryKind::Regular && e.size <= MAX_TEXT).then(Vec::new);
+        layer::read_entry_data(tar, &mut buf, |chunk| {
+            hasher.update(chunk);
+            if let Some(t) = &mut text {
+                t.extend_from_slice(chunk);
+            }
+        })?;
+        let path = entry_path(&e.path);
+        let base = path.rsplit('/').next().unwrap_or("");
+        let (key, kind) = if base == ".wh..wh..opq" {
+            (path.clone(), "opaque")
+        } else if let Some(t) = base.strip_prefix(".wh.") {
+            let parent = &path[..path.len() - base.len()];
+            (format!("{parent}{t}"), "whiteout")
+        } else {
+            let k = match e.kind {
+                EntryKind::Regular => "file",
+                EntryKind::Directory => "dir",
+                EntryKind::Symlink => "symlink",
+                EntryKind::Hardlink => "hardlink",
+                EntryKind::Char => "char",
+                EntryKind::Block => "block",
+                EntryKind::Fifo => "fifo",
+                EntryKind::Other(_) => "other",
+            };
+            (path, k)
+        };
+        let whiteout = kind == "whiteout" || kind == "opaque";
+        let sig = Sig {
+            kind,
+            size: if kind == "file" { e.size } else { 0 },
+            sha256: (kind == "file").then(|| hasher.finish().encoded().to_string()),
+            mode: if whiteout { 0 } else { e.mode },
+            uid: if whiteout { 0 } else { e.uid },
+            gid: if whiteout { 0 } else { e.gid },
+            mtime: if whiteout {
+                (0, 0)
+            } else {
+                (e.mtime, e.mtime_nsec)
+            },
+            link: match e.kind {
+                EntryKind::Hardlink => entry_path(&e.link),
+                EntryKind::Symlink => String::from_utf8_lossy(&e.link).into_owned(),
+                _ => String::new(),
+            },
+            xattrs: e
+                .xattrs
+                .iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
+                .collect(),
+            text: text.and_then(|t| String::from_utf8(t).ok()),
+        };
+        out.push((key, sig));
+        Ok(layer::Visit::Continue)
+    })?;
+    let d = walked.ok_or_else(|| LayerError::Io(io::Error::other("the walk stopped early")))?;
     Ok((out, d.diff_id))
 }
 

@@ -31,7 +31,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 
 use crate::digest::Digest;
-use crate::layer::{self, LayerDigests, LayerError, LayerStream};
+use crate::layer::{self, LayerDigests, LayerError};
 use crate::resolve::{self, Image, ResolveError};
 use crate::spec::{Compression, Descriptor, Kind};
 use crate::store::{Store, StoreError};
@@ -419,28 +419,26 @@ fn decode_layer(
         }
         let limit = crate::archive::decompression_limit(blob.len());
         let advance = |n: u64| progress.advance(n);
-        let mut stream = LayerStream::open(
-            BufReader::with_capacity(
-                256 << 10,
-                crate::digest::ProgressReader::new(blob.into_reader(), &advance),
-            ),
-            input.digest.algorithm().clone(),
-            input.compression,
-            limit,
-        )?;
+        let reader = BufReader::with_capacity(
+            256 << 10,
+            crate::digest::ProgressReader::new(blob.into_reader(), &advance),
+        );
         let mut buf = vec![0u8; CHUNK];
         // Holes of sparse files count towards the limit: a tiny sparse member
         // can claim terabytes, and `--tar` writes them out in full.
         let mut holes = 0u64;
-        let entries = {
-            let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
-            loop {
-                let n = tar.entries();
-                let e = match tar.next_entry() {
-                    Ok(Some(e)) => e,
-                    Ok(None) => break tar.entries(),
-                    Err(e) => return Err(layer::tar_error(e, n)),
-                };
+        let expect = layer::Expect {
+            blob: Some(&input.digest),
+            diff_id: input.diff_id.as_ref(),
+        };
+        let algorithm = input.digest.algorithm().clone();
+        let walked = layer::walk_layer(
+            reader,
+            algorithm,
+            input.compression,
+            limit,
+            expect,
+            |tar, e| {
                 if let Some(map) = &e.sparse {
                     let data: u64 = map.iter().map(|&(_, n)| n).sum();
                     holes = holes.saturating_add(e.size.saturating_sub(data));
@@ -454,41 +452,24 @@ fn decode_layer(
                     .find(|c| !c.is_empty())
                     .is_some_and(|b| b.starts_with(b".wh."));
                 let spooled = if e.kind == EntryKind::Regular && !whiteout {
-                    let name = format!("{index}-{n}");
-                    match shared.spool(&mut tar, &e, &name, &mut buf) {
-                        Ok(s) => Some(s),
-                        Err(reason) => {
-                            // Decoder errors (below the tar reader) keep their kind.
-                            return Err(LayerError::Io(io::Error::other(format!(
-                                "entry {:?}: {reason}",
-                                e.display_name()
-                            ))));
-                        }
-                    }
+                    let name = format!("{index}-{}", tar.entries());
+                    let s = shared.spool(tar, &e, &name, &mut buf).map_err(|reason| {
+                        LayerError::Io(io::Error::other(format!(
+                            "entry {:?}: {reason}",
+                            e.display_name()
+                        )))
+                    })?;
+                    Some(s)
                 } else {
                     None
                 };
                 if cancelled() || tx.send(Msg::Entry(Box::new(e), spooled)).is_err() {
-                    return Ok(None);
+                    return Ok(layer::Visit::Stop);
                 }
-            }
-        };
-        let digests = stream.finish(entries)?;
-        if digests.blob_digest != input.digest {
-            return Err(LayerError::Io(io::Error::other(format!(
-                "has digest {}, not the one it is stored under",
-                digests.blob_digest
-            ))));
-        }
-        if let Some(expected) = &input.diff_id {
-            if &digests.diff_id != expected {
-                return Err(LayerError::Io(io::Error::other(format!(
-                    "decompresses to {}, but the config's diff_id is {expected}",
-                    digests.diff_id
-                ))));
-            }
-        }
-        Ok(Some(digests))
+                Ok(layer::Visit::Continue)
+            },
+        )?;
+        Ok(walked)
     })();
     match result {
         Ok(None) => {}

@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::spec::Compression;
-use crate::tarstream::{TarError, TarReader};
+use crate::tarstream::{Entry, TarError, TarReader};
 
 /// A problem reading a layer stream.
 #[derive(Debug, thiserror::Error)]
@@ -405,6 +405,102 @@ pub fn tar_error(e: TarError, entries: u64) -> LayerError {
     }
 }
 
+/// The tar reader a [`walk_layer`] visitor gets, positioned at the data of
+/// the entry it is given.
+pub type LayerEntries<'s, 'a> = TarReader<BufReader<&'s mut LayerStream<'a>>>;
+
+/// What a [`walk_layer`] visitor wants next.
+pub enum Visit {
+    /// Go on with the next entry.
+    Continue,
+    /// Stop here (nothing is verified then).
+    Stop,
+}
+
+/// The digests a layer must have; `None` fields are not checked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expect<'d> {
+    /// The stored bytes' digest (the blob's name).
+    pub blob: Option<&'d Digest>,
+    /// The DiffID the config lists.
+    pub diff_id: Option<&'d Digest>,
+}
+
+/// The one pass over a stored layer every reader uses: checks its magic
+/// against `compression`, walks the tar entries (the visitor reads an
+/// entry's data from the reader it is given, or leaves it to be skipped),
+/// drains both streams to their ends and checks the digests `expect` names.
+/// `Ok(None)` when the visitor stopped early.
+///
+/// # Errors
+/// See [`LayerError`]; a visitor's error ends the walk.
+pub fn walk_layer<'a, R, F>(
+    reader: R,
+    algorithm: Algorithm,
+    compression: Compression,
+    limit: u64,
+    expect: Expect<'_>,
+    mut visit: F,
+) -> Result<Option<LayerDigests>, LayerError>
+where
+    R: Read + 'a,
+    F: FnMut(&mut LayerEntries<'_, 'a>, Entry) -> Result<Visit, LayerError>,
+{
+    let mut stream = LayerStream::open(reader, algorithm, compression, limit)?;
+    let entries = {
+        let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
+        loop {
+            let n = tar.entries();
+            let e = match tar.next_entry() {
+                Ok(Some(e)) => e,
+                Ok(None) => break tar.entries(),
+                Err(e) => return Err(tar_error(e, n)),
+            };
+            if let Visit::Stop = visit(&mut tar, e)? {
+                return Ok(None);
+            }
+        }
+    };
+    let d = stream.finish(entries)?;
+    if let Some(blob) = expect.blob {
+        if &d.blob_digest != blob {
+            return Err(LayerError::Io(io::Error::other(format!(
+                "has digest {}, not the one it is stored under",
+                d.blob_digest
+            ))));
+        }
+    }
+    if let Some(expected) = expect.diff_id {
+        if &d.diff_id != expected {
+            return Err(LayerError::Io(io::Error::other(format!(
+                "decompresses to {}, but the config's diff_id is {expected}",
+                d.diff_id
+            ))));
+        }
+    }
+    Ok(Some(d))
+}
+
+/// Reads the rest of the current entry's data into `sink`, in `buf`-sized
+/// steps (decompression errors surface here, naming the entry count).
+///
+/// # Errors
+/// Read and decompression errors.
+pub fn read_entry_data<R: Read>(
+    tar: &mut TarReader<R>,
+    buf: &mut [u8],
+    mut sink: impl FnMut(&[u8]),
+) -> Result<(), LayerError> {
+    let n = tar.entries();
+    loop {
+        match tar.read_data(buf) {
+            Ok(0) => return Ok(()),
+            Ok(k) => sink(&buf[..k]),
+            Err(e) => return Err(classify_io(e, n)),
+        }
+    }
+}
+
 /// Reads a whole layer once: hashes the stored bytes with `algorithm`,
 /// decompresses, hashes the decompressed bytes (sha256) and walks the tar
 /// entries (with [`crate::tarstream`]), draining both streams to their ends.
@@ -416,40 +512,19 @@ pub fn digest_layer<R: Read>(
     algorithm: Algorithm,
     compression: Compression,
 ) -> Result<LayerDigests, LayerError> {
-    digest_layer_limited(reader, algorithm, compression, u64::MAX)
-}
-
-/// [`digest_layer`] with a cap on the decompressed size.
-///
-/// # Errors
-/// See [`LayerError`].
-pub fn digest_layer_limited<R: Read>(
-    reader: R,
-    algorithm: Algorithm,
-    compression: Compression,
-    limit: u64,
-) -> Result<LayerDigests, LayerError> {
-    let mut stream = LayerStream::open(reader, algorithm, compression, limit)?;
-    let entries = {
-        let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let entries = tar.entries();
-            match tar.next_entry() {
-                Ok(Some(_)) => loop {
-                    // Read the data so that decompression errors surface here.
-                    match tar.read_data(&mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e) => return Err(classify_io(e, entries)),
-                    }
-                },
-                Ok(None) => break tar.entries(),
-                Err(e) => return Err(tar_error(e, entries)),
-            }
-        }
-    };
-    stream.finish(entries)
+    let mut buf = vec![0u8; 256 << 10];
+    let walked = walk_layer(
+        reader,
+        algorithm,
+        compression,
+        u64::MAX,
+        Expect::default(),
+        |tar, _| {
+            read_entry_data(tar, &mut buf, |_| {})?;
+            Ok(Visit::Continue)
+        },
+    )?;
+    walked.ok_or_else(|| LayerError::Io(io::Error::other("the walk stopped early")))
 }
 
 /// One entry as [`list_entries`] reports it.
@@ -476,35 +551,25 @@ pub fn list_entries<R: Read>(
     compressed_len: u64,
 ) -> Result<Vec<EntrySummary>, LayerError> {
     let limit = crate::archive::decompression_limit(compressed_len);
-    let mut stream = LayerStream::open(reader, Algorithm::Sha256, compression, limit)?;
     let mut out = Vec::new();
-    {
-        let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = tar.entries();
-            match tar.next_entry() {
-                Ok(Some(e)) => {
-                    out.push(EntrySummary {
-                        name: String::from_utf8_lossy(&e.path).into_owned(),
-                        kind: e.kind,
-                        size: e.size,
-                        link: String::from_utf8_lossy(&e.link).into_owned(),
-                    });
-                    loop {
-                        match tar.read_data(&mut buf) {
-                            Ok(0) => break,
-                            Ok(_) => {}
-                            Err(e) => return Err(classify_io(e, n)),
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return Err(tar_error(e, n)),
-            }
-        }
-    }
-    stream.finish(out.len() as u64)?;
+    let mut buf = vec![0u8; 256 << 10];
+    walk_layer(
+        reader,
+        Algorithm::Sha256,
+        compression,
+        limit,
+        Expect::default(),
+        |tar, e| {
+            out.push(EntrySummary {
+                name: String::from_utf8_lossy(&e.path).into_owned(),
+                kind: e.kind,
+                size: e.size,
+                link: String::from_utf8_lossy(&e.link).into_owned(),
+            });
+            read_entry_data(tar, &mut buf, |_| {})?;
+            Ok(Visit::Continue)
+        },
+    )?;
     Ok(out)
 }
 
