@@ -252,6 +252,12 @@ impl<R: Read> TarReader<R> {
             return Ok(false);
         }
         if got < BLOCK {
+            if self.pos == got as u64 {
+                return Err(TarError::Header {
+                    offset: 0,
+                    reason: format!("not a tar archive (the whole stream is {got} bytes)"),
+                });
+            }
             return Err(TarError::Truncated {
                 offset: self.pos,
                 entry: None,
@@ -1020,6 +1026,11 @@ mod tests {
         );
         t.extend_from_slice(&header("b", b'0', 0)[..100]);
         assert!(matches!(names(&t), Err(TarError::Truncated { .. })));
+        let err = names(b"awesome notation\n").unwrap_err().to_string();
+        assert!(
+            err.contains("not a tar archive (the whole stream is 17 bytes)"),
+            "{err}"
+        );
         let mut cut = header("c", b'0', 600).to_vec();
         cut.extend_from_slice(&[1u8; 100]);
         assert!(names(&cut).is_err());
