@@ -217,6 +217,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  ocikit completions bash > /etc/bash_completion.d/ocikit\n  ocikit completions zsh > \"${fpath[1]}/_ocikit\"\n  ocikit completions fish > ~/.config/fish/completions/ocikit.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(
+        after_help = "Examples:\n  ocikit man | man -l -\n  ocikit man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write ocikit.1 and ocikit-COMMAND.1 here instead of printing ocikit.1.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Remove blobs that nothing in index.json reaches (plan, then apply).
     #[command(
         after_help = "Keeps everything reachable from index.json (tagged or untagged entries),\nand referrers whose subject is kept. Refuses a damaged graph (exit 2, nothing deleted).\nExamples:\n  ocikit gc ./images --dry-run\n  ocikit gc ./images --prune-untagged"
@@ -472,6 +489,14 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
             content,
             json,
         } => diff_cmd(&a, &b, platform, ignore.as_deref(), content, json),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut o = out();
+            clap_complete::generate(shell, &mut cmd, "ocikit", &mut o);
+            o.flush()?;
+            Ok(None)
+        }
+        Command::Man { dir } => man_pages(dir.as_deref()).map(|()| None),
         Command::Gc {
             layout,
             dry_run,
@@ -695,6 +720,37 @@ fn diff_cmd(
         o.flush()?;
     }
     Ok((!report.identical()).then_some(Negative))
+}
+
+/// The man pages: `ocikit.1` to stdout, or every page into `dir`.
+fn man_pages(dir: Option<&Path>) -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        let mut o = out();
+        clap_mangen::Man::new(cmd).render(&mut o)?;
+        o.flush()?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: &str, cmd: clap::Command| -> Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .title(name.to_string())
+            .render(&mut buf)?;
+        std::fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    };
+    for sub in cmd.get_subcommands() {
+        let name = format!("ocikit-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .display_name(name.clone())
+            .version(env!("CARGO_PKG_VERSION"));
+        write(&name, page)?;
+    }
+    write("ocikit", cmd)?;
+    Ok(())
 }
 
 fn gc_cmd(
