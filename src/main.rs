@@ -33,6 +33,27 @@ use ocikit::store::Store;
 use ocikit::verify::{self, VerifyOptions, VerifyReport};
 use ocikit::Layout;
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn verbose() -> u8 {
+    VERBOSE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A message on stderr that is not an error (warnings, notes, summaries):
+/// `-q` silences it. Errors always print.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 /// Offline OCI image-layout toolkit.
 #[derive(Parser)]
 #[command(name = "ocikit", version, about, long_about = None)]
@@ -43,6 +64,12 @@ struct Cli {
     /// many seconds (default: as long as it takes).
     #[arg(long, global = true, value_name = "SECONDS")]
     lock_timeout: Option<f64>,
+    /// Print only results and errors: no warnings, notes, summaries or progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Say more on stderr (repeatable): -v adds the time taken.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -399,7 +426,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn lock_notice(layout: &Path, holder: Option<u32>) {
     use std::io::IsTerminal;
     if io::stderr().is_terminal() {
-        eprintln!(
+        say!(
             "ocikit: waiting for the lock on {}{}",
             layout.display(),
             holder
@@ -410,6 +437,21 @@ fn lock_notice(layout: &Path, holder: Option<u32>) {
 }
 
 fn run(cli: Cli) -> Result<Option<Negative>> {
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let result = run_command(cli);
+    if verbose() > 0 {
+        say!(
+            "ocikit: {} in {:.3} s",
+            if result.is_ok() { "done" } else { "failed" },
+            started.elapsed().as_secs_f64()
+        );
+    }
+    result
+}
+
+fn run_command(cli: Cli) -> Result<Option<Negative>> {
     let timeout =
         match cli.lock_timeout {
             Some(t) => Some(std::time::Duration::try_from_secs_f64(t).map_err(|_| {
@@ -442,7 +484,7 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
             let loc = Location::parse(&source)?;
             let layout = open_layout(&loc)?;
             let d = layout.tag(loc.reference.as_ref(), &tag)?;
-            eprintln!("tagged {} as {tag}", d.digest);
+            say!("tagged {} as {tag}", d.digest);
             Ok(None)
         }
         Command::Untag { target } => {
@@ -617,7 +659,7 @@ fn flatten_cmd(
     };
     bar.done();
     for w in &report.warnings {
-        eprintln!("ocikit: warning: {w}");
+        say!("ocikit: warning: {w}");
     }
     Ok(())
 }
@@ -658,7 +700,7 @@ fn squash_cmd(
         },
     )?;
     for w in &report.warnings {
-        eprintln!("ocikit: warning: {w}");
+        say!("ocikit: warning: {w}");
     }
     println!(
         "{}:{tag} {} ({} layers squashed into {})",
@@ -796,7 +838,7 @@ fn gc_cmd(
         writeln!(o, "remove {} (stale temporary file)", clean(t))?;
     }
     for l in &report.left_alone {
-        eprintln!(
+        say!(
             "ocikit: note: left alone: {} ({})",
             clean(&l.path),
             l.reason
@@ -946,7 +988,7 @@ fn copy_cmd(
         );
     }
     if args.uncompressed_layers && !args.no_referrers {
-        eprintln!("ocikit: note: --uncompressed-layers rewrites manifests, so their referrers (signatures, SBOMs) would no longer apply; they are left out");
+        say!("ocikit: note: --uncompressed-layers rewrites manifests, so their referrers (signatures, SBOMs) would no longer apply; they are left out");
     }
     let options = copy::CopyOptions {
         platforms: args.platforms.clone(),
@@ -956,11 +998,11 @@ fn copy_cmd(
     };
     let mut plan = copy::plan(&srcs, &options)?;
     for n in &plan.notes {
-        eprintln!("ocikit: note: {n}");
+        say!("ocikit: note: {n}");
     }
     if args.deep {
         let n = copy::check_layers(&srcs, &plan)?;
-        eprintln!(
+        say!(
             "checked {n} layer{} (--deep)",
             if n == 1 { "" } else { "s" }
         );
@@ -982,7 +1024,7 @@ fn copy_cmd(
             Target::Archive { path: None, .. } => std::env::temp_dir(),
         };
         for n in copy::uncompress_layers(&srcs, &mut plan, &temp_dir)? {
-            eprintln!("ocikit: note: {n}");
+            say!("ocikit: note: {n}");
         }
     } else if matches!(
         target_kind,
@@ -992,7 +1034,7 @@ fn copy_cmd(
         }
     ) {
         if let Some(b) = plan.blobs.iter().find(|b| b.media_type.ends_with("+zstd")) {
-            eprintln!(
+            say!(
                 "ocikit: warning: layer {} is zstd-compressed; Docker Engine 20.10 and older cannot load it (add --uncompressed-layers for them)",
                 b.digest
             );
@@ -1015,9 +1057,9 @@ fn copy_cmd(
     };
     bar.done();
     for n in &notes {
-        eprintln!("ocikit: warning: {n}");
+        say!("ocikit: warning: {n}");
     }
-    eprintln!(
+    say!(
         "copied {} image{} ({} blobs written, {} already there, {})",
         report.images.len(),
         if report.images.len() == 1 { "" } else { "s" },
@@ -1051,7 +1093,7 @@ fn open_layout(loc: &Location) -> Result<Layout> {
     }
     let (layout, warnings) = Layout::open_with_warnings(&loc.path)?;
     if let Some(v) = warnings.layout_version {
-        eprintln!(
+        say!(
             "ocikit: warning: {}/oci-layout has imageLayoutVersion {v:?}; reading it as 1.0.0",
             loc.path.display()
         );
@@ -1075,7 +1117,7 @@ fn open_location(loc: &Location) -> Result<Box<dyn Store>> {
         Some(expect) => {
             let store = ArchiveStore::open(&loc.path, expect)?;
             for n in store.notes() {
-                eprintln!("ocikit: note: {n}");
+                say!("ocikit: note: {n}");
             }
             Ok(Box::new(store))
         }
@@ -1569,7 +1611,7 @@ struct Bar(Option<indicatif::ProgressBar>);
 impl Bar {
     fn new(what: &str) -> Bar {
         use std::io::IsTerminal;
-        if !io::stderr().is_terminal() {
+        if quiet() || !io::stderr().is_terminal() {
             return Bar(None);
         }
         let pb =
