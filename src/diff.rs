@@ -270,10 +270,10 @@ impl DiffReport {
         self.differences.is_empty()
     }
 
-    /// The JSON form (`version` 1; see docs/json.md).
+    /// The JSON form (`schemaVersion` 1; see docs/json.md).
     pub fn to_json(&self) -> Value {
         json!({
-            "version": 1,
+            "schemaVersion": 1,
             "identical": self.identical(),
             "first": self.differences.first().map(|d| format!("{}: {}", d.location(), d.path)),
             "layers_decoded": self.layers_decoded,

@@ -322,7 +322,7 @@ const FIELDS: [&str; 9] = [
 fn check_shape(args: &[&str], r: &Diff) {
     let ctx = || format!("ocikit {args:?}:\n{}", r.show());
     let j = &r.json;
-    assert_eq!(j["version"], 1, "{}", ctx());
+    assert_eq!(j["schemaVersion"], 1, "{}", ctx());
     let identical = j["identical"]
         .as_bool()
         .unwrap_or_else(|| panic!("identical is not a bool: {}", ctx()));
