@@ -1,0 +1,99 @@
+//! The journey guides in docs/ run as written: every ```sh block, in order,
+//! in one scratch directory holding `demo` (a copy of testdata/demo), with
+//! the built `ocikit` first on PATH. Blocks marked ```sh docker need a
+//! Docker daemon and are skipped, saying so, when `docker info` fails.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// (info string, body) of each fenced block.
+fn blocks(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(info) = line.strip_prefix("```") {
+            match cur.take() {
+                Some(b) => out.push(b),
+                None => cur = Some((info.trim().to_string(), String::new())),
+            }
+        } else if let Some((_, body)) = &mut cur {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    out
+}
+
+fn run_guide(name: &str, after: impl Fn(&Path)) {
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name);
+    let text = std::fs::read_to_string(&doc).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    copy_tree(&demo(), &d.path().join("demo"));
+    let bin_dir = bin().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let docker = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut ran = 0;
+    for (info, body) in blocks(&text) {
+        let mut words = info.split_whitespace();
+        if words.next() != Some("sh") {
+            continue;
+        }
+        if words.any(|w| w == "docker") && !docker {
+            eprintln!("SKIPPING a docker block of {name}: no Docker daemon");
+            continue;
+        }
+        let o = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &body])
+            .current_dir(d.path())
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: block failed:\n{body}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        ran += 1;
+    }
+    assert!(ran >= 3, "{name}: only {ran} blocks ran");
+    after(d.path());
+}
+
+#[test]
+fn airgap_guide_runs_as_written() {
+    run_guide("airgap.md", |dir| {
+        let tags = index_tags(&dir.join("images"));
+        assert_eq!(
+            tags,
+            vec!["1.0".to_string()],
+            "legacy was untagged and collected"
+        );
+        assert!(dir.join("for-docker.tar").is_file());
+    });
+}
+
+#[test]
+fn scanning_guide_runs_as_written() {
+    run_guide("scanning.md", |dir| {
+        assert!(dir.join("rootfs/bin/hello").is_file());
+        assert!(dir.join("scan.tar").is_file());
+        assert_eq!(
+            index_tags(&dir.join("for-scanner")),
+            vec!["1.0".to_string()]
+        );
+    });
+}
