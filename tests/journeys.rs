@@ -1,5 +1,6 @@
 //! The journey guides in docs/ run as written: every ```sh block, in order,
-//! in one scratch directory holding `demo` (a copy of testdata/demo), with
+//! in one scratch directory holding `demo` and `builds` (copies of
+//! testdata/demo and testdata/builds), with
 //! the built `ocikit` first on PATH. Blocks marked ```sh docker need a
 //! Docker daemon and are skipped, saying so, when `docker info` fails.
 
@@ -35,6 +36,8 @@ fn run_guide(name: &str, after: impl Fn(&Path)) {
     let text = std::fs::read_to_string(&doc).unwrap();
     let d = tempfile::tempdir().unwrap();
     copy_tree(&demo(), &d.path().join("demo"));
+    let builds = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/builds");
+    copy_tree(&builds, &d.path().join("builds"));
     let bin_dir = bin().parent().unwrap().to_path_buf();
     let path = format!(
         "{}:{}",
@@ -95,5 +98,21 @@ fn scanning_guide_runs_as_written() {
             index_tags(&dir.join("for-scanner")),
             vec!["1.0".to_string()]
         );
+    });
+}
+
+#[test]
+fn debugging_guide_runs_as_written() {
+    run_guide("debugging.md", |dir| {
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["identical"], false);
+        let paths: Vec<&str> = report["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, ["/app/config.json"], "only the real change is left");
     });
 }
