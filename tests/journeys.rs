@@ -1,14 +1,16 @@
 //! The journey guides in docs/ run as written: every ```sh block, in order,
 //! in one scratch directory holding `demo` and `builds` (copies of
 //! testdata/demo and testdata/builds), with
-//! the built `ocikit` first on PATH. Blocks marked ```sh docker need a
-//! Docker daemon and are skipped, saying so, when `docker info` fails.
+//! the built `ocikit` first on PATH. Blocks marked ```sh docker run against
+//! a private dockerd (tests/common/docker.rs), or are skipped, saying so,
+//! where none can start.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
+use common::docker::Dockerd;
 use common::*;
 
 /// (info string, body) of each fenced block.
@@ -44,10 +46,25 @@ fn run_guide(name: &str, after: impl Fn(&Path)) {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let docker = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    // Docker blocks run against a private daemon (a `docker` wrapper first on
+    // PATH), or are skipped, saying so, where none can start.
+    let needs_docker = blocks(&text)
+        .iter()
+        .any(|(info, _)| info.split_whitespace().any(|w| w == "docker"));
+    let daemon = if needs_docker { Dockerd::start() } else { None };
+    let wrappers = d.path().join(".bin");
+    std::fs::create_dir_all(&wrappers).unwrap();
+    if let Some(dd) = &daemon {
+        let w = wrappers.join("docker");
+        std::fs::write(
+            &w,
+            format!("#!/bin/sh\nexec env {} \"$@\"\n", dd.command_line()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&w, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{path}", wrappers.display());
+    let docker = daemon.is_some();
     let mut ran = 0;
     for (info, body) in blocks(&text) {
         let mut words = info.split_whitespace();
@@ -79,6 +96,10 @@ fn run_guide(name: &str, after: impl Fn(&Path)) {
 #[test]
 fn airgap_guide_runs_as_written() {
     run_guide("airgap.md", |dir| {
+        let log = std::fs::read_to_string(dir.join("docker-load.log")).unwrap_or_default();
+        if !log.is_empty() {
+            assert!(log.contains("Loaded image: demo/app:1.0"), "{log}");
+        }
         let tags = index_tags(&dir.join("images"));
         assert_eq!(
             tags,

@@ -193,6 +193,16 @@ impl Dockerd {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// A `docker` command line for scripts: the client, pointed at this daemon.
+    pub fn command_line(&self) -> String {
+        format!(
+            "DOCKER_CONFIG='{}' '{}' -H 'unix://{}'",
+            self.root.join("client").display(),
+            self.client.display(),
+            self.socket.display()
+        )
+    }
+
     /// Runs the client against this daemon's socket.
     pub fn docker<I, S>(&self, args: I) -> Output
     where
