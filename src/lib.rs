@@ -1,8 +1,10 @@
 //! ocikit: an offline OCI image-layout toolkit.
 //!
 //! It reads and writes OCI image-layout directories (`oci-layout`, `index.json`,
-//! `blobs/<alg>/<encoded>`), resolves tags, digests and platforms to images, and
-//! verifies every reachable blob in parallel. It never talks to a registry.
+//! `blobs/<alg>/<encoded>`) and image archives, resolves tags, digests and
+//! platforms to images, verifies every reachable blob in parallel, applies
+//! layers to a root filesystem safely ([`flatten`]), squashes ([`squash`]) and
+//! explains differences between images ([`diff`]). It never talks to a registry.
 //!
 //! Stored bytes are sacred: manifests, indexes and configs are kept as stored and
 //! parsed only to navigate; every blob read is checked against its digest and
@@ -23,6 +25,35 @@
 //!
 //! let report = ocikit::verify::verify(layout.store(), &ocikit::verify::VerifyOptions::default());
 //! assert!(report.is_clean(), "{:?}", report.findings);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Example: flatten an image to a directory, and diff two builds
+//! ```
+//! use ocikit::{Layout, PlatformChoice, Reference};
+//!
+//! let demo = Layout::open(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/demo"))?;
+//! let image = demo.resolve(Some(&Reference::Tag("legacy".into())), &PlatformChoice::Host)?;
+//! let out = tempfile::tempdir()?;
+//! let rootfs = out.path().join("rootfs");
+//! let options = ocikit::flatten::FlattenOptions { rootless: true, ..Default::default() };
+//! ocikit::flatten::flatten_to_dir(demo.store(), &image, &rootfs, &options)?;
+//! assert!(rootfs.join("bin/hello").is_file());
+//!
+//! let builds = Layout::open(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/builds"))?;
+//! let options = ocikit::diff::DiffOptions {
+//!     ignore: ocikit::diff::Ignore::parse("timestamps")?,
+//!     ..Default::default()
+//! };
+//! let report = ocikit::diff::diff(
+//!     builds.store(),
+//!     Some(&Reference::Tag("run1".into())),
+//!     builds.store(),
+//!     Some(&Reference::Tag("run2".into())),
+//!     &options,
+//! )?;
+//! assert_eq!(report.differences.len(), 1);
+//! assert_eq!(report.differences[0].path, "/app/config.json");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
