@@ -119,6 +119,63 @@ proptest! {
     }
 
     #[test]
+    fn archive_indexing_never_panics(
+        members in proptest::collection::vec((
+            prop_oneof![Just("manifest.json".to_string()), Just("index.json".to_string()),
+                        Just("oci-layout".to_string()), Just("repositories".to_string()),
+                        Just("blobs/sha256/ab".to_string()), Just("../x".to_string()),
+                        Just("a/layer.tar".to_string()), "[a-z./]{1,20}"],
+            prop_oneof![Just(0u8), Just(1), Just(2)],
+            proptest::collection::vec(any::<u8>(), 0..200),
+        ), 0..6),
+        garbage in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        // A tar of arbitrary members (regular files, symlinks, directories)
+        // with arbitrary contents, plus trailing garbage: opening it as an
+        // archive and listing it never panics.
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data) in &members {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            let name_bytes = name.as_bytes();
+            let n = name_bytes.len().min(99);
+            h.as_gnu_mut().unwrap().name[..n].copy_from_slice(&name_bytes[..n]);
+            match kind {
+                0 => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(data.len() as u64);
+                    h.set_cksum();
+                    b.append(&h, &data[..]).unwrap();
+                }
+                1 => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    let link: Vec<u8> = data.iter().copied().filter(|&c| c != 0).take(99).collect();
+                    h.set_link_name_literal(&link).unwrap();
+                    h.set_cksum();
+                    b.append(&h, std::io::empty()).unwrap();
+                }
+                _ => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    h.set_cksum();
+                    b.append(&h, std::io::empty()).unwrap();
+                }
+            }
+        }
+        let mut bytes = b.into_inner().unwrap();
+        bytes.extend_from_slice(&garbage);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&bytes).unwrap();
+        for expect in [ocikit::archive::Expect::Any, ocikit::archive::Expect::Oci, ocikit::archive::Expect::Docker] {
+            if let Ok(store) = ocikit::archive::ArchiveStore::open(f.path(), expect) {
+                let _ = ocikit::store::Store::index_bytes(&store);
+                let _ = ocikit::resolve::find_descriptor(&store, None);
+            }
+        }
+    }
+
+    #[test]
     fn location_parser_never_panics(s in "\\PC{0,80}") {
         let _ = ocikit::reference::Location::parse_with(&s, |p| p.as_os_str().len() % 3 == 0);
     }
