@@ -882,6 +882,16 @@ fn list_dir(dir: RawFd) -> Result<Vec<(CString, bool)>, String> {
 /// Removes `name` in `dir` (recursively for directories), never following
 /// symlinks. Missing is fine.
 fn remove_path(dir: RawFd, name: &CStr) -> Result<(), String> {
+    remove_path_keeping(dir, name, &mut |_, _| false)
+}
+
+/// Removes `name` in `dir` like [`remove_path`], sparing what `keep(parent
+/// ino, name)` names inside a directory (which then stays, holding them).
+fn remove_path_keeping(
+    dir: RawFd,
+    name: &CStr,
+    keep: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> Result<(), String> {
     let Some(st) = fstatat(dir, name) else {
         return Ok(());
     };
@@ -893,8 +903,9 @@ fn remove_path(dir: RawFd, name: &CStr) -> Result<(), String> {
             0,
         )
         .map_err(|e| format!("open directory to remove: {e}"))?;
-        clear_dir(fd.as_raw_fd(), &mut |_, _| false)?;
-        if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } != 0
+        let kept = clear_dir(fd.as_raw_fd(), keep)?;
+        if !kept
+            && unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } != 0
             && errno() != libc::ENOENT
         {
             return Err(os_err("remove directory"));
@@ -1358,30 +1369,10 @@ impl<'s> Applier<'s> {
             return Ok(());
         }
         let name = cstring(target)?;
-        let Some(st) = fstatat(dfd, &name) else {
-            return Ok(());
-        };
-        if is_type(&st, libc::S_IFDIR) {
-            let fd = openat(
-                dfd,
-                &name,
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )
-            .map_err(|e| format!("open directory to remove: {e}"))?;
-            let created = &self.created;
-            let kept = clear_dir(fd.as_raw_fd(), &mut |ino, n| {
-                created.contains(&(ino, n.to_vec()))
-            })?;
-            if !kept
-                && unsafe { libc::unlinkat(dfd, name.as_ptr(), libc::AT_REMOVEDIR) } != 0
-                && errno() != libc::ENOENT
-            {
-                return Err(os_err("remove directory"));
-            }
-        } else if unsafe { libc::unlinkat(dfd, name.as_ptr(), 0) } != 0 && errno() != libc::ENOENT {
-            return Err(os_err("remove"));
-        }
+        let created = &self.created;
+        remove_path_keeping(dfd, &name, &mut |ino, n| {
+            created.contains(&(ino, n.to_vec()))
+        })?;
         Ok(())
     }
 

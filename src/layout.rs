@@ -345,15 +345,12 @@ impl Layout {
         Ok(LayoutLock { _file: file })
     }
 
-    /// Starts writing a blob. `expected` is the digest and size the content must
-    /// have; without it the blob is hashed with sha256 and stored under that.
+    /// The layout's own temporary directory (`.ocikit-tmp`), created if
+    /// missing; a symlink or file in its place is an error, never followed.
     ///
     /// # Errors
-    /// I/O errors creating the temporary file.
-    pub fn blob_writer(
-        &self,
-        expected: Option<(Digest, u64)>,
-    ) -> Result<BlobWriter<'_>, LayoutError> {
+    /// [`LayoutError::Io`] naming the path.
+    pub fn tmp_dir(&self) -> Result<PathBuf, LayoutError> {
         let tmp_dir = self.root().join(TMP_DIR);
         match fs::symlink_metadata(&tmp_dir) {
             Ok(m) if m.is_dir() => {}
@@ -375,6 +372,19 @@ impl Layout {
                 Err(e) => return Err(io_err(&tmp_dir)(e)),
             },
         }
+        Ok(tmp_dir)
+    }
+
+    /// Starts writing a blob. `expected` is the digest and size the content must
+    /// have; without it the blob is hashed with sha256 and stored under that.
+    ///
+    /// # Errors
+    /// I/O errors creating the temporary file.
+    pub fn blob_writer(
+        &self,
+        expected: Option<(Digest, u64)>,
+    ) -> Result<BlobWriter<'_>, LayoutError> {
+        let tmp_dir = self.tmp_dir()?;
         let tmp = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(&tmp_dir)

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use crate::copy::Encoder;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::flatten::{self, FlattenError, FlattenOptions, FlattenReport, Recorded};
-use crate::layout::{Layout, TMP_DIR};
+use crate::layout::Layout;
 use crate::resolve::Image;
 use crate::spec::{self, media_type as mt, Compression, Descriptor};
 use crate::store::Store;
@@ -485,12 +485,7 @@ pub fn squash(
         .map_err(|e| FlattenError::Image(format!("the config is not JSON: {e}")))?;
 
     let lock = layout.lock().map_err(|e| out_err(e.to_string()))?;
-    let tmp = layout.root().join(TMP_DIR);
-    match std::fs::symlink_metadata(&tmp) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(out_err(format!("{TMP_DIR} is not a directory"))),
-        Err(_) => std::fs::create_dir(&tmp).map_err(|e| out_err(e.to_string()))?,
-    }
+    let tmp = layout.tmp_dir().map_err(|e| out_err(e.to_string()))?;
     let staging = flatten::Staging::new(&tmp)?;
     let mut recorded = Recorded::new();
     let fopts = FlattenOptions {
