@@ -9,7 +9,7 @@
 //! Nothing is written to disk, so no entry name is ever used as a path.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufReader};
+use std::io;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -914,80 +914,74 @@ fn decode_layer(
             ))))
         }
     };
-    let blob = store
-        .open_blob(&digest)
-        .map_err(|e| LayerError::Io(io::Error::other(e.to_string())))?;
-    let limit = crate::archive::decompression_limit(blob.len());
-    let advance = |n: u64| progress.advance(n);
-    let reader = BufReader::with_capacity(
-        256 << 10,
-        crate::digest::ProgressReader::new(blob.into_reader(), &advance),
-    );
     let mut out = Vec::new();
     let mut buf = vec![0u8; 256 << 10];
-    let expect = layer::Expect {
-        blob: Some(&digest),
+    let walked = layer::walk_stored_layer(
+        store,
+        &digest,
+        desc.size,
+        compression,
         diff_id,
-    };
-    let algorithm = digest.algorithm().clone();
-    let walked = layer::walk_layer(reader, algorithm, compression, limit, expect, |tar, e| {
-        let mut hasher = Hasher::new(Algorithm::Sha256);
-        let mut text: Option<Vec<u8>> =
-            (keep_text && e.kind == EntryKind::Regular && e.size <= MAX_TEXT).then(Vec::new);
-        layer::read_entry_data(tar, &mut buf, |chunk| {
-            hasher.update(chunk);
-            if let Some(t) = &mut text {
-                t.extend_from_slice(chunk);
-            }
-        })?;
-        let path = entry_path(&e.path);
-        let base = path.rsplit('/').next().unwrap_or("");
-        let (key, kind) = if base == ".wh..wh..opq" {
-            (path.clone(), "opaque")
-        } else if let Some(t) = base.strip_prefix(".wh.") {
-            let parent = &path[..path.len() - base.len()];
-            (format!("{parent}{t}"), "whiteout")
-        } else {
-            let k = match e.kind {
-                EntryKind::Regular => "file",
-                EntryKind::Directory => "dir",
-                EntryKind::Symlink => "symlink",
-                EntryKind::Hardlink => "hardlink",
-                EntryKind::Char => "char",
-                EntryKind::Block => "block",
-                EntryKind::Fifo => "fifo",
-                EntryKind::Other(_) => "other",
-            };
-            (path, k)
-        };
-        let whiteout = kind == "whiteout" || kind == "opaque";
-        let sig = Sig {
-            kind,
-            size: if kind == "file" { e.size } else { 0 },
-            sha256: (kind == "file").then(|| hasher.finish().encoded().to_string()),
-            mode: if whiteout { 0 } else { e.mode },
-            uid: if whiteout { 0 } else { e.uid },
-            gid: if whiteout { 0 } else { e.gid },
-            mtime: if whiteout {
-                (0, 0)
+        progress,
+        |tar, e| {
+            let mut hasher = Hasher::new(Algorithm::Sha256);
+            let mut text: Option<Vec<u8>> =
+                (keep_text && e.kind == EntryKind::Regular && e.size <= MAX_TEXT).then(Vec::new);
+            layer::read_entry_data(tar, &mut buf, |chunk| {
+                hasher.update(chunk);
+                if let Some(t) = &mut text {
+                    t.extend_from_slice(chunk);
+                }
+            })?;
+            let path = entry_path(&e.path);
+            let base = path.rsplit('/').next().unwrap_or("");
+            let (key, kind) = if base == ".wh..wh..opq" {
+                (path.clone(), "opaque")
+            } else if let Some(t) = base.strip_prefix(".wh.") {
+                let parent = &path[..path.len() - base.len()];
+                (format!("{parent}{t}"), "whiteout")
             } else {
-                (e.mtime, e.mtime_nsec)
-            },
-            link: match e.kind {
-                EntryKind::Hardlink => entry_path(&e.link),
-                EntryKind::Symlink => String::from_utf8_lossy(&e.link).into_owned(),
-                _ => String::new(),
-            },
-            xattrs: e
-                .xattrs
-                .iter()
-                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
-                .collect(),
-            text: text.and_then(|t| String::from_utf8(t).ok()),
-        };
-        out.push((key, sig));
-        Ok(layer::Visit::Continue)
-    })?;
+                let k = match e.kind {
+                    EntryKind::Regular => "file",
+                    EntryKind::Directory => "dir",
+                    EntryKind::Symlink => "symlink",
+                    EntryKind::Hardlink => "hardlink",
+                    EntryKind::Char => "char",
+                    EntryKind::Block => "block",
+                    EntryKind::Fifo => "fifo",
+                    EntryKind::Other(_) => "other",
+                };
+                (path, k)
+            };
+            let whiteout = kind == "whiteout" || kind == "opaque";
+            let sig = Sig {
+                kind,
+                size: if kind == "file" { e.size } else { 0 },
+                sha256: (kind == "file").then(|| hasher.finish().encoded().to_string()),
+                mode: if whiteout { 0 } else { e.mode },
+                uid: if whiteout { 0 } else { e.uid },
+                gid: if whiteout { 0 } else { e.gid },
+                mtime: if whiteout {
+                    (0, 0)
+                } else {
+                    (e.mtime, e.mtime_nsec)
+                },
+                link: match e.kind {
+                    EntryKind::Hardlink => entry_path(&e.link),
+                    EntryKind::Symlink => String::from_utf8_lossy(&e.link).into_owned(),
+                    _ => String::new(),
+                },
+                xattrs: e
+                    .xattrs
+                    .iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
+                    .collect(),
+                text: text.and_then(|t| String::from_utf8(t).ok()),
+            };
+            out.push((key, sig));
+            Ok(layer::Visit::Continue)
+        },
+    )?;
     let d = walked.ok_or_else(|| LayerError::Io(io::Error::other("the walk stopped early")))?;
     Ok((out, d.diff_id))
 }

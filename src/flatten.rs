@@ -409,35 +409,18 @@ fn decode_layer(
     tx: &SyncSender<Msg>,
 ) {
     let result = (|| -> Result<Option<LayerDigests>, LayerError> {
-        let blob = store.open_blob(&input.digest).map_err(store_error)?;
-        if input.descriptor.size >= 0 && blob.len() != input.descriptor.size as u64 {
-            return Err(LayerError::Io(io::Error::other(format!(
-                "is {} bytes, its descriptor says {}",
-                blob.len(),
-                input.descriptor.size
-            ))));
-        }
-        let limit = crate::archive::decompression_limit(blob.len());
-        let advance = |n: u64| progress.advance(n);
-        let reader = BufReader::with_capacity(
-            256 << 10,
-            crate::digest::ProgressReader::new(blob.into_reader(), &advance),
-        );
+        let limit = crate::archive::decompression_limit(input.descriptor.size.max(0) as u64);
         let mut buf = vec![0u8; CHUNK];
         // Holes of sparse files count towards the limit: a tiny sparse member
         // can claim terabytes, and `--tar` writes them out in full.
         let mut holes = 0u64;
-        let expect = layer::Expect {
-            blob: Some(&input.digest),
-            diff_id: input.diff_id.as_ref(),
-        };
-        let algorithm = input.digest.algorithm().clone();
-        let walked = layer::walk_layer(
-            reader,
-            algorithm,
+        let walked = layer::walk_stored_layer(
+            store,
+            &input.digest,
+            input.descriptor.size,
             input.compression,
-            limit,
-            expect,
+            input.diff_id.as_ref(),
+            progress,
             |tar, e| {
                 if let Some(map) = &e.sparse {
                     let data: u64 = map.iter().map(|&(_, n)| n).sum();

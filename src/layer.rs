@@ -481,6 +481,54 @@ where
     Ok(Some(d))
 }
 
+/// [`walk_layer`] over a stored blob: opens it in `store`, checks its size
+/// against the descriptor's (`size`, when not negative), caps decompression
+/// with [`crate::archive::decompression_limit`], reports progress, and
+/// checks the blob digest and, when given, the DiffID.
+///
+/// # Errors
+/// See [`LayerError`]; a missing or unreadable blob is [`LayerError::Io`].
+pub fn walk_stored_layer<F>(
+    store: &dyn crate::store::Store,
+    digest: &Digest,
+    size: i64,
+    compression: Compression,
+    diff_id: Option<&Digest>,
+    progress: &dyn crate::verify::Progress,
+    visit: F,
+) -> Result<Option<LayerDigests>, LayerError>
+where
+    F: for<'s, 'a> FnMut(&mut LayerEntries<'s, 'a>, Entry) -> Result<Visit, LayerError>,
+{
+    let blob = store
+        .open_blob(digest)
+        .map_err(|e| LayerError::Io(io::Error::other(e.to_string())))?;
+    if size >= 0 && blob.len() != size as u64 {
+        return Err(LayerError::Io(io::Error::other(format!(
+            "is {} bytes, its descriptor says {size}",
+            blob.len()
+        ))));
+    }
+    let limit = crate::archive::decompression_limit(blob.len());
+    let advance = |n: u64| progress.advance(n);
+    let reader = BufReader::with_capacity(
+        256 << 10,
+        crate::digest::ProgressReader::new(blob.into_reader(), &advance),
+    );
+    let expect = Expect {
+        blob: Some(digest),
+        diff_id,
+    };
+    walk_layer(
+        reader,
+        digest.algorithm().clone(),
+        compression,
+        limit,
+        expect,
+        visit,
+    )
+}
+
 /// Reads the rest of the current entry's data into `sink`, in `buf`-sized
 /// steps (decompression errors surface here, naming the entry count).
 ///
