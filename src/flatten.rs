@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,7 +34,7 @@ use crate::digest::Digest;
 use crate::layer::{self, LayerDigests, LayerError};
 use crate::resolve::{self, Image, ResolveError};
 use crate::spec::{Compression, Descriptor, Kind};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::tarstream::{display_bytes, Entry, EntryKind, TarReader};
 
 /// Longest path accepted in a layer entry, in bytes.
@@ -463,10 +463,6 @@ fn decode_layer(
             let _ = tx.send(Msg::End(Box::new(Err(e))));
         }
     }
-}
-
-fn store_error(e: StoreError) -> LayerError {
-    LayerError::Io(io::Error::other(e.to_string()))
 }
 
 /// Flattens `image` into the directory `out`, which must not exist or be
