@@ -12,9 +12,12 @@
 //! outside `blobs/` are left alone and reported.
 //!
 //! # Safety
-//! A reachable index or manifest that is missing or unparsable means the graph
-//! is damaged: what it would keep alive is unknown, so nothing is deleted
-//! (unless forced). A blob path that is a directory or a symlink stops gc too.
+//! gc runs only on a graph `verify` accepts. `index.json` is checked as every
+//! writer checks it ([`crate::graph::check_index`]); then any error met while
+//! walking the indexes and manifests (missing, unparsable or schema-invalid
+//! documents, invalid descriptors, nesting beyond the cap) means what the
+//! graph keeps alive is not known for sure, so nothing is deleted (unless
+//! forced). A blob path that is a directory or a symlink stops gc too.
 //! The whole run holds the layout's writer lock; `index.json` is re-read before
 //! anything is deleted, and a change made meanwhile (by a tool that ignores the
 //! lock) aborts the sweep.
@@ -52,8 +55,9 @@ pub enum GcError {
     /// Reading failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A reachable index or manifest is missing or unparsable.
-    #[error("{layout}: {detail}; the graph is damaged, so gc deletes nothing (--force to collect what the rest of the graph shows unreachable)")]
+    /// A reachable index or manifest is missing, unparsable or invalid (an
+    /// error verify reports), so what it keeps alive is not known for sure.
+    #[error("{layout}: {detail}; the graph is damaged (verify refuses it), so gc deletes nothing (--force to collect what the rest of the graph shows unreachable)")]
     Damaged {
         /// The layout.
         layout: String,
@@ -192,6 +196,17 @@ pub fn gc(layout: &Layout, options: &GcOptions) -> Result<GcReport, GcError> {
     let store = layout.store();
     let index_path = layout.root().join("index.json");
     let index_bytes = store.index_bytes()?;
+    // index.json itself first, as every index.json writer checks it: an entry
+    // that --prune-untagged would drop is still something verify refuses.
+    if let Some(bad) = graph::check_index(store, &index_bytes)
+        .into_iter()
+        .find(|i| !i.kind.is_warning())
+    {
+        return Err(GcError::Index {
+            path: index_path,
+            detail: bad.message,
+        });
+    }
     let index = IndexFile::parse(&index_bytes).map_err(|e| GcError::Index {
         path: index_path.clone(),
         detail: e.to_string(),
@@ -222,18 +237,18 @@ pub fn gc(layout: &Layout, options: &GcOptions) -> Result<GcReport, GcError> {
         WalkOptions {
             referrers: true,
             configs: false,
+            shallow: false,
         },
     );
-    if graph.is_damaged() && !options.force {
-        let detail = graph
-            .issues
-            .iter()
-            .find(|i| i.digest.as_ref().is_some_and(|d| graph.damaged.contains(d)))
-            .map(|i| i.message.clone())
-            .unwrap_or_else(|| format!("blob {} is damaged", graph.damaged[0]));
+    // gc runs only on a graph verify accepts: any error met while walking the
+    // documents (a malformed or unreadable index or manifest, an invalid
+    // descriptor, nesting beyond the cap) means what it keeps alive is not
+    // known for sure. Configs and layers are leaves: they are not read, and a
+    // missing one is a sparse layout, not damage (R-GC-5).
+    if let (Some(bad), false) = (graph.first_error(), options.force) {
         return Err(GcError::Damaged {
             layout: layout.root().display().to_string(),
-            detail,
+            detail: bad.message.clone(),
         });
     }
     // Digests named by reachable descriptors but absent from the walk's set
@@ -361,6 +376,11 @@ pub fn gc(layout: &Layout, options: &GcOptions) -> Result<GcReport, GcError> {
         layout.write_index(&lock, &pruned_index)?;
     }
     let blobs_dir = layout.root().join("blobs");
+    // The blob directories are checked again right before deleting: a symlink
+    // swapped in since the listing is never followed.
+    for alg in ["sha256", "sha512"] {
+        crate::store::check_blob_dirs(layout.root(), Some(alg))?;
+    }
     for r in &report.remove {
         let p = layout.root().join(&r.path);
         match fs::symlink_metadata(&p) {

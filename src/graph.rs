@@ -179,6 +179,12 @@ impl Graph {
     pub fn is_damaged(&self) -> bool {
         !self.damaged.is_empty()
     }
+
+    /// The first problem that is an error (not a warning): what makes verify
+    /// refuse the graph, and so what stops gc and every `index.json` writer.
+    pub fn first_error(&self) -> Option<&Issue> {
+        self.issues.iter().find(|i| !i.kind.is_warning())
+    }
 }
 
 /// Options of a walk.
@@ -189,6 +195,9 @@ pub struct WalkOptions {
     /// Load and check image configs (verify needs them; reachability does not:
     /// a config references nothing).
     pub configs: bool,
+    /// Check only `index.json` and its own descriptors, loading no blob (what
+    /// a writer needs before it edits `index.json`).
+    pub shallow: bool,
 }
 
 impl Default for WalkOptions {
@@ -196,6 +205,7 @@ impl Default for WalkOptions {
         WalkOptions {
             referrers: true,
             configs: true,
+            shallow: false,
         }
     }
 }
@@ -203,6 +213,7 @@ impl Default for WalkOptions {
 struct Walker<'a> {
     store: &'a dyn Store,
     load_configs: bool,
+    shallow: bool,
     g: Graph,
     /// Sizes seen per digest, to flag one digest claimed with two sizes.
     sizes: HashMap<Digest, i64>,
@@ -239,6 +250,7 @@ pub fn walk(store: &dyn Store, options: WalkOptions) -> Graph {
     let mut w = Walker {
         store,
         load_configs: options.configs,
+        shallow: options.shallow,
         g: Graph::default(),
         sizes: HashMap::new(),
         diff_ids: HashMap::new(),
@@ -263,10 +275,28 @@ pub fn walk(store: &dyn Store, options: WalkOptions) -> Graph {
         }
     };
     w.document(&bytes, Kind::Index, None, "index.json", 0);
-    if options.referrers {
+    if options.referrers && !options.shallow {
         w.referrers();
     }
     w.g
+}
+
+/// Checks `index.json` bytes as verify does at the top level: the document's
+/// own schema and every descriptor in it (digest, size, media type), loading
+/// no blob. Returns the problems, errors and warnings alike (see
+/// [`IssueKind::is_warning`]); writers refuse to edit on any error, since a
+/// rewrite would carry along, or a gc act on, entries verify refuses.
+pub fn check_index(store: &dyn Store, bytes: &[u8]) -> Vec<Issue> {
+    let mut w = Walker {
+        store,
+        load_configs: false,
+        shallow: true,
+        g: Graph::default(),
+        sizes: HashMap::new(),
+        diff_ids: HashMap::new(),
+    };
+    w.document(bytes, Kind::Index, None, "index.json", 0);
+    w.g.issues
 }
 
 impl Walker<'_> {
@@ -346,7 +376,7 @@ impl Walker<'_> {
                 verified: is_doc,
             },
         );
-        if !is_doc {
+        if !is_doc || self.shallow {
             return;
         }
         let bytes = match self
@@ -458,6 +488,7 @@ impl Walker<'_> {
             None => path.to_string(),
         };
         if depth > MAX_NESTING {
+            self.g.damaged.extend(digest.clone());
             self.push(
                 IssueKind::Malformed,
                 digest,

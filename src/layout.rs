@@ -23,7 +23,9 @@ use serde_json::{Map, Value};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::reference::{is_valid_ref_name, Reference};
 use crate::resolve::{self, ResolveError};
-use crate::spec::{self, Descriptor, DocumentError, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
+use crate::spec::{
+    self, Descriptor, DocumentError, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MAX_DOCUMENT_SIZE,
+};
 use crate::store::{self, LayoutStore, Store, StoreError};
 
 /// The only `imageLayoutVersion` ocikit writes (and the only one the schema allows).
@@ -50,6 +52,25 @@ pub enum LayoutError {
         /// The error.
         source: io::Error,
     },
+    /// `index.json` is one verify refuses (so no writer edits it), or an edit
+    /// would make it one (so it is not written).
+    #[error("{writing}{}: {detail}; nothing was changed", path.display())]
+    InvalidIndex {
+        /// The index file.
+        path: PathBuf,
+        /// `"refusing to write "` when the edit's result is at fault.
+        writing: String,
+        /// What is wrong, as verify says it.
+        detail: String,
+    },
+    /// `tag` of a source whose descriptor verify refuses.
+    #[error("refusing to tag {digest}: {detail}")]
+    InvalidSource {
+        /// The digest string of the source descriptor.
+        digest: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// `init` on a directory that has other content.
     #[error("{} is not empty and is not an OCI image layout; refusing to initialise it", .0.display())]
     NotEmpty(PathBuf),
@@ -64,6 +85,10 @@ pub enum LayoutError {
     /// A blob written does not match what was expected.
     #[error("refusing to store blob: {0}")]
     Verify(StoreError),
+    /// A tag shaped like a digest (`sha256:<hex>`): `L:TAG` and `L@DIGEST`
+    /// would name different images.
+    #[error("{0:?} is shaped like a digest; a tag must not be, or L:{0} and L@{0} would name different images")]
+    DigestTag(String),
     /// A tag that ocikit will not write.
     #[error("{0:?} is not a valid tag (allowed: letters, digits and -._:@+/ between them)")]
     InvalidTag(String),
@@ -384,6 +409,7 @@ impl Layout {
         &self,
         expected: Option<(Digest, u64)>,
     ) -> Result<BlobWriter<'_>, LayoutError> {
+        store::check_blob_dirs(self.root(), None)?;
         let tmp_dir = self.tmp_dir()?;
         let tmp = tempfile::Builder::new()
             .prefix("blob-")
@@ -420,22 +446,62 @@ impl Layout {
 
     /// Reads `index.json` for editing. Call with the lock held.
     ///
+    /// The file must be one `verify` accepts at the top level (its own schema
+    /// and every descriptor in it, see [`crate::graph::check_index`]): an edit
+    /// carries every other entry along, so it must not build on entries no
+    /// reader can trust.
+    ///
     /// # Errors
-    /// Unreadable or malformed `index.json`.
+    /// Unreadable `index.json`, or [`LayoutError::InvalidIndex`].
     pub fn read_index(&self, _lock: &LayoutLock) -> Result<IndexFile, LayoutError> {
+        self.read_checked_index()
+    }
+
+    /// [`Layout::read_index`] without the lock (to refuse early).
+    fn read_checked_index(&self) -> Result<IndexFile, LayoutError> {
         let bytes = self.store.index_bytes()?;
+        self.check_index_bytes(&bytes, "")?;
         IndexFile::parse(&bytes).map_err(|source| LayoutError::Index {
             path: self.root().join("index.json"),
             source,
         })
     }
 
-    /// Replaces `index.json` atomically. Call with the lock held.
+    fn check_index_bytes(&self, bytes: &[u8], writing: &str) -> Result<(), LayoutError> {
+        let path = self.root().join("index.json");
+        if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
+            return Err(LayoutError::InvalidIndex {
+                path,
+                writing: writing.to_string(),
+                detail: format!(
+                    "it would be {} bytes, over the 4 MiB ({MAX_DOCUMENT_SIZE} bytes) every reader accepts",
+                    bytes.len()
+                ),
+            });
+        }
+        if let Some(bad) = crate::graph::check_index(&self.store, bytes)
+            .into_iter()
+            .find(|i| !i.kind.is_warning())
+        {
+            return Err(LayoutError::InvalidIndex {
+                path,
+                writing: writing.to_string(),
+                detail: bad.message,
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces `index.json` atomically. Call with the lock held. A document
+    /// a reader would refuse (over the 4 MiB cap, or failing the checks of
+    /// [`Layout::read_index`]) is never written.
     ///
     /// # Errors
-    /// I/O errors.
+    /// [`LayoutError::InvalidIndex`] (nothing written) and I/O errors.
     pub fn write_index(&self, _lock: &LayoutLock, index: &IndexFile) -> Result<(), LayoutError> {
-        self.write_atomic("index.json", index.to_bytes().as_bytes())
+        let bytes = index.to_bytes();
+        self.check_index_bytes(bytes.as_bytes(), "refusing to write ")?;
+        self.write_atomic("index.json", bytes.as_bytes())
     }
 
     /// Resolves a reference to one image (see [`crate::resolve`]).
@@ -465,12 +531,19 @@ impl Layout {
         if !is_valid_ref_name(new_tag) {
             return Err(LayoutError::InvalidTag(new_tag.to_string()));
         }
-        // Resolve once before locking, so a bad reference changes nothing (not
-        // even by creating the lock file); again under the lock, where it counts.
-        resolve::find_descriptor(&self.store, source)?;
+        // `L:sha256:…` and `L@sha256:…` must not name different images.
+        if Digest::parse(new_tag).is_ok() {
+            return Err(LayoutError::DigestTag(new_tag.to_string()));
+        }
+        // Check once before locking, so a bad reference or index changes
+        // nothing (not even by creating the lock file); again under the lock,
+        // where it counts.
+        self.read_checked_index()?;
+        check_source(&resolve::find_descriptor(&self.store, source)?)?;
         let lock = self.lock()?;
         let mut index = self.read_index(&lock)?;
         let target = resolve::find_descriptor(&self.store, source)?;
+        check_source(&target)?;
         let target_digest = target.digest.clone();
 
         // Already tagged so: nothing to do.
@@ -505,12 +578,9 @@ impl Layout {
     /// # Errors
     /// [`LayoutError::NoSuchTag`] and write errors.
     pub fn untag(&self, tag: &str) -> Result<(), LayoutError> {
-        // Check before locking, so a missing tag changes nothing.
-        let current =
-            IndexFile::parse(&self.store.index_bytes()?).map_err(|source| LayoutError::Index {
-                path: self.root().join("index.json"),
-                source,
-            })?;
+        // Check before locking, so a missing tag or an index.json verify
+        // refuses changes nothing.
+        let current = self.read_checked_index()?;
         if !current.tags().iter().any(|t| t == tag) {
             return Err(LayoutError::NoSuchTag {
                 layout: self.store.name(),
@@ -529,6 +599,26 @@ impl Layout {
         }
         self.write_index(&lock, &index)
     }
+}
+
+/// Refuses a descriptor `tag` would copy into `index.json` that verify would
+/// refuse there: an invalid digest, a negative size, no media type.
+fn check_source(desc: &Descriptor) -> Result<(), LayoutError> {
+    let bad = |detail: String| LayoutError::InvalidSource {
+        digest: desc.digest.clone(),
+        detail,
+    };
+    desc.digest().map_err(|e| bad(e.to_string()))?;
+    if desc.size < 0 {
+        return Err(bad(format!(
+            "its descriptor's size {} is negative",
+            desc.size
+        )));
+    }
+    if desc.media_type.is_empty() {
+        return Err(bad("its descriptor has no mediaType".into()));
+    }
+    Ok(())
 }
 
 /// Temporary files are created 0600; what ocikit publishes in a layout is
@@ -626,7 +716,10 @@ impl BlobWriter<'_> {
         tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         let dest = self.layout.root().join(digest.blob_path());
         let dir = dest.parent().unwrap_or(self.layout.root()).to_path_buf();
+        // Never write through a symlinked blobs/ or blobs/<alg>/.
+        store::check_blob_dirs(self.layout.root(), Some(digest.algorithm().as_str()))?;
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        store::check_blob_dirs(self.layout.root(), Some(digest.algorithm().as_str()))?;
         tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
         sync_dir(&dir)?;
         Ok((digest, self.written))

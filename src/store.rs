@@ -384,6 +384,39 @@ fn open_regular_once(path: &Path) -> Result<(File, u64), StoreError> {
     Ok((file, after.len()))
 }
 
+/// Checks that `root/blobs` and, with `alg`, `root/blobs/<alg>` are real
+/// directories where they exist: a symlink in their place (say to another
+/// layout's `blobs/`, a shared store) is refused, never followed, so no read,
+/// write or delete ever reaches outside the layout root through it.
+///
+/// # Errors
+/// [`StoreError::NotRegular`] naming the symlink (or other non-directory).
+pub fn check_blob_dirs(root: &Path, alg: Option<&str>) -> Result<(), StoreError> {
+    let blobs = root.join("blobs");
+    let mut dirs = vec![blobs.clone()];
+    if let Some(a) = alg {
+        dirs.push(blobs.join(a));
+    }
+    for d in dirs {
+        match fs::symlink_metadata(&d) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) => {
+                return Err(StoreError::NotRegular {
+                    path: d,
+                    what: if m.file_type().is_symlink() {
+                        "symlink (blob directories are never followed)"
+                    } else {
+                        "file where a blob directory belongs"
+                    },
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::io(&d, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Reads a small regular file (`oci-layout`, `index.json`) with a size limit.
 ///
 /// # Errors
@@ -440,6 +473,7 @@ impl Store for LayoutStore {
     }
 
     fn open_blob(&self, digest: &Digest) -> Result<Blob, StoreError> {
+        check_blob_dirs(&self.root, Some(digest.algorithm().as_str()))?;
         let path = self.root.join(digest.blob_path());
         match open_regular(&path) {
             Ok((file, len)) => Ok(Blob::from_file(file, len)),
@@ -460,6 +494,7 @@ impl Store for LayoutStore {
     fn list_blobs(&self) -> Result<Vec<BlobEntry>, StoreError> {
         let blobs = self.root.join("blobs");
         let mut out = Vec::new();
+        check_blob_dirs(&self.root, None)?;
         let algs = match fs::read_dir(&blobs) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
@@ -471,6 +506,9 @@ impl Store for LayoutStore {
             let alg_type = alg
                 .file_type()
                 .map_err(|e| StoreError::io(&alg.path(), e))?;
+            if alg_type.is_symlink() {
+                check_blob_dirs(&self.root, Some(&alg_name))?;
+            }
             if !alg_type.is_dir() {
                 out.push(BlobEntry {
                     digest: None,

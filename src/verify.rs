@@ -180,11 +180,41 @@ pub fn verify_layout_with_progress(
         )),
     }
     let store = LayoutStore::new(root);
-    let mut report = verify_with_progress(&store, options, progress);
+    let mut report = verify_consistent(&store, root, options, progress);
     pre.append(&mut report.findings);
     report.findings = pre;
     sort(&mut report.findings);
     Ok(report)
+}
+
+/// How many times verify re-runs when `index.json` changed under it before it
+/// waits for the writer lock instead.
+const CONSISTENT_ATTEMPTS: usize = 3;
+
+/// [`verify_with_progress`] on a layout that writers may be changing: a blob
+/// is reported missing only if it is missing from the graph as it stood for
+/// the whole walk. When a run finds blobs missing and `index.json` changed
+/// meanwhile (a gc --prune-untagged dropping entries, then their blobs), the
+/// run is repeated; after [`CONSISTENT_ATTEMPTS`] such runs, the last one
+/// holds a shared lock on the layout (waiting for the writer to finish).
+fn verify_consistent(
+    store: &LayoutStore,
+    root: &Path,
+    options: &VerifyOptions,
+    progress: &dyn Progress,
+) -> VerifyReport {
+    for _ in 1..CONSISTENT_ATTEMPTS {
+        let before = store.index_bytes().ok();
+        let report = verify_with_progress(store, options, progress);
+        let missing = report.findings.iter().any(|f| f.kind == IssueKind::Missing);
+        if !missing || store.index_bytes().ok() == before {
+            return report;
+        }
+    }
+    // Readers never create the lock file; without one, no ocikit writer runs.
+    let lock = std::fs::File::open(root.join(crate::layout::LOCK_FILE));
+    let _shared = lock.ok().filter(|f| f.lock_shared().is_ok());
+    verify_with_progress(store, options, progress)
 }
 
 /// Verifies an image archive: what [`verify`] checks, plus the archive's own
