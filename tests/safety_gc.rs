@@ -91,9 +91,11 @@ fn gc_refuses(root: &Path, needle: &str) {
 
 // ------------------------------------------------ item 1: index.json verify refuses
 
+type Mutation = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn gc_tag_untag_refuse_an_index_json_verify_refuses() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "schemaVersion \"2\"",
             Box::new(|v| v["schemaVersion"] = json!("2")),
