@@ -236,15 +236,17 @@ pub fn gc(layout: &Layout, options: &GcOptions) -> Result<GcReport, GcError> {
         &view,
         WalkOptions {
             referrers: true,
-            configs: false,
+            configs: true,
             shallow: false,
         },
     );
     // gc runs only on a graph verify accepts: any error met while walking the
     // documents (a malformed or unreadable index or manifest, an invalid
-    // descriptor, nesting beyond the cap) means what it keeps alive is not
-    // known for sure. Configs and layers are leaves: they are not read, and a
-    // missing one is a sparse layout, not damage (R-GC-5).
+    // descriptor, nesting beyond the cap, a manifest whose layer count
+    // disagrees with its config) means what it keeps alive is not known for
+    // sure. Configs are read for that count only; a missing or unparsable one,
+    // like a missing layer (never read), is a sparse layout, not damage
+    // (R-GC-5).
     if let (Some(bad), false) = (graph.first_error(), options.force) {
         return Err(GcError::Damaged {
             layout: layout.root().display().to_string(),

@@ -171,6 +171,10 @@ pub struct Graph {
     pub referrers: Vec<Digest>,
     /// Documents that could not be loaded or parsed.
     pub damaged: Vec<String>,
+    /// Indexes into `issues` of problems with leaves that reference nothing
+    /// (image configs that are missing, unreadable or unparsable): errors for
+    /// verify, but no doubt about what the graph keeps alive.
+    pub leaf_issues: std::collections::BTreeSet<usize>,
 }
 
 impl Graph {
@@ -182,8 +186,14 @@ impl Graph {
 
     /// The first problem that is an error (not a warning): what makes verify
     /// refuse the graph, and so what stops gc and every `index.json` writer.
+    /// Problems with leaves (see [`Graph::leaf_issues`]) do not count: they
+    /// leave no doubt about reachability.
     pub fn first_error(&self) -> Option<&Issue> {
-        self.issues.iter().find(|i| !i.kind.is_warning())
+        self.issues
+            .iter()
+            .enumerate()
+            .find(|(n, i)| !i.kind.is_warning() && !self.leaf_issues.contains(n))
+            .map(|(_, i)| i)
     }
 }
 
@@ -386,6 +396,9 @@ impl Walker<'_> {
             Ok(b) => b,
             Err(e) => {
                 self.g.damaged.push(digest.to_string());
+                if role == Role::Config {
+                    self.g.leaf_issues.insert(self.g.issues.len());
+                }
                 self.g.issues.push(store_issue(&e, &digest, &path));
                 return;
             }
@@ -547,6 +560,7 @@ impl Walker<'_> {
             Some(serde_json::Value::Null) => 1,
             _ => 2,
         };
+        let layers_is_array = value.get("layers").is_some_and(|l| l.is_array());
         let doc = match spec::document_from_value(value, kind) {
             Ok(d) => d,
             Err(e) => {
@@ -635,10 +649,40 @@ impl Walker<'_> {
                         format!("{name} has no config descriptor"),
                     ),
                 }
+                // Without a layers array, what the image's layers are is
+                // unknown (gc would take them for garbage).
+                if !layers_is_array {
+                    self.push(
+                        IssueKind::SchemaInvalid,
+                        digest.clone(),
+                        path,
+                        format!("{name} has no \"layers\" array"),
+                    );
+                }
                 let layers = m.layers.as_deref().unwrap_or(&[]);
                 for (i, l) in layers.iter().enumerate() {
                     self.visit(l, Role::Layer, format!("{path} > layers[{i}]"), depth);
                     info.layers.push((l.clone(), l.digest().ok()));
+                }
+                // A filesystem image whose layer count differs from its
+                // config's diff_ids has lost layers on one side.
+                if let Some(ids) = &info.diff_ids {
+                    let fs_image = info
+                        .layers
+                        .iter()
+                        .all(|(d, _)| matches!(d.kind(), Kind::Layer { .. }));
+                    if fs_image && ids.len() != info.layers.len() {
+                        self.push(
+                            IssueKind::SchemaInvalid,
+                            digest.clone(),
+                            path,
+                            format!(
+                                "{path}: manifest {mdigest} has {} layer(s) but its config lists {} diff_id(s)",
+                                info.layers.len(),
+                                ids.len()
+                            ),
+                        );
+                    }
                 }
                 self.g.images.push(info);
             }
@@ -646,6 +690,12 @@ impl Walker<'_> {
     }
 
     fn config(&mut self, bytes: &[u8], digest: &Digest, path: &str) {
+        let first = self.g.issues.len();
+        self.parse_config(bytes, digest, path);
+        self.g.leaf_issues.extend(first..self.g.issues.len());
+    }
+
+    fn parse_config(&mut self, bytes: &[u8], digest: &Digest, path: &str) {
         match spec::parse_config(bytes) {
             Ok(cfg) => {
                 let rootfs = cfg.rootfs.as_ref();

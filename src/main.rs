@@ -1370,9 +1370,12 @@ fn inspect(location: &str, platform: PlatformChoice, json: bool) -> Result<()> {
         .and_then(|c| c.rootfs.as_ref())
         .and_then(|r| r.diff_ids.clone())
         .unwrap_or_default();
-    let total: u64 = image.manifest.bytes.len() as u64
-        + config.as_ref().map_or(0, |c| c.bytes.len() as u64)
-        + layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>();
+    let total: u64 = layers
+        .iter()
+        .map(|l| l.size.max(0) as u64)
+        .fold(0u64, u64::saturating_add)
+        .saturating_add(image.manifest.bytes.len() as u64)
+        .saturating_add(config.as_ref().map_or(0, |c| c.bytes.len() as u64));
     let platform_str = cfg
         .as_ref()
         .map(|c| c.platform().to_string())
