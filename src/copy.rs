@@ -825,6 +825,8 @@ fn write_layout_inner(
 ) -> Result<CopyReport, CopyError> {
     let layout = Layout::init(target)?;
     let lock = layout.lock()?;
+    // An index.json verify refuses is refused before any blob is written.
+    layout.read_index(&lock)?;
     let mut report = CopyReport::default();
     progress.begin(plan.bytes);
     // Blobs that reference nothing (layers, configs) go in parallel, largest

@@ -488,3 +488,21 @@ fn verify_reports_no_missing_blob_a_concurrent_gc_removed() {
         ocikit_ok(["verify", &s(&root)]);
     }
 }
+
+#[test]
+fn copy_into_a_layout_whose_index_json_verify_refuses_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let f = fixture(t.path());
+    let mut idx = f.index.clone();
+    idx["manifests"][1]["size"] = json!(-1);
+    fs::write(f.root.join("index.json"), to_bytes(&idx)).unwrap();
+    refuses(
+        &f.root,
+        &[
+            "copy",
+            &format!("{}:1.0", s(&demo())),
+            &format!("oci:{}:x", s(&f.root)),
+        ],
+        "manifests[1]",
+    );
+}
