@@ -11,8 +11,9 @@
 //! PAX local and global headers (`path`, `linkpath`, `size`, `uid`, `gid`,
 //! `mtime`, `uname`, `gname`, `SCHILY.xattr.*`, `LIBARCHIVE.xattr.*`, GNU
 //! sparse 0.0, 0.1 and 1.0). Streams that end without the two zero blocks
-//! (umoci writes such layers) end cleanly at a header boundary; a stream that
-//! ends inside a header or inside an entry's data is truncated.
+//! end cleanly at a header boundary, or right after a member's complete data
+//! without its padding (umoci 0.4.7 `insert` writes such layers); a stream
+//! that ends inside a header or inside an entry's data is truncated.
 //!
 //! # Security
 //! Extended headers are capped at [`MAX_EXTENDED`] bytes, sparse maps at
@@ -237,6 +238,22 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
+    /// Skips up to `n` bytes of padding; `Ok(false)` when the stream ends
+    /// inside it (a complete stream without padding or end blocks).
+    fn skip_padding(&mut self, mut n: u64) -> Result<bool, TarError> {
+        let mut buf = [0u8; BLOCK];
+        while n > 0 {
+            let want = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            let got = self.inner.read(&mut buf[..want])?;
+            if got == 0 {
+                return Ok(false);
+            }
+            self.pos += got as u64;
+            n -= got as u64;
+        }
+        Ok(true)
+    }
+
     /// Reads one block; `Ok(false)` at a clean end of stream.
     fn block(&mut self, b: &mut [u8; BLOCK]) -> Result<bool, TarError> {
         let mut got = 0;
@@ -307,9 +324,17 @@ impl<R: Read> TarReader<R> {
             return Ok(None);
         }
         let (rest, padding) = (self.remaining, self.padding);
-        self.skip(rest + padding)?;
+        self.skip(rest)?;
         self.remaining = 0;
         self.padding = 0;
+        // The last member's data is complete: a stream may end in its padding
+        // (umoci 0.4.7 `insert` writes no padding and no end blocks). The
+        // DiffID covers the exact bytes, so nothing is ambiguous.
+        if !self.skip_padding(padding)? {
+            self.done = true;
+            self.current = None;
+            return Ok(None);
+        }
         self.current = None;
 
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -1013,6 +1038,31 @@ mod tests {
             v.push((e.display_name(), e.kind, n));
         }
         Ok(v)
+    }
+
+    #[test]
+    fn a_stream_ending_right_after_a_members_data_is_complete() {
+        // umoci 0.4.7 `insert`: no padding to 512, no end-of-archive blocks.
+        let mut t = header("a", b'0', 3).to_vec();
+        t.extend_from_slice(b"abc");
+        t.resize(1024, 0);
+        t.extend_from_slice(&header("b", b'0', 5));
+        t.extend_from_slice(b"hello");
+        assert_eq!(
+            names(&t).unwrap(),
+            vec![
+                ("a".into(), EntryKind::Regular, 3),
+                ("b".into(), EntryKind::Regular, 5)
+            ]
+        );
+        // Part of the padding is there: complete too.
+        t.extend_from_slice(&[0u8; 7]);
+        assert_eq!(names(&t).unwrap().len(), 2);
+        // Cut inside the data: truncated.
+        let mut cut = header("a", b'0', 3).to_vec();
+        cut.extend_from_slice(b"ab");
+        let err = names(&cut).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
     }
 
     #[test]
