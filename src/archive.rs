@@ -52,6 +52,9 @@ pub enum ArchiveError {
     /// Zero bytes.
     #[error("{} is empty, not an archive", .0.display())]
     Empty(PathBuf),
+    /// A valid tar archive with no member at all (only zero blocks).
+    #[error("{} is an empty archive: it holds no image", .0.display())]
+    NoImage(PathBuf),
     /// Not a tar stream.
     #[error("{} is {what}, not a tar archive", path.display())]
     NotTar {
@@ -350,6 +353,19 @@ impl Archive {
         }
     }
 
+    /// Whether the (decompressed) archive is at least the two end-of-archive
+    /// blocks long and holds nothing but zero bytes: an empty tar. Only small
+    /// files are read to tell (an empty tar from `tar cf x.tar -T /dev/null`
+    /// is 10 KiB).
+    fn all_zero(&self, len: u64) -> bool {
+        const MAX: u64 = 1 << 20;
+        if !(1024..=MAX).contains(&len) {
+            return false;
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.file.read_at_full(&mut buf, 0) == buf.len() && buf.iter().all(|&b| b == 0)
+    }
+
     fn index(&mut self) -> Result<(), ArchiveError> {
         let file_len = self
             .file
@@ -361,6 +377,9 @@ impl Archive {
             .len();
         let mut head = vec![0u8; 512.min(file_len as usize)];
         let n = self.file.read_at_full(&mut head, 0);
+        if n == 512 && head.iter().all(|&b| b == 0) && self.all_zero(file_len) {
+            return Err(ArchiveError::NoImage(self.path.clone()));
+        }
         if n < 512 || !is_tar_header(&head) {
             let what = if self.compression == Compression::None {
                 what_is(&head)

@@ -171,8 +171,9 @@ enum Command {
         after_help = "Examples:\n  ocikit export testdata/demo:1.0 testdata/demo:legacy /tmp/demo.tar\n  ocikit export testdata/demo:legacy docker-archive:/tmp/d.tar:demo/app:1.0\n  ocikit export testdata/demo:1.0 - --compress zstd > demo.tar.zst"
     )]
     Export {
-        /// SOURCE[:REF]... then FILE (or -).
-        #[arg(required = true, num_args = 2..)]
+        /// SOURCE[:REF]... then FILE (or -). Options may stand anywhere
+        /// among them.
+        #[arg(required = true, num_args = 1.., action = clap::ArgAction::Append)]
         locations: Vec<String>,
         #[command(flatten)]
         opts: CopyArgs,
@@ -580,6 +581,19 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             opts,
             archive,
         } => {
+            if locations.len() < 2 {
+                let cmd = <Cli as clap::CommandFactory>::command();
+                let mut cmd = cmd
+                    .find_subcommand("export")
+                    .cloned()
+                    .unwrap_or(cmd)
+                    .bin_name("ocikit export");
+                cmd.error(
+                    clap::error::ErrorKind::TooFewValues,
+                    "export needs at least one SOURCE and then FILE (or - for stdout)",
+                )
+                .exit();
+            }
             let file = locations.pop().unwrap_or_default();
             copy_cmd(
                 &locations,

@@ -232,7 +232,10 @@ pub fn verify_archive(
     let store = match ArchiveStore::open(path, expect) {
         Ok(s) => s,
         Err(
-            e @ (ArchiveError::Io { .. } | ArchiveError::Empty(_) | ArchiveError::NotTar { .. }),
+            e @ (ArchiveError::Io { .. }
+            | ArchiveError::Empty(_)
+            | ArchiveError::NoImage(_)
+            | ArchiveError::NotTar { .. }),
         ) => return Err(e),
         Err(e) => {
             return Ok(VerifyReport {

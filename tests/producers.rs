@@ -84,3 +84,57 @@ fn umoci_insert_layers_without_padding_or_end_blocks_are_complete() {
     assert_eq!(code(&d), 1, "{}{}", stdout(&d), stderr(&d));
     assert!(!stderr(&d).contains("truncated"), "{}", stderr(&d));
 }
+
+/// A valid empty tar (only end-of-archive blocks, as `tar cf x.tar -T /dev/null`
+/// writes: 10 KiB of zeros) is an empty archive, not "not a tar archive".
+#[test]
+fn an_empty_tar_is_said_to_hold_no_image() {
+    let t = tempfile::tempdir().unwrap();
+    let plain = t.path().join("empty.tar");
+    fs::write(&plain, vec![0u8; 10240]).unwrap();
+    let gz = t.path().join("empty.tar.gz");
+    fs::write(&gz, gzip(&[0u8; 10240])).unwrap();
+    for f in [&plain, &gz] {
+        for args in [
+            vec!["ls".to_string(), s(f)],
+            vec!["verify".to_string(), s(f)],
+            vec!["import".to_string(), s(f), s(&t.path().join("L"))],
+        ] {
+            let o = ocikit(&args);
+            assert_eq!(code(&o), 2, "{args:?}");
+            assert!(
+                stderr(&o).contains("is an empty archive: it holds no image"),
+                "{args:?}: {}",
+                stderr(&o)
+            );
+        }
+    }
+    assert!(!t.path().join("L").exists());
+}
+
+/// `export SOURCE --platform P FILE` and `export SOURCE FILE --platform P`
+/// are the same command: options may stand anywhere, as in every other command.
+#[test]
+fn export_takes_options_anywhere() {
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a.tar");
+    let b = t.path().join("b.tar");
+    let src = format!("{}:1.0", s(&demo()));
+    ocikit_ok(["export", &src, "--platform", "linux/amd64", &s(&a)]);
+    ocikit_ok(["export", &src, &s(&b), "--platform", "linux/amd64"]);
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    let c = t.path().join("c.tar");
+    ocikit_ok([
+        "export",
+        "--format",
+        "docker-archive",
+        &src,
+        "--platform",
+        "linux/arm64",
+        &s(&c),
+    ]);
+    // One location alone is a usage error naming what is missing.
+    let o = ocikit(["export", &s(&a)]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("FILE"), "{}", stderr(&o));
+}
