@@ -31,7 +31,7 @@ use crate::docker::{self, familiar};
 use crate::graph::{find_referrers, Referrer};
 use crate::layout::{Layout, LayoutError};
 use crate::platform::PlatformSpec;
-use crate::reference::{normalize_docker_name, Reference};
+use crate::reference::Reference;
 use crate::resolve::{self, PlatformChoice, ResolveError};
 use crate::spec::{
     self, media_type, Compression, Descriptor, Document, Kind, ANNOTATION_IMAGE_NAME,
@@ -216,17 +216,12 @@ pub fn plan(sources: &[Source<'_>], options: &CopyOptions) -> Result<Plan, CopyE
         )));
     }
     if let Some(name) = &options.target_name {
+        // The name as typed is the ref.name (skopeo, podman and buildah write
+        // and look it up so); written as a docker reference, its normalised
+        // form is the containerd name too.
         let root = &mut p.plan.roots[0];
-        match normalize_docker_name(name).filter(|_| name.contains('/') || name.contains(':')) {
-            Some(full) if docker::tag_part(&full).is_some() => {
-                root.tag = docker::tag_part(&full).map(str::to_string);
-                root.name = Some(full);
-            }
-            _ => {
-                root.tag = Some(name.clone());
-                root.name = None;
-            }
-        }
+        root.tag = Some(name.clone());
+        root.name = resolve::docker_name_of(name);
     }
     p.plan.bytes = p.plan.blobs.iter().map(|b| b.size).sum();
     Ok(p.plan)
@@ -857,15 +852,20 @@ fn write_layout_inner(
         }
         if let Some(t) = &root.tag {
             ann.insert(ANNOTATION_REF_NAME.to_string(), t.clone());
-            if index
-                .entries
-                .iter()
-                .any(|e| e.descriptor.ref_name() == Some(t) && e.descriptor.digest == d.digest)
-            {
+            // A name moves only between entries of the same identity (the
+            // containerd name where there is one, else the ref.name): Docker
+            // 25 and containerd write several images under one tag part.
+            let identity = root.name.as_deref().unwrap_or(t);
+            if index.entries.iter().any(|e| {
+                e.descriptor.ref_name() == Some(t)
+                    && e.descriptor.digest == d.digest
+                    && resolve::identity(&e.descriptor)
+                        .is_some_and(|i| crate::layout::same_identity(i, identity))
+            }) {
                 report.images.push(format!("{t} {}", d.digest));
                 continue;
             }
-            index.remove_name(t);
+            index.move_name(t, root.name.as_deref());
         } else if index
             .entries
             .iter()
@@ -1132,8 +1132,8 @@ fn docker_metadata(
                 }
             }
         }
-        let tags: Vec<String> = match &root.name {
-            Some(full) => vec![familiar(full)],
+        let tags: Vec<String> = match docker_name(root) {
+            Some(full) => vec![familiar(&full)],
             None => {
                 notes.push(format!(
                     "image {} has no name (no io.containerd.image.name and no target name), so manifest.json lists it without RepoTags; name it with docker-archive:FILE:NAME:TAG",
@@ -1159,6 +1159,15 @@ fn docker_metadata(
     ))
 }
 
+/// The docker name an image goes by in a docker-archive: its containerd
+/// name, else its `ref.name` where that is written as a docker reference
+/// (podman's OCI view: `localhost/acc/one:1.0`). A bare tag is no name.
+fn docker_name(root: &Root) -> Option<String> {
+    root.name
+        .clone()
+        .or_else(|| root.tag.as_deref().and_then(resolve::docker_name_of))
+}
+
 /// Writes a plan as an archive. Same input, same bytes.
 ///
 /// # Errors
@@ -1179,11 +1188,26 @@ pub fn write_archive(
         .map(|r| {
             let mut d = r.descriptor.clone();
             let mut ann = BTreeMap::new();
-            if let Some(n) = &r.name {
-                ann.insert(ANNOTATION_IMAGE_NAME.to_string(), n.clone());
-            }
-            if let Some(t) = &r.tag {
-                ann.insert(ANNOTATION_REF_NAME.to_string(), t.clone());
+            match kind {
+                // A docker-archive's OCI view names images as Docker 25 does,
+                // and as its manifest.json does: by docker name only (an
+                // unnamed image is unnamed in both views).
+                ArchiveKind::DockerArchive => {
+                    if let Some(full) = docker_name(r) {
+                        if let Some(t) = docker::tag_part(&full) {
+                            ann.insert(ANNOTATION_REF_NAME.to_string(), t.to_string());
+                        }
+                        ann.insert(ANNOTATION_IMAGE_NAME.to_string(), full);
+                    }
+                }
+                ArchiveKind::OciArchive => {
+                    if let Some(n) = &r.name {
+                        ann.insert(ANNOTATION_IMAGE_NAME.to_string(), n.clone());
+                    }
+                    if let Some(t) = &r.tag {
+                        ann.insert(ANNOTATION_REF_NAME.to_string(), t.clone());
+                    }
+                }
             }
             d.annotations = (!ann.is_empty()).then_some(ann);
             d

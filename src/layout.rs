@@ -546,25 +546,36 @@ impl Layout {
         check_source(&target)?;
         let target_digest = target.digest.clone();
 
+        // The name as typed goes into ref.name; where it is written as a
+        // docker reference, its normalised form into io.containerd.image.name.
+        let name = resolve::docker_name_of(new_tag);
+        let identity = name.as_deref().unwrap_or(new_tag);
+
         // Already tagged so: nothing to do.
         if index.entries.iter().any(|e| {
-            e.descriptor.ref_name() == Some(new_tag) && e.descriptor.digest == target_digest
+            e.descriptor.ref_name() == Some(new_tag)
+                && e.descriptor.digest == target_digest
+                && resolve::identity(&e.descriptor).is_some_and(|i| same_identity(i, identity))
         }) {
             return Ok(target);
         }
-        index.remove_name(new_tag);
+        index.move_name(new_tag, name.as_deref());
         // Reuse an untagged entry for the same digest rather than adding another.
         if let Some(e) = index
             .entries
             .iter_mut()
             .find(|e| e.descriptor.digest == target_digest && e.descriptor.ref_name().is_none())
         {
+            e.set_annotation(ANNOTATION_IMAGE_NAME, name.as_deref());
             e.set_annotation(ANNOTATION_REF_NAME, Some(new_tag));
             return self.write_index(&lock, &index).map(|()| target);
         }
         let mut desc = target.clone();
         let ann = desc.annotations.get_or_insert_with(Default::default);
         ann.remove(ANNOTATION_IMAGE_NAME);
+        if let Some(n) = &name {
+            ann.insert(ANNOTATION_IMAGE_NAME.to_string(), n.clone());
+        }
         ann.insert(ANNOTATION_REF_NAME.to_string(), new_tag.to_string());
         index.push(&desc);
         self.write_index(&lock, &index)?;
@@ -581,24 +592,59 @@ impl Layout {
         // Check before locking, so a missing tag or an index.json verify
         // refuses changes nothing.
         let current = self.read_checked_index()?;
-        if !current.tags().iter().any(|t| t == tag) {
-            return Err(LayoutError::NoSuchTag {
-                layout: self.store.name(),
-                tag: tag.to_string(),
-                existing: current.tags(),
-            });
-        }
+        self.untag_targets(&current, tag)?;
         let lock = self.lock()?;
         let mut index = self.read_index(&lock)?;
-        if !index.remove_name(tag) {
+        let targets = self.untag_targets(&index, tag)?;
+        index.untag_where(|d| {
+            targets
+                .iter()
+                .any(|(digest, id)| &d.digest == digest && resolve::identity(d) == id.as_deref())
+        });
+        self.write_index(&lock, &index)
+    }
+
+    /// The entries `untag TAG` takes the name off: those `TAG` resolves to
+    /// (as `L:TAG` reads), by digest and identity. Entries of several
+    /// identities are ambiguous: the error lists them.
+    fn untag_targets(
+        &self,
+        index: &IndexFile,
+        tag: &str,
+    ) -> Result<Vec<(String, Option<String>)>, LayoutError> {
+        let descs: Vec<Descriptor> = index.entries.iter().map(|e| e.descriptor.clone()).collect();
+        let found = resolve::match_tag(&descs, tag);
+        if found.is_empty() {
             return Err(LayoutError::NoSuchTag {
                 layout: self.store.name(),
                 tag: tag.to_string(),
                 existing: index.tags(),
             });
         }
-        self.write_index(&lock, &index)
+        let digests: std::collections::BTreeSet<&str> =
+            found.iter().map(|d| d.digest.as_str()).collect();
+        if digests.len() > 1 {
+            return Err(LayoutError::Resolve(ResolveError::Ambiguous {
+                location: self.store.name(),
+                reference: Some(tag.to_string()),
+                choices: found.iter().map(|d| resolve::entry_label(d)).collect(),
+            }));
+        }
+        Ok(found
+            .iter()
+            .map(|d| (d.digest.clone(), resolve::identity(d).map(str::to_string)))
+            .collect())
     }
+}
+
+/// Whether two identities (containerd names or `ref.name`s) name the same
+/// image: equal, or equal once normalised as docker names.
+pub fn same_identity(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (resolve::docker_name_of(a), resolve::docker_name_of(b)),
+            (Some(x), Some(y)) if x == y
+        )
 }
 
 /// Refuses a descriptor `tag` would copy into `index.json` that verify would
@@ -885,10 +931,25 @@ impl IndexFile {
     /// entry lists the same digest; otherwise it stays. Returns whether any entry
     /// held the name.
     pub fn remove_name(&mut self, name: &str) -> bool {
+        self.untag_where(|d| d.ref_name() == Some(name))
+    }
+
+    /// Moves a name: takes `ref_name` (and `name`, the containerd name) off
+    /// every entry whose identity ([`resolve::identity`]) is the new one's,
+    /// `name` where given, else `ref_name`. Entries of other identities that
+    /// share the `ref.name` (Docker 25 writes the tag part there) keep it.
+    /// Returns whether any entry held it.
+    pub fn move_name(&mut self, ref_name: &str, name: Option<&str>) -> bool {
+        let identity = name.unwrap_or(ref_name);
+        self.untag_where(|d| resolve::identity(d).is_some_and(|i| same_identity(i, identity)))
+    }
+
+    /// Untags every entry `pred` selects (see [`IndexFile::remove_name`]).
+    pub fn untag_where(&mut self, pred: impl Fn(&Descriptor) -> bool) -> bool {
         let mut found = false;
         let mut i = 0;
         while i < self.entries.len() {
-            if self.entries[i].descriptor.ref_name() != Some(name) {
+            if !pred(&self.entries[i].descriptor) {
                 i += 1;
                 continue;
             }

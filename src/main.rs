@@ -1273,9 +1273,8 @@ fn ls(location: &str, json: bool) -> Result<()> {
         bail!("ls lists a whole location; drop the reference from {location:?}");
     }
     let (_, index) = resolve::read_index_json(&store)?;
-    let rows: Vec<(Descriptor, EntrySummary)> = index
-        .entries()
-        .iter()
+    let rows: Vec<(Descriptor, EntrySummary)> = resolve::listed_entries(&store, index.entries())
+        .into_iter()
         .map(|d| (d.clone(), summarize(&store, d)))
         .collect();
     if json {

@@ -260,10 +260,52 @@ fn labels(entries: &[Descriptor]) -> Vec<String> {
         .collect()
 }
 
-/// The entries of `index.json` a tag names (see the module docs for the order).
+/// The identity of an `index.json` entry: its `io.containerd.image.name`
+/// where present, else its `ref.name`. Docker 25 and containerd write several
+/// entries with one `ref.name` (the tag part) and different containerd names:
+/// those are different images.
+pub fn identity(d: &Descriptor) -> Option<&str> {
+    d.annotation(spec::ANNOTATION_IMAGE_NAME)
+        .or_else(|| d.ref_name())
+}
+
+/// The normalised docker name a user-typed name stands for, if it is written
+/// as one (it has a `/` or a `:`, and a tag): `acc/app:1.0` →
+/// `docker.io/acc/app:1.0`. A bare `latest` is a tag, not a name.
+pub fn docker_name_of(typed: &str) -> Option<String> {
+    if !typed.contains('/') && !typed.contains(':') {
+        return None;
+    }
+    normalize_docker_name(typed).filter(|full| crate::docker::tag_part(full).is_some())
+}
+
+/// The entries of `index.json` a tag names (see the module docs for the order):
+/// exact `ref.name`; then the normalised docker name against
+/// `io.containerd.image.name`; then the tag part of a docker reference against
+/// the `ref.name` of entries that have no containerd name (an entry that has
+/// one is another image when its name differs). Several entries that share a
+/// `ref.name` but have different identities are all returned (the caller
+/// lists them); plain duplicates resolve to the first.
 pub fn match_tag<'a>(entries: &'a [Descriptor], tag: &str) -> Vec<&'a Descriptor> {
-    if let Some(d) = entries.iter().find(|d| d.ref_name() == Some(tag)) {
-        return vec![d];
+    let exact: Vec<&Descriptor> = entries
+        .iter()
+        .filter(|d| d.ref_name() == Some(tag))
+        .collect();
+    if !exact.is_empty() {
+        let full = docker_name_of(tag);
+        let own: Vec<&Descriptor> = exact
+            .iter()
+            .copied()
+            .filter(|d| match d.annotation(spec::ANNOTATION_IMAGE_NAME) {
+                None => true,
+                Some(n) => normalize_docker_name(n) == full && full.is_some(),
+            })
+            .collect();
+        return match own.first() {
+            // Plain duplicates of the name itself: the first (the index rule).
+            Some(first) => vec![*first],
+            None => exact,
+        };
     }
     let Some(full) = normalize_docker_name(tag) else {
         return Vec::new();
@@ -287,11 +329,60 @@ pub fn match_tag<'a>(entries: &'a [Descriptor], tag: &str) -> Vec<&'a Descriptor
             let part = &tag[slash + i + 1..];
             entries
                 .iter()
-                .filter(|d| d.ref_name() == Some(part))
+                .filter(|d| {
+                    d.ref_name() == Some(part)
+                        && d.annotation(spec::ANNOTATION_IMAGE_NAME).is_none()
+                })
                 .collect()
         }
         None => Vec::new(),
     }
+}
+
+/// Drops candidates that an index among them lists: containerd exports and
+/// Docker 25 saves name an index and, separately, one of its platform
+/// manifests with the same name. They are one image: the index (through
+/// which `--platform` still chooses).
+pub fn without_children<'a>(store: &dyn Store, found: Vec<&'a Descriptor>) -> Vec<&'a Descriptor> {
+    if found.len() < 2 {
+        return found;
+    }
+    let mut children = HashSet::new();
+    for d in found.iter().filter(|d| d.kind() == Kind::Index) {
+        let Ok(node) = load_node(store, d, "index") else {
+            continue;
+        };
+        if let Ok(Document::Index(idx)) = spec::parse_document(&node.bytes, Kind::Index) {
+            children.extend(idx.entries().iter().map(|e| e.digest.clone()));
+        }
+    }
+    found
+        .into_iter()
+        .filter(|d| !children.contains(&d.digest))
+        .collect()
+}
+
+/// The entries of `index.json` as one image each: an entry that is a child
+/// of another entry's index under the same identity (containerd exports and
+/// Docker 25 saves list both) is the same image and is left out.
+pub fn listed_entries<'a>(store: &dyn Store, entries: &'a [Descriptor]) -> Vec<&'a Descriptor> {
+    let mut children: HashSet<(String, Option<&str>)> = HashSet::new();
+    for d in entries.iter().filter(|d| d.kind() == Kind::Index) {
+        let Ok(node) = load_node(store, d, "index") else {
+            continue;
+        };
+        if let Ok(Document::Index(idx)) = spec::parse_document(&node.bytes, Kind::Index) {
+            children.extend(
+                idx.entries()
+                    .iter()
+                    .map(|e| (e.digest.clone(), identity(d))),
+            );
+        }
+    }
+    entries
+        .iter()
+        .filter(|d| identity(d).is_none() || !children.contains(&(d.digest.clone(), identity(d))))
+        .collect()
 }
 
 fn distinct_by_digest(v: Vec<&Descriptor>) -> Vec<&Descriptor> {
@@ -328,7 +419,7 @@ fn find_root(store: &dyn Store, reference: Option<&Reference>) -> Result<Root, R
             }
         }
         Some(Reference::Tag(tag)) => {
-            let found = distinct_by_digest(match_tag(entries, tag));
+            let found = without_children(store, distinct_by_digest(match_tag(entries, tag)));
             match found.len() {
                 0 => Err(ResolveError::NotFound {
                     location: store.name(),

@@ -606,8 +606,13 @@ pub fn squash(
     let mut index = layout
         .read_index(&lock)
         .map_err(|e| out_err(e.to_string()))?;
-    index.remove_name(tag);
+    let name = crate::resolve::docker_name_of(tag);
+    index.move_name(tag, name.as_deref());
     let ann = desc.annotations.get_or_insert_with(Default::default);
+    ann.remove(spec::ANNOTATION_IMAGE_NAME);
+    if let Some(n) = name {
+        ann.insert(spec::ANNOTATION_IMAGE_NAME.to_string(), n);
+    }
     ann.insert(spec::ANNOTATION_REF_NAME.to_string(), tag.to_string());
     index.push(&desc);
     layout

@@ -651,11 +651,15 @@ fn tag_warnings(store: &dyn Store) -> Vec<Finding> {
     let Ok((_, index)) = crate::resolve::read_index_json(store) else {
         return out;
     };
+    // Keyed by identity: entries that share a ref.name (the tag part, as
+    // Docker 25 writes it) but have different containerd names are different
+    // images, not duplicates.
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, d) in index.entries().iter().enumerate() {
         let Some(tag) = d.ref_name() else { continue };
         let path = format!("index.json manifests[{i}] ({tag})");
-        if let Some(first) = seen.insert(tag, i) {
+        let id = crate::resolve::identity(d).unwrap_or(tag);
+        if let Some(first) = seen.insert(id, i) {
             out.push(finding(
                 IssueKind::Layout,
                 Some(d.digest.clone()),
