@@ -238,7 +238,6 @@ fn oci_view_names_become_repotags_and_both_views_agree_when_unnamed() {
 /// of its platform manifests: one image, resolved through the index.
 #[test]
 fn an_index_and_its_own_child_under_one_name_are_one_image() {
-    let t = tempfile::tempdir().unwrap();
     let (_d, demo) = demo_copy();
     let idx = index_json(&demo);
     let index_entry = idx["manifests"]
