@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use crate::digest::{Algorithm, Digest};
 use crate::docker::{
-    build_manifest, descriptor, layer_media_type, parse_manifest_json, tag_annotations,
+    build_manifest, descriptor, layer_media_type, parse_manifest_json_noted, tag_annotations,
     ManifestItem, MAX_MANIFEST_JSON,
 };
 use crate::layout::IndexFile;
@@ -713,6 +713,9 @@ pub struct ArchiveStore {
     built: HashMap<Digest, Arc<[u8]>>,
     aliases: HashMap<Digest, String>,
     notes: Vec<String>,
+    /// Compressed layers of legacy images: their digest was computed here,
+    /// so only the config's DiffID can tell whether they are intact.
+    diff_id_only: std::collections::HashSet<Digest>,
 }
 
 impl std::fmt::Debug for ArchiveStore {
@@ -767,6 +770,7 @@ impl ArchiveStore {
             built: HashMap::new(),
             aliases: HashMap::new(),
             notes: Vec::new(),
+            diff_id_only: std::collections::HashSet::new(),
         };
         match format {
             ArchiveFormat::Oci => store.load_oci_view()?,
@@ -828,44 +832,75 @@ impl ArchiveStore {
         Ok(())
     }
 
-    /// Adds `manifest.json`'s images to the index: each RepoTag becomes an
-    /// entry (unless the OCI view already has it), and images with no manifest
-    /// blob get one built.
+    /// Adds `manifest.json`'s images to the index. Where the archive has an
+    /// OCI view (`index.json`: Docker 25+, containerd, podman), that view is
+    /// the authority and `manifest.json` its legacy view: a legacy entry is
+    /// paired with an OCI manifest by its config *and* its layer files (two
+    /// manifests may share a config), and never adds or moves an image the
+    /// OCI view already names or reaches. Legacy images with no manifest blob
+    /// get one built.
     fn add_docker_images(&mut self) -> Result<(), ArchiveError> {
         let path = self.archive.path().to_path_buf();
         let bytes = self.archive.read("manifest.json", MAX_MANIFEST_JSON)?;
-        let items = parse_manifest_json(&bytes).map_err(|e| meta_err(&path, e))?;
+        let (items, notes) = parse_manifest_json_noted(&bytes).map_err(|e| meta_err(&path, e))?;
+        self.notes.extend(notes);
         let mut index = IndexFile::parse(&self.index)
             .map_err(|e| meta_err(&path, format!("index.json {e}")))?;
+        let reached = self.oci_view_manifests(&index);
         let mut changed = false;
         for (n, item) in items.iter().enumerate() {
-            let manifest = match self.stored_manifest_for(&item.config)? {
-                Some(d) => {
-                    self.check_layer_members(item)?;
-                    self.cross_check_layers(n, item, &d);
-                    d
-                }
+            let tags = item.repo_tags.clone().unwrap_or_default();
+            let named: Vec<(String, Option<BTreeMap<String, String>>)> = tags
+                .iter()
+                .map(|t| (t.clone(), tag_annotations(t)))
+                .collect();
+            // Every name this item carries is one the OCI view has already.
+            let all_named = !named.is_empty()
+                && named.iter().all(|(t, ann)| {
+                    let full = ann.as_ref().and_then(|a| a.get(ANNOTATION_IMAGE_NAME));
+                    index.entries.iter().any(|e| {
+                        let d = &e.descriptor;
+                        d.ref_name() == Some(t.as_str())
+                            || full.is_some_and(|f| {
+                                d.annotation(ANNOTATION_IMAGE_NAME) == Some(f.as_str())
+                                    || d.ref_name() == Some(f.as_str())
+                            })
+                    })
+                });
+            // Readers that go by manifest.json must find every layer it names.
+            if self.format == ArchiveFormat::DockerOci {
+                self.check_layer_members(item)?;
+            }
+            let paired = self.paired_manifest(n, item)?;
+            if all_named {
+                continue;
+            }
+            let manifest = match paired {
+                Some(d) => d,
                 None => self.build_legacy(n, item)?,
             };
-            let tags = item.repo_tags.clone().unwrap_or_default();
-            if tags.is_empty()
-                && !index
-                    .entries
-                    .iter()
-                    .any(|e| e.descriptor.digest == manifest.digest)
-            {
-                index.push(&manifest);
-                changed = true;
+            if named.is_empty() {
+                // An unnamed image the OCI view reaches is already there.
+                if !reached.contains(&manifest.digest)
+                    && !index
+                        .entries
+                        .iter()
+                        .any(|e| e.descriptor.digest == manifest.digest)
+                {
+                    index.push(&manifest);
+                    changed = true;
+                }
+                continue;
             }
-            for t in tags {
-                let Some(ann) = tag_annotations(&t) else {
+            for (t, ann) in named {
+                let Some(ann) = ann else {
                     self.notes.push(format!("manifest.json image {n}: RepoTag {t:?} is not a tagged docker reference; ignored"));
                     continue;
                 };
+                let full = ann.get(ANNOTATION_IMAGE_NAME).cloned();
                 let present = index.entries.iter().any(|e| {
-                    e.descriptor.digest == manifest.digest
-                        && e.descriptor.annotation(ANNOTATION_IMAGE_NAME)
-                            == ann.get(ANNOTATION_IMAGE_NAME).map(String::as_str)
+                    e.descriptor.annotation(ANNOTATION_IMAGE_NAME) == full.as_deref()
+                        || e.descriptor.ref_name() == Some(t.as_str())
                 });
                 if !present {
                     let mut d = manifest.clone();
@@ -879,6 +914,81 @@ impl ArchiveStore {
             self.index = index.to_bytes().into_bytes();
         }
         Ok(())
+    }
+
+    /// Digests of the manifests and indexes the OCI view reaches from
+    /// `index.json` (through nested indexes).
+    fn oci_view_manifests(&self, index: &IndexFile) -> std::collections::HashSet<String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut queue: Vec<Descriptor> =
+            index.entries.iter().map(|e| e.descriptor.clone()).collect();
+        while let Some(d) = queue.pop() {
+            if !seen.insert(d.digest.clone()) || seen.len() > 100_000 {
+                continue;
+            }
+            if d.kind() != Kind::Index {
+                continue;
+            }
+            let Ok(dg) = d.digest() else { continue };
+            let Ok(bytes) = self.archive.read(&self.member_for(&dg), MAX_DOCUMENT_SIZE) else {
+                continue;
+            };
+            if let Ok(crate::spec::Document::Index(idx)) =
+                crate::spec::parse_document(&bytes, Kind::Index)
+            {
+                queue.extend(idx.entries().iter().cloned());
+            }
+        }
+        seen
+    }
+
+    /// The OCI manifest a `manifest.json` item stands for: same config and
+    /// the same layer files, in order. When manifests share the config but
+    /// none has those layers, a note says the two views disagree.
+    fn paired_manifest(
+        &mut self,
+        n: usize,
+        item: &ManifestItem,
+    ) -> Result<Option<Descriptor>, ArchiveError> {
+        let candidates = self.stored_manifests_for(&item.config)?;
+        let mut found = None;
+        for (desc, man) in &candidates {
+            let layers = man.layers.as_deref().unwrap_or(&[]);
+            if layers.len() == item.layers.len()
+                && item
+                    .layers
+                    .iter()
+                    .zip(layers)
+                    .all(|(p, l)| self.same_member(p, l))
+            {
+                found = Some(desc.clone());
+                break;
+            }
+        }
+        if found.is_none() && !candidates.is_empty() {
+            self.notes.push(format!(
+                "{}: manifest.json image {n} lists other layer files than its OCI manifest {} (the one sharing its config); ocikit reads the OCI view, docker load before 25 reads manifest.json",
+                self.archive.path().display(),
+                candidates.iter().map(|(d, _)| d.digest.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Whether the member `path` is the blob `desc` names (the same bytes of
+    /// the archive), or both are absent for a foreign layer.
+    fn same_member(&self, path: &str, desc: &Descriptor) -> bool {
+        let Ok(digest) = desc.digest() else {
+            return false;
+        };
+        match (
+            self.archive.resolve(path),
+            self.archive.resolve(&self.member_for(&digest)),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(_), Err(_)) => desc.is_foreign(),
+            _ => false,
+        }
     }
 
     /// Every layer member `manifest.json` names exists (a layer LayerSources
@@ -918,48 +1028,15 @@ impl ArchiveStore {
         Ok(())
     }
 
-    /// Notes when `manifest.json` lists other layer files than the OCI manifest
-    /// it shares a config with: ocikit reads the OCI view, while `docker load`
-    /// before Docker 25 reads `manifest.json`, so the two would disagree.
-    fn cross_check_layers(&mut self, n: usize, item: &ManifestItem, manifest: &Descriptor) {
-        let Ok(d) = manifest.digest() else { return };
-        let Ok(bytes) = self.archive.read(&self.member_for(&d), MAX_DOCUMENT_SIZE) else {
-            return;
-        };
-        let Ok(crate::spec::Document::Manifest(m)) =
-            crate::spec::parse_document(&bytes, Kind::Manifest)
-        else {
-            return;
-        };
-        let layers = m.layers.unwrap_or_default();
-        let same = |path: &str, desc: &Descriptor| -> bool {
-            let Ok(digest) = desc.digest() else {
-                return false;
-            };
-            match (
-                self.archive.resolve(path),
-                self.archive.resolve(&self.member_for(&digest)),
-            ) {
-                (Ok(a), Ok(b)) => a == b,
-                // A foreign layer absent from both is consistent.
-                (Err(_), Err(_)) => desc.is_foreign(),
-                _ => false,
-            }
-        };
-        let agree = layers.len() == item.layers.len()
-            && item.layers.iter().zip(&layers).all(|(p, l)| same(p, l));
-        if !agree {
-            self.notes.push(format!(
-                "{}: manifest.json image {n} lists other layer files than its OCI manifest {d}; ocikit reads the OCI manifest, docker load before 25 reads manifest.json",
-                self.archive.path().display()
-            ));
-        }
-    }
-
-    /// A manifest blob of the OCI view whose config is `config_member`.
-    fn stored_manifest_for(&self, config_member: &str) -> Result<Option<Descriptor>, ArchiveError> {
+    /// The manifest blobs of the OCI view whose config is `config_member`,
+    /// in member order.
+    fn stored_manifests_for(
+        &self,
+        config_member: &str,
+    ) -> Result<Vec<(Descriptor, crate::spec::ImageManifest)>, ArchiveError> {
+        let mut out = Vec::new();
         if self.format != ArchiveFormat::DockerOci {
-            return Ok(None);
+            return Ok(out);
         }
         let config = self.archive.digest(config_member)?.to_string();
         for (name, m) in self.archive.members() {
@@ -984,11 +1061,12 @@ impl ArchiveStore {
                 let digest = Digest::of_bytes(Algorithm::Sha256, &bytes);
                 let mt = man
                     .media_type
+                    .clone()
                     .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string());
-                return Ok(Some(descriptor(&mt, &digest, bytes.len() as u64)));
+                out.push((descriptor(&mt, &digest, bytes.len() as u64), man));
             }
         }
-        Ok(None)
+        Ok(out)
     }
 
     /// Builds the manifest of a legacy docker-archive image.
@@ -1043,7 +1121,11 @@ impl ArchiveStore {
                 // An uncompressed layer's digest is its DiffID; every read checks it.
                 Compression::None => Digest::parse(diff_id)
                     .map_err(|e| meta_err(&path, format!("config diff_id: {e}")))?,
-                _ => self.archive.digest(layer)?,
+                _ => {
+                    let d = self.archive.digest(layer)?;
+                    self.diff_id_only.insert(d.clone());
+                    d
+                }
             };
             self.aliases.insert(digest.clone(), layer.clone());
             layers.push(descriptor(
@@ -1073,6 +1155,10 @@ impl ArchiveStore {
 }
 
 impl Store for ArchiveStore {
+    fn diff_id_is_only_check(&self, digest: &Digest) -> bool {
+        self.diff_id_only.contains(digest)
+    }
+
     fn name(&self) -> String {
         self.archive.path().display().to_string()
     }

@@ -70,6 +70,9 @@ pub enum CopyError {
         /// What it is.
         what: String,
     },
+    /// An index whose platforms are only partly in the source.
+    #[error("{0}")]
+    PartialIndex(String),
     /// The request cannot be carried out as asked.
     #[error("{0}")]
     Invalid(String),
@@ -97,6 +100,10 @@ pub struct CopyOptions {
     pub target_name: Option<String>,
     /// Leave out referrers (signatures, SBOMs) of the copied manifests.
     pub no_referrers: bool,
+    /// Every platform was asked for explicitly (`--all`): with
+    /// `single_image`, a multi-platform index is refused rather than cut to
+    /// one platform.
+    pub all_platforms: bool,
 }
 
 /// One image to record in the target.
@@ -238,6 +245,18 @@ impl Planner<'_, '_> {
         let mut chosen = desc.clone();
         chosen.annotations = None;
         let kind = self.kind_of(i, &chosen)?;
+        if kind == Kind::Index && self.options.single_image && self.options.all_platforms {
+            let node = resolve::load_node(self.store(i), &chosen, "index")?;
+            if let Ok(Document::Index(idx)) = spec::parse_document(&node.bytes, Kind::Index) {
+                if idx.entries().len() > 1 {
+                    return Err(CopyError::Invalid(format!(
+                        "{} is a multi-platform index ({} entries) and a docker-archive holds one image per name, so --all cannot be written to it; choose one with --platform, or write an oci-archive (--format oci-archive), which keeps the whole index",
+                        tag.as_deref().unwrap_or(&chosen.digest),
+                        idx.entries().len()
+                    )));
+                }
+            }
+        }
         if kind == Kind::Index && self.options.single_image {
             let platform = match self.options.platforms.first() {
                 Some(p) => PlatformChoice::Specific(p.clone()),
@@ -374,6 +393,13 @@ impl Planner<'_, '_> {
                 let node = resolve::load_node(store, desc, "document")?;
                 match spec::parse_document(&node.bytes, kind) {
                     Ok(Document::Index(idx)) => {
+                        if let Some(hint) = resolve::partial_index_hint(
+                            store,
+                            &node.digest.to_string(),
+                            idx.entries(),
+                        ) {
+                            return Err(CopyError::PartialIndex(hint));
+                        }
                         for child in idx.entries() {
                             self.add(i, child, depth + 1)?;
                         }
@@ -688,6 +714,29 @@ pub fn uncompress_layers(
 /// # Errors
 /// The first layer (by digest) that is damaged or does not match its config.
 pub fn check_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyError> {
+    check_layers_where(sources, plan, |_| true)
+}
+
+/// [`check_layers`] for the layers whose DiffID is their only check
+/// ([`Store::diff_id_is_only_check`]: compressed layers of legacy
+/// docker-archives). Every copy runs it, so a broken layer never crosses
+/// silently (as `flatten`, skopeo and `docker load` check them too).
+///
+/// # Errors
+/// As [`check_layers`].
+pub fn check_unverified_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyError> {
+    check_layers_where(sources, plan, |b| {
+        b.source
+            .and_then(|i| sources.get(i))
+            .is_some_and(|s| s.store.diff_id_is_only_check(&b.digest))
+    })
+}
+
+fn check_layers_where(
+    sources: &[Source<'_>],
+    plan: &Plan,
+    keep: impl Fn(&PlannedBlob) -> bool,
+) -> Result<u64, CopyError> {
     use rayon::prelude::*;
     let mut jobs: BTreeMap<Digest, (PlannedBlob, Compression, String)> = BTreeMap::new();
     for b in &plan.blobs {
@@ -716,6 +765,9 @@ pub fn check_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyErro
             let Some(planned) = plan.blobs.iter().find(|p| p.digest == d) else {
                 continue;
             };
+            if !keep(planned) {
+                continue;
+            }
             let want = diff_ids.get(n).cloned().ok_or_else(|| {
                 CopyError::Invalid(format!(
                     "manifest {} has layer {n} but its config has no diff_id for it",

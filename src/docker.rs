@@ -46,13 +46,57 @@ pub struct ManifestItem {
 /// # Errors
 /// A sentence saying what is wrong.
 pub fn parse_manifest_json(bytes: &[u8]) -> Result<Vec<ManifestItem>, String> {
+    parse_manifest_json_noted(bytes).map(|(items, _)| items)
+}
+
+/// The keys of a `manifest.json` item, as Docker writes them.
+const MANIFEST_KEYS: [&str; 4] = ["Config", "RepoTags", "Layers", "LayerSources"];
+
+/// [`parse_manifest_json`], also returning notes. Keys are matched as Go's
+/// `encoding/json` matches them (which `docker load` and skopeo use): an exact
+/// match first, else one that differs only in case. Jib writes `config`,
+/// `repoTags` and `layers`; such archives are read, with a note.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn parse_manifest_json_noted(bytes: &[u8]) -> Result<(Vec<ManifestItem>, Vec<String>), String> {
     crate::spec::check_json(bytes).map_err(|e| format!("manifest.json {e}"))?;
-    let v: serde_json::Value = serde_json::from_slice(bytes)
+    let mut v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| format!("manifest.json is not valid JSON: {e}"))?;
     if v.is_null() {
         return Err("manifest.json is null (an archive with no images is [])".into());
     }
-    serde_json::from_value(v).map_err(|e| format!("manifest.json is not a list of images: {e}"))
+    let mut folded = std::collections::BTreeSet::new();
+    if let Some(items) = v.as_array_mut() {
+        for item in items.iter_mut() {
+            let Some(obj) = item.as_object_mut() else {
+                continue;
+            };
+            for key in MANIFEST_KEYS {
+                if obj.contains_key(key) {
+                    continue;
+                }
+                let other = obj.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned();
+                if let Some(other) = other {
+                    if let Some(value) = obj.shift_remove(&other) {
+                        obj.insert(key.to_string(), value);
+                        folded.insert(other);
+                    }
+                }
+            }
+        }
+    }
+    let items = serde_json::from_value(v)
+        .map_err(|e| format!("manifest.json is not a list of images: {e}"))?;
+    let notes = if folded.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "manifest.json spells its keys {} (as Jib writes them); read as docker load reads them, case-insensitively",
+            folded.into_iter().collect::<Vec<_>>().join(", ")
+        )]
+    };
+    Ok((items, notes))
 }
 
 /// The tag part of a docker reference (`registry:5000/app:1.2` → `1.2`).

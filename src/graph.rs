@@ -603,6 +603,7 @@ impl Walker<'_> {
                 } else {
                     format!("{path} > ")
                 };
+                let first_issue = self.g.issues.len();
                 for (i, d) in idx.entries().iter().enumerate() {
                     let label = match d.ref_name() {
                         Some(t) => format!("{prefix}manifests[{i}] ({t})"),
@@ -612,6 +613,21 @@ impl Walker<'_> {
                         },
                     };
                     self.visit(d, Role::Entry, label, depth);
+                }
+                // A partial export (some platforms only): say so on each
+                // missing entry, with the way to proceed.
+                if let (Some((_, idigest)), true) = (from, self.g.issues.len() > first_issue) {
+                    if let Some(hint) = crate::resolve::partial_index_hint(
+                        self.store,
+                        &idigest.to_string(),
+                        idx.entries(),
+                    ) {
+                        for issue in &mut self.g.issues[first_issue..] {
+                            if issue.kind == IssueKind::Missing {
+                                issue.message = format!("{}; {hint}", issue.message);
+                            }
+                        }
+                    }
                 }
             }
             Document::Manifest(m) => {

@@ -1009,6 +1009,7 @@ fn copy_cmd(
         single_image,
         target_name,
         no_referrers: args.no_referrers || args.uncompressed_layers,
+        all_platforms: args.all,
     };
     let mut plan = copy::plan(&srcs, &options)?;
     for n in &plan.notes {
@@ -1020,6 +1021,9 @@ fn copy_cmd(
             "checked {n} layer{} (--deep)",
             if n == 1 { "" } else { "s" }
         );
+    } else {
+        // Layers whose only digest is their DiffID are always checked.
+        copy::check_unverified_layers(&srcs, &plan)?;
     }
     if args.uncompressed_layers {
         // Decompressed layers are written again right away: keep them on the

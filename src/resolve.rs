@@ -339,6 +339,43 @@ pub fn match_tag<'a>(entries: &'a [Descriptor], tag: &str) -> Vec<&'a Descriptor
     }
 }
 
+/// When some entries of an index are absent from the store and others are
+/// there (`ctr images export` keeps only the host's platform by default), a
+/// sentence saying which platforms the store holds and how to proceed:
+/// "the archive holds linux/amd64 only of index X (linux/arm64 is missing);
+/// use --platform linux/amd64". `None` when nothing or everything is absent.
+pub fn partial_index_hint(
+    store: &dyn Store,
+    index: &str,
+    entries: &[Descriptor],
+) -> Option<String> {
+    let label = |d: &Descriptor| match &d.platform {
+        Some(p) => p.to_string(),
+        None => d.digest.clone(),
+    };
+    let (mut present, mut missing) = (Vec::new(), Vec::new());
+    for d in entries {
+        let there = d
+            .digest()
+            .is_ok_and(|dg| !matches!(store.open_blob(&dg), Err(StoreError::Missing { .. })));
+        if there {
+            present.push(label(d));
+        } else {
+            missing.push(label(d));
+        }
+    }
+    if present.is_empty() || missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} holds {} only of index {index} ({} missing: a partial export); use --platform {}",
+        store.name(),
+        present.join(", "),
+        missing.join(", "),
+        present.first().map(String::as_str).unwrap_or_default(),
+    ))
+}
+
 /// Drops candidates that an index among them lists: containerd exports and
 /// Docker 25 saves name an index and, separately, one of its platform
 /// manifests with the same name. They are one image: the index (through

@@ -255,6 +255,14 @@ pub trait Store: Send + Sync {
     /// I/O errors listing the directory.
     fn list_blobs(&self) -> Result<Vec<BlobEntry>, StoreError>;
 
+    /// Whether the layer blob `digest` has no digest of its own in this
+    /// store, only the DiffID its config gives (a compressed layer of a legacy
+    /// docker-archive: ocikit computed its digest from the very bytes). Such a
+    /// layer is checked against its DiffID whenever it is copied.
+    fn diff_id_is_only_check(&self, _digest: &Digest) -> bool {
+        false
+    }
+
     /// Reads a blob fully after checking its size against `size` and `limit`,
     /// and verifies its digest.
     ///
@@ -318,6 +326,9 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn list_blobs(&self) -> Result<Vec<BlobEntry>, StoreError> {
         (**self).list_blobs()
+    }
+    fn diff_id_is_only_check(&self, digest: &Digest) -> bool {
+        (**self).diff_id_is_only_check(digest)
     }
 }
 
