@@ -681,6 +681,7 @@ impl Sides<'_> {
             }
         } else {
             let mut jobs = Vec::new();
+            let mut unpaired = Vec::new();
             for i in 0..la.len().max(lb.len()) {
                 match (la.get(i), lb.get(i)) {
                     (Some(x), Some(y)) => {
@@ -737,15 +738,40 @@ impl Sides<'_> {
                         );
                         d.left = Some(json!(x.digest));
                         out.push(d);
+                        unpaired.push(Job {
+                            side: 0,
+                            index: i + 1,
+                            desc: x.clone(),
+                            diff_id: ids_a.get(i).cloned().flatten(),
+                        });
                     }
                     (None, Some(y)) => {
                         let mut d =
                             Difference::new(Level::Manifest, format!("layers[{i}]"), Change::Added);
                         d.right = Some(json!(y.digest));
                         out.push(d);
+                        unpaired.push(Job {
+                            side: 1,
+                            index: i + 1,
+                            desc: y.clone(),
+                            diff_id: ids_b.get(i).cloned().flatten(),
+                        });
                     }
                     (None, None) => {}
                 }
+            }
+            // A layer only one side has (l3 = l2 + one layer): what it adds,
+            // changes or deletes is the question, so its entries are listed
+            // (whiteouts as deletions), against nothing on the other side.
+            let maps = self.decode(&unpaired, options, decoded)?;
+            for (job, (map, _)) in unpaired.iter().zip(maps) {
+                let empty: Vec<(String, Sig)> = Vec::new();
+                let (l, r) = if job.side == 0 {
+                    (&map, &empty)
+                } else {
+                    (&empty, &map)
+                };
+                compare_entries(l, r, Level::Layer, Some(job.index), options, out);
             }
             let maps = self.decode(&jobs, options, decoded)?;
             let mut it = jobs.iter().zip(maps);

@@ -504,3 +504,52 @@ fn an_all_platforms_export_names_the_index_not_its_child() {
     ]);
     assert!(stdout(&o).contains("arm64"), "{}", stdout(&o));
 }
+
+/// diff of images with different layer counts (l3 = l2 + one layer) says
+/// which files the extra layer adds and deletes, decoding only that layer.
+#[test]
+fn diff_lists_the_entries_of_a_layer_only_one_side_has() {
+    use serde_json::json;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("L");
+    fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+    let base = put_layer(
+        &root,
+        OCI_GZIP,
+        &tar(&[file("etc/motd", "hi\n"), file("tmp/old.txt", "old\n")]),
+    );
+    let extra = put_layer(
+        &root,
+        OCI_GZIP,
+        &tar(&[
+            file("app/new.txt", "new\n"),
+            Entry::File("tmp/.wh.old.txt", 0o644, Vec::new()),
+        ]),
+    );
+    let l2 = put_image(&root, "amd64", None, std::slice::from_ref(&base), false);
+    let l3 = put_image(&root, "amd64", None, &[base, extra], false);
+    let mut e2 = l2.clone();
+    e2["annotations"] = json!({"org.opencontainers.image.ref.name": "l2"});
+    let mut e3 = l3.clone();
+    e3["annotations"] = json!({"org.opencontainers.image.ref.name": "l3"});
+    write_layout_files(
+        &root,
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [e2, e3]}),
+    );
+    let l = s(&root);
+    let o = ocikit(["diff", &format!("{l}:l2"), &format!("{l}:l3"), "--json"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["layers_decoded"], json!(1), "{report}");
+    let text = stdout(&ocikit(["diff", &format!("{l}:l2"), &format!("{l}:l3")]));
+    assert!(text.contains("layer 2: /app/new.txt: added"), "{text}");
+    assert!(text.contains("layer 2: /tmp/old.txt: deleted"), "{text}");
+    assert!(text.contains("manifest: layers[1]: added"), "{text}");
+    // The other way round: the layer is removed, its whiteout undone.
+    let text = stdout(&ocikit(["diff", &format!("{l}:l3"), &format!("{l}:l2")]));
+    assert!(text.contains("layer 2: /app/new.txt: removed"), "{text}");
+    assert!(
+        text.contains("layer 2: /tmp/old.txt: not deleted"),
+        "{text}"
+    );
+}
