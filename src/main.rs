@@ -24,6 +24,7 @@ use serde_json::json;
 use ocikit::archive::{ArchiveStore, Expect};
 use ocikit::copy::{self, ArchiveKind};
 use ocikit::digest::Digest;
+use ocikit::guard;
 use ocikit::platform::PlatformSpec;
 use ocikit::reference::{Location, Reference, Transport};
 use ocikit::resolve::{self, Image, PlatformChoice};
@@ -615,6 +616,14 @@ fn flatten_cmd(
     rootless: bool,
 ) -> Result<()> {
     let (loc, store) = open_store(location)?;
+    let sources = [loc.path.as_path()];
+    match (&output, &tar) {
+        (Some(dir), _) => guard::check_output(guard::Output::Dir(dir), &sources)?,
+        (None, Some(file)) if file.as_os_str() != "-" => {
+            guard::check_output(guard::Output::File(file), &sources)?
+        }
+        _ => {}
+    }
     let image = resolve_image(&store, &loc, &platform)?;
     cancel_on_signals();
     let bar = std::sync::Arc::new(Bar::new("flattening"));
@@ -681,6 +690,7 @@ fn squash_cmd(
             loc.path.display()
         ),
     };
+    guard::check_output(guard::Output::Layout(&target), &[loc.path.as_path()])?;
     let layout = Layout::open(&target)?;
     let image = resolve_image(&store, &loc, &platform)?;
     cancel_on_signals();
@@ -962,10 +972,22 @@ fn copy_cmd(
         None => None,
     };
     let mut opened = Vec::new();
+    let mut source_paths = Vec::new();
     for s in sources {
         let loc = Location::parse(s)?;
         let store = open_location(&loc)?;
         opened.push((store, loc.reference));
+        source_paths.push(loc.path);
+    }
+    // Nothing is written (not even a temporary file) where it would
+    // overwrite a source.
+    let source_paths: Vec<&Path> = source_paths.iter().map(PathBuf::as_path).collect();
+    match &target_kind {
+        Target::Layout(dir) => guard::check_output(guard::Output::Layout(dir), &source_paths)?,
+        Target::Archive { path: Some(p), .. } => {
+            guard::check_output(guard::Output::File(p), &source_paths)?
+        }
+        Target::Archive { path: None, .. } => {}
     }
     let srcs: Vec<copy::Source<'_>> = opened
         .iter()

@@ -1,0 +1,114 @@
+//! Issue 12, data safety of inputs, outputs and messages: outputs inside a
+//! source layout (item 5), FIFOs and devices as archives (7), write errors
+//! on stdout (13), permission denied (15), control characters in messages
+//! (16) and messages that misnamed the problem (19).
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A tag of the demo layout with one linux/amd64 image.
+const ONE: &str = "legacy";
+
+fn loc(l: &Path, r: &str) -> String {
+    format!("{}:{r}", l.display())
+}
+
+/// The first blob file of a layout (sorted), as a path.
+fn some_blob(l: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = fs::read_dir(l.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v[0].clone()
+}
+
+/// Asserts exit 2 with every needle in stderr.
+fn refused(args: &[&str], needles: &[&str]) -> String {
+    let o = ocikit(args);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "ocikit {args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "ocikit {args:?}: want {n:?} in: {err}");
+    }
+    err
+}
+
+// ------------------------------------------------------------------ item 5
+
+const INSIDE: &str = "is inside the source layout";
+
+#[test]
+fn export_over_the_source_index_json_is_refused() {
+    let (_t, l) = demo_copy();
+    let before = snapshot(&l);
+    let out = s(&l.join("index.json"));
+    refused(
+        &["export", &loc(&l, "1.0"), &out],
+        &["refusing to write", INSIDE],
+    );
+    assert_eq!(snapshot(&l), before);
+}
+
+#[test]
+fn export_over_an_existing_blob_is_refused() {
+    let (_t, l) = demo_copy();
+    let before = snapshot(&l);
+    let blob = s(&some_blob(&l));
+    refused(&["export", &loc(&l, ONE), &blob], &[INSIDE]);
+    // copy to an archive path inside the layout too, and through a symlink.
+    refused(
+        &["copy", &loc(&l, ONE), &s(&l.join("blobs/new.tar"))],
+        &[INSIDE],
+    );
+    let link = l.parent().unwrap().join("link");
+    std::os::unix::fs::symlink(&l, &link).unwrap();
+    refused(
+        &["export", &loc(&l, ONE), &s(&link.join("index.json"))],
+        &[INSIDE],
+    );
+    assert_eq!(snapshot(&l), before);
+}
+
+#[test]
+fn flatten_into_the_source_layout_is_refused() {
+    let (_t, l) = demo_copy();
+    let before = snapshot(&l);
+    refused(
+        &["flatten", &loc(&l, ONE), "--tar", &s(&l.join("index.json"))],
+        &[INSIDE],
+    );
+    refused(
+        &["flatten", &loc(&l, ONE), "--output", &s(&l.join("rootfs"))],
+        &[INSIDE],
+    );
+    assert_eq!(snapshot(&l), before);
+}
+
+#[test]
+fn writing_over_the_source_archive_is_refused() {
+    let (t, l) = demo_copy();
+    let a = t.path().join("a.tar");
+    ocikit_ok(["export", &loc(&l, ONE), &s(&a)]);
+    let bytes = fs::read(&a).unwrap();
+    refused(&["export", &s(&a), &s(&a)], &["it is the source archive"]);
+    let hard = t.path().join("hard.tar");
+    fs::hard_link(&a, &hard).unwrap();
+    refused(&["copy", &s(&a), &s(&hard)], &["it is the source archive"]);
+    refused(
+        &["flatten", &s(&a), "--tar", &s(&a)],
+        &["it is the source archive"],
+    );
+    assert_eq!(fs::read(&a).unwrap(), bytes);
+    // Beside it is fine.
+    ocikit_ok(["export", &s(&a), &s(&t.path().join("b.tar"))]);
+}
+
