@@ -1603,7 +1603,9 @@ fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>
     let expect = match loc.transport {
         Transport::OciArchive => Some(Expect::Oci),
         Transport::DockerArchive => Some(Expect::Docker),
-        Transport::Auto if meta.is_file() => Some(Expect::Any),
+        // Anything but a directory is read as an archive (FIFOs and devices
+        // are then refused by name).
+        Transport::Auto if !meta.is_dir() => Some(Expect::Any),
         _ => None,
     };
     let start = Instant::now();

@@ -202,7 +202,10 @@ pub fn verify_archive(
     let store = match ArchiveStore::open(path, expect) {
         Ok(s) => s,
         Err(
-            e @ (ArchiveError::Io { .. } | ArchiveError::Empty(_) | ArchiveError::NotTar { .. }),
+            e @ (ArchiveError::Io { .. }
+            | ArchiveError::Empty(_)
+            | ArchiveError::NotRegular(_)
+            | ArchiveError::NotTar { .. }),
         ) => return Err(e),
         Err(e) => {
             return Ok(VerifyReport {

@@ -112,3 +112,66 @@ fn writing_over_the_source_archive_is_refused() {
     ocikit_ok(["export", &s(&a), &s(&t.path().join("b.tar"))]);
 }
 
+// ------------------------------------------------------------------ item 7
+
+/// Runs ocikit with a deadline; kills it and fails if it does not exit by itself.
+fn run_with_deadline(args: &[&str], secs: u64) -> (i32, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ocikit {args:?} did not exit within {secs} s (blocked?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const NOT_REGULAR: &str = "not a regular file (pipes and devices are not read)";
+
+#[test]
+fn a_fifo_as_an_archive_is_refused_without_blocking() {
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("img.tar");
+    run_ok("mkfifo", &[&s(&f)]);
+    let fifo = s(&f);
+    let out = s(&t.path().join("out"));
+    for args in [
+        vec!["ls", &fifo],
+        vec!["inspect", &fifo],
+        vec!["import", &fifo, &out],
+        vec!["copy", &fifo, &out],
+        vec!["flatten", &fifo, "--output", &out],
+        vec!["diff", &fifo, &fifo],
+        vec!["verify", &fifo],
+        vec!["ls", &format!("oci-archive:{fifo}")],
+    ] {
+        let (c, err) = run_with_deadline(&args, 5);
+        assert_eq!(c, 2, "ocikit {args:?}: {err}");
+        assert!(err.contains(NOT_REGULAR), "ocikit {args:?}: {err}");
+        assert!(!Path::new(&out).exists());
+    }
+}
+
+#[test]
+fn devices_as_archives_say_what_they_are() {
+    for dev in ["/dev/zero", "/dev/urandom", "/dev/null"] {
+        let (c, err) = run_with_deadline(&["ls", dev], 5);
+        assert_eq!(c, 2, "{dev}: {err}");
+        assert!(err.contains(NOT_REGULAR), "{dev}: {err}");
+        assert!(!err.contains("empty"), "{dev}: {err}");
+    }
+}
+
