@@ -365,7 +365,18 @@ fn main() -> ExitCode {
                     | ErrorKind::DisplayVersion
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
-                let _ = e.print();
+                // Help and version go to stdout (help for a missing
+                // argument to stderr); a failed write is an error there too.
+                if let Err(err) = e.print() {
+                    if e.use_stderr() {
+                        return ExitCode::from(2);
+                    }
+                    guard::record_stdout_error(&err);
+                }
+                if let Some(msg) = guard::stdout_error() {
+                    eprintln!("ocikit: error: {msg}");
+                    return ExitCode::from(2);
+                }
                 return ExitCode::from(
                     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                         2
@@ -393,13 +404,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(cli) {
+    let result = run(cli);
+    // A failed write to stdout (a full disk, a closed pipe) means the output
+    // is incomplete, whatever the command went on to report.
+    if let Some(msg) = guard::stdout_error() {
+        eprintln!("ocikit: error: {msg}");
+        return ExitCode::from(2);
+    }
+    match result {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(Negative)) => ExitCode::from(1),
         Err(e) => {
-            if is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
-            }
             let mut msg = String::new();
             for (i, cause) in e.chain().enumerate() {
                 let s = cause.to_string();
@@ -415,13 +430,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
 }
 
 fn lock_notice(layout: &Path, holder: Option<u32>) {
@@ -534,9 +542,10 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
         } => diff_cmd(&a, &b, platform, ignore.as_deref(), content, json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut o = out();
-            clap_complete::generate(shell, &mut cmd, "ocikit", &mut o);
-            o.flush()?;
+            // Generated into memory first: clap_complete panics on a write error.
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ocikit", &mut buf);
+            write_bytes(&buf)?;
             Ok(None)
         }
         Command::Man { dir } => man_pages(dir.as_deref()).map(|()| None),
@@ -636,7 +645,7 @@ fn flatten_cmd(
         (Some(dir), _) => ocikit::flatten::flatten_to_dir(&store, &image, &dir, &options)?,
         (None, Some(file)) if file.as_os_str() == "-" => {
             let staging = std::env::temp_dir();
-            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let stdout = io::BufWriter::with_capacity(1 << 20, guard::StdoutWriter::new());
             let (mut w, report) =
                 ocikit::squash::flatten_to_tar(&store, &image, &staging, stdout, &options)?;
             w.flush()?;
@@ -712,13 +721,16 @@ fn squash_cmd(
     for w in &report.warnings {
         say!("ocikit: warning: {w}");
     }
-    println!(
+    let mut o = out();
+    writeln!(
+        o,
         "{}:{tag} {} ({} layers squashed into {})",
         target.display(),
         report.manifest.digest,
         report.layers,
         report.layer
-    );
+    )?;
+    o.flush()?;
     Ok(())
 }
 
@@ -778,10 +790,9 @@ fn diff_cmd(
 fn man_pages(dir: Option<&Path>) -> Result<()> {
     let cmd = <Cli as clap::CommandFactory>::command();
     let Some(dir) = dir else {
-        let mut o = out();
-        clap_mangen::Man::new(cmd).render(&mut o)?;
-        o.flush()?;
-        return Ok(());
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut buf)?;
+        return write_bytes(&buf);
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let write = |name: &str, cmd: clap::Command| -> Result<()> {
@@ -1152,8 +1163,9 @@ fn open_store(location: &str) -> Result<(Location, Box<dyn Store>)> {
     Ok((loc, store))
 }
 
-fn out() -> io::BufWriter<io::StdoutLock<'static>> {
-    io::BufWriter::with_capacity(256 << 10, io::stdout().lock())
+/// Buffered stdout that records a write error (see [`guard::stdout_error`]).
+fn out() -> io::BufWriter<guard::StdoutWriter> {
+    io::BufWriter::with_capacity(256 << 10, guard::StdoutWriter::new())
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {

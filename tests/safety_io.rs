@@ -175,3 +175,84 @@ fn devices_as_archives_say_what_they_are() {
     }
 }
 
+// ------------------------------------------------------------------ item 13
+
+/// Runs ocikit with stdout on /dev/full.
+fn to_dev_full(args: &[&str]) -> (i32, String) {
+    let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let o = Command::new(bin())
+        .args(args)
+        .stdout(full)
+        .output()
+        .unwrap();
+    (code(&o), stderr(&o))
+}
+
+#[test]
+fn a_full_stdout_is_an_error_for_every_command() {
+    let (_t, l) = demo_copy();
+    let l_s = s(&l);
+    let one = loc(&l, ONE);
+    let blob = some_blob(&l);
+    let digest = format!(
+        "sha256:{}",
+        blob.file_name().unwrap().to_string_lossy()
+    );
+    for args in [
+        vec!["ls", &l_s],
+        vec!["ls", &l_s, "--json"],
+        vec!["inspect", &one],
+        vec!["cat", &l_s, "index"],
+        vec!["cat", &one, "config"],
+        vec!["blob", &l_s, &digest],
+        vec!["export", &one, "-"],
+        vec!["flatten", &one, "--tar", "-"],
+        vec!["diff", &one, &one],
+        vec!["verify", &l_s],
+        vec!["verify", &l_s, "--json"],
+        vec!["gc", &l_s, "--json", "--dry-run"],
+        vec!["gc", &l_s, "--dry-run"],
+        vec!["completions", "bash"],
+        vec!["man"],
+        vec!["--help"],
+        vec!["--version"],
+        vec!["ls", "--help"],
+        vec!["help"],
+    ] {
+        let (c, err) = to_dev_full(&args);
+        assert_eq!(c, 2, "ocikit {args:?} to /dev/full: {err}");
+        assert!(
+            err.contains("ocikit: error: cannot write to stdout: ")
+                && err.contains("No space left on device"),
+            "ocikit {args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "ocikit {args:?}: {err}");
+    }
+}
+
+#[test]
+fn export_to_a_closed_pipe_is_an_error() {
+    let (_t, l) = demo_copy();
+    for args in [
+        vec!["export".to_string(), loc(&l, "1.0"), "-".into()],
+        vec!["flatten".into(), loc(&l, ONE), "--tar".into(), "-".into()],
+        vec!["ls".into(), s(&l)],
+    ] {
+        let mut child = Command::new(bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before anything is read (`| head -c 0`).
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "ocikit {args:?} | (closed): {err}");
+        assert!(
+            err.contains("cannot write to stdout: ") && err.contains("Broken pipe"),
+            "ocikit {args:?}: {err}"
+        );
+    }
+}
+
