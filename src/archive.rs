@@ -49,6 +49,9 @@ pub enum ArchiveError {
         /// The error.
         source: io::Error,
     },
+    /// Permission denied reading the archive (an operational error).
+    #[error("cannot read {}: permission denied", .0.display())]
+    Denied(PathBuf),
     /// Zero bytes.
     #[error("{} is empty, not an archive", .0.display())]
     Empty(PathBuf),
@@ -295,9 +298,14 @@ impl Archive {
     /// # Errors
     /// See [`ArchiveError`].
     pub fn open(path: &Path) -> Result<Archive, ArchiveError> {
-        let io_err = |source| ArchiveError::Io {
-            path: path.to_path_buf(),
-            source,
+        let io_err = |source: io::Error| {
+            if source.kind() == io::ErrorKind::PermissionDenied {
+                return ArchiveError::Denied(path.to_path_buf());
+            }
+            ArchiveError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         };
         let mut file = open_nonblocking(path).map_err(io_err)?;
         // fstat on what was opened: no window between a check and the open.

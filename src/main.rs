@@ -1108,7 +1108,12 @@ fn choice(p: Option<PlatformSpec>) -> PlatformChoice {
 }
 
 fn check_exists(path: &Path) -> Result<std::fs::Metadata> {
-    std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))
+    std::fs::metadata(path).map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            anyhow!("cannot read {}: permission denied", path.display())
+        }
+        _ => anyhow!(e).context(format!("{} does not exist", path.display())),
+    })
 }
 
 /// Opens a location that ocikit writes: a layout directory.
@@ -1216,9 +1221,14 @@ struct EntrySummary {
     artifact_type: Option<String>,
 }
 
-/// Platforms and total size of one index.json entry (best effort: what cannot
-/// be read is left out rather than failing the listing).
-fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
+/// Platforms and total size of one index.json entry (best effort: what is
+/// damaged is left out rather than failing the listing; a blob ocikit may not
+/// read fails it).
+fn summarize(store: &dyn Store, desc: &Descriptor) -> Result<EntrySummary> {
+    let denied = |r: &std::result::Result<resolve::Node, resolve::ResolveError>| match r {
+        Err(resolve::ResolveError::Store(e)) if e.is_denied() => Some(anyhow!("{e}")),
+        _ => None,
+    };
     let mut seen = std::collections::BTreeSet::new();
     let mut total = 0u64;
     let mut complete = true;
@@ -1231,7 +1241,11 @@ fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
     };
     add(desc, &mut total);
     let mut manifests = Vec::new();
-    match resolve::load_node(store, desc, "manifest") {
+    let node = resolve::load_node(store, desc, "manifest");
+    if let Some(e) = denied(&node) {
+        return Err(e);
+    }
+    match node {
         Ok(node) => match spec::parse_document(&node.bytes, desc.kind()) {
             Ok(spec::Document::Index(idx)) => {
                 for d in idx.entries() {
@@ -1255,7 +1269,11 @@ fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
         Err(_) => complete = false,
     }
     for (d, want_platform) in manifests {
-        let Ok(node) = resolve::load_node(store, &d, "manifest") else {
+        let node = resolve::load_node(store, &d, "manifest");
+        if let Some(e) = denied(&node) {
+            return Err(e);
+        }
+        let Ok(node) = node else {
             complete = false;
             continue;
         };
@@ -1267,7 +1285,11 @@ fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
         if let Some(c) = &m.config {
             add(c, &mut total);
             if want_platform && c.kind() == Kind::ImageConfig {
-                if let Ok(cn) = resolve::load_node(store, c, "config") {
+                let cn = resolve::load_node(store, c, "config");
+                if let Some(e) = denied(&cn) {
+                    return Err(e);
+                }
+                if let Ok(cn) = cn {
                     if let Ok(cfg) = spec::parse_config(&cn.bytes) {
                         if cfg.os.is_some() || cfg.architecture.is_some() {
                             platforms.push(cfg.platform().to_string());
@@ -1280,11 +1302,11 @@ fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
             add(l, &mut total);
         }
     }
-    EntrySummary {
+    Ok(EntrySummary {
         platforms,
         total: complete.then_some(total),
         artifact_type,
-    }
+    })
 }
 
 fn ls(location: &str, json: bool) -> Result<()> {
@@ -1296,8 +1318,8 @@ fn ls(location: &str, json: bool) -> Result<()> {
     let rows: Vec<(Descriptor, EntrySummary)> = index
         .entries()
         .iter()
-        .map(|d| (d.clone(), summarize(&store, d)))
-        .collect();
+        .map(|d| Ok((d.clone(), summarize(&store, d)?)))
+        .collect::<Result<_>>()?;
     if json {
         let images: Vec<_> = rows
             .iter()
@@ -1632,6 +1654,10 @@ fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>
         None => verify::verify_layout_with_progress(&loc.path, &options, &bar)?,
     };
     bar.done();
+    if let Some(f) = report.unreadable() {
+        // Not a finding about the layout: verify could not run.
+        bail!("{}", f.message);
+    }
     let secs = start.elapsed().as_secs_f64();
     if json {
         print_json(&verify_json(&report, secs))?;

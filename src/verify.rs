@@ -73,6 +73,15 @@ impl VerifyReport {
     pub fn is_clean(&self) -> bool {
         self.errors().next().is_none()
     }
+
+    /// The first file verify could not read for lack of permission: then
+    /// nothing can be said about the layout, and the CLI exits 2 with its
+    /// message ("cannot read FILE: permission denied") instead of a report.
+    pub fn unreadable(&self) -> Option<&Finding> {
+        self.findings
+            .iter()
+            .find(|f| f.kind == IssueKind::Unreadable)
+    }
 }
 
 fn finding(kind: IssueKind, digest: Option<String>, path: &str, message: String) -> Finding {
@@ -128,6 +137,12 @@ pub fn verify_layout_with_progress(
             )),
         Err(e @ StoreError::NotRegular { .. }) => pre.push(finding(
             IssueKind::NonRegular,
+            None,
+            "oci-layout",
+            e.to_string(),
+        )),
+        Err(e @ StoreError::Denied { .. }) => pre.push(finding(
+            IssueKind::Unreadable,
             None,
             "oci-layout",
             e.to_string(),
@@ -205,6 +220,7 @@ pub fn verify_archive(
             e @ (ArchiveError::Io { .. }
             | ArchiveError::Empty(_)
             | ArchiveError::NotRegular(_)
+            | ArchiveError::Denied(_)
             | ArchiveError::NotTar { .. }),
         ) => return Err(e),
         Err(e) => {

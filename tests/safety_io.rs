@@ -256,3 +256,116 @@ fn export_to_a_closed_pipe_is_an_error() {
     }
 }
 
+// ------------------------------------------------------------------ item 15
+
+/// Runs ocikit as an unprivileged user: `nobody` through setpriv when the
+/// tests run as root (root ignores permission bits), else as ourselves.
+/// `None` (after saying why) when that is impossible.
+fn as_unprivileged(test: &str, args: &[&str]) -> Option<(i32, String)> {
+    let o = if is_root() {
+        if !have("setpriv") {
+            eprintln!("SKIPPING {test}: running as root and setpriv is not installed");
+            return None;
+        }
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(bin())
+            .args(args)
+            .output()
+            .unwrap()
+    } else {
+        Command::new(bin()).args(args).output().unwrap()
+    };
+    Some((code(&o), stderr(&o)))
+}
+
+/// A demo copy readable by everyone, in a directory everyone can enter.
+fn world_readable_demo() -> (tempfile::TempDir, PathBuf) {
+    let (t, l) = demo_copy();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    run_ok("chmod", &["-R", "a+rX", &s(&l)]);
+    (t, l)
+}
+
+const DENIED: &str = "permission denied";
+
+fn assert_denied(test: &str, args: &[&str], file: &Path) -> bool {
+    let Some((c, err)) = as_unprivileged(test, args) else {
+        return false;
+    };
+    assert_eq!(c, 2, "ocikit {args:?}: {err}");
+    let want = format!("cannot read {}: {DENIED}", file.display());
+    assert!(err.contains(&want), "ocikit {args:?}: want {want:?} in: {err}");
+    assert!(!err.contains("malformed"), "ocikit {args:?}: {err}");
+    true
+}
+
+#[test]
+fn an_unreadable_blob_is_an_operational_error() {
+    let test = "an_unreadable_blob_is_an_operational_error";
+    let (_t, l) = world_readable_demo();
+    // The manifest of the `legacy` image.
+    let entry = index_entry(&l, ONE);
+    let blob = blob_path(&l, &entry);
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0)).unwrap();
+    let l_s = s(&l);
+    for args in [
+        vec!["ls", l_s.as_str()],
+        vec!["verify", &l_s],
+        vec!["verify", &l_s, "--json"],
+        vec!["inspect", &format!("{l_s}:{ONE}")],
+    ] {
+        if !assert_denied(test, &args, &blob) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn an_unreadable_archive_is_an_operational_error() {
+    let test = "an_unreadable_archive_is_an_operational_error";
+    let (t, l) = world_readable_demo();
+    let a = t.path().join("a.tar");
+    ocikit_ok(["export", &loc(&l, ONE), &s(&a)]);
+    fs::set_permissions(&a, fs::Permissions::from_mode(0)).unwrap();
+    for args in [vec!["ls", &s(&a)], vec!["verify", &s(&a)]] {
+        if !assert_denied(test, &args, &a) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn an_unreadable_index_json_is_an_operational_error() {
+    let test = "an_unreadable_index_json_is_an_operational_error";
+    let (_t, l) = world_readable_demo();
+    let index = l.join("index.json");
+    fs::set_permissions(&index, fs::Permissions::from_mode(0)).unwrap();
+    let l_s = s(&l);
+    for args in [vec!["ls", l_s.as_str()], vec!["verify", &l_s]] {
+        if !assert_denied(test, &args, &index) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn an_unreadable_blobs_directory_is_an_operational_error() {
+    let test = "an_unreadable_blobs_directory_is_an_operational_error";
+    let (_t, l) = world_readable_demo();
+    let blobs = l.join("blobs");
+    fs::set_permissions(&blobs, fs::Permissions::from_mode(0)).unwrap();
+    let l_s = s(&l);
+    for args in [vec!["ls", l_s.as_str()], vec!["verify", &l_s]] {
+        let Some((c, err)) = as_unprivileged(test, &args) else {
+            return;
+        };
+        assert_eq!(c, 2, "ocikit {args:?}: {err}");
+        assert!(
+            err.contains("cannot read ") && err.contains(DENIED),
+            "ocikit {args:?}: {err}"
+        );
+        assert!(!err.contains("malformed"), "ocikit {args:?}: {err}");
+    }
+}
+
