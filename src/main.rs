@@ -46,13 +46,19 @@ fn verbose() -> u8 {
 }
 
 /// A message on stderr that is not an error (warnings, notes, summaries):
-/// `-q` silences it. Errors always print.
+/// `-q` silences it. Errors always print. Control characters (from names in
+/// images) are escaped.
 macro_rules! say {
     ($($arg:tt)*) => {
         if !quiet() {
-            eprintln!($($arg)*);
+            eprintln!("{}", guard::escape_controls(&format!($($arg)*)));
         }
     };
+}
+
+/// An error on stderr, control characters escaped: the one way errors print.
+fn print_error(msg: &str) {
+    eprintln!("ocikit: error: {}", guard::escape_controls(msg));
 }
 
 /// Offline OCI image-layout toolkit.
@@ -374,7 +380,7 @@ fn main() -> ExitCode {
                     guard::record_stdout_error(&err);
                 }
                 if let Some(msg) = guard::stdout_error() {
-                    eprintln!("ocikit: error: {msg}");
+                    print_error(msg);
                     return ExitCode::from(2);
                 }
                 return ExitCode::from(
@@ -397,10 +403,10 @@ fn main() -> ExitCode {
                 .map(str::trim)
                 .collect();
             let sep = if detail.is_empty() { "" } else { " " };
-            eprintln!(
-                "ocikit: error: {first}{sep}{} (see 'ocikit --help')",
+            print_error(&format!(
+                "{first}{sep}{} (see 'ocikit --help')",
                 detail.join(" ")
-            );
+            ));
             return ExitCode::from(2);
         }
     };
@@ -408,7 +414,7 @@ fn main() -> ExitCode {
     // A failed write to stdout (a full disk, a closed pipe) means the output
     // is incomplete, whatever the command went on to report.
     if let Some(msg) = guard::stdout_error() {
-        eprintln!("ocikit: error: {msg}");
+        print_error(msg);
         return ExitCode::from(2);
     }
     match result {
@@ -426,7 +432,7 @@ fn main() -> ExitCode {
                 }
                 msg.push_str(&s);
             }
-            eprintln!("ocikit: error: {msg}");
+            print_error(&msg);
             ExitCode::from(2)
         }
     }
@@ -767,10 +773,10 @@ fn diff_cmd(
         let mut o = out();
         match report.differences.first() {
             None => writeln!(o, "identical")?,
-            Some(d) => writeln!(o, "differs: {}: {}", d.location(), d.path)?,
+            Some(d) => writeln!(o, "differs: {}: {}", d.location(), clean(&d.path))?,
         }
         for d in &report.differences {
-            writeln!(o, "{}", d.describe())?;
+            writeln!(o, "{}", clean(&d.describe()))?;
             if let Some(u) = &d.diff {
                 write!(o, "{u}")?;
             }
@@ -1208,11 +1214,10 @@ fn short_type(mt: &str) -> String {
     }
 }
 
-/// Escapes control characters in names taken from images before printing.
+/// Escapes control characters in names taken from images before printing
+/// (as errors are: `\u{1b}`, `\r`, …).
 fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    guard::escape_controls(s)
 }
 
 struct EntrySummary {

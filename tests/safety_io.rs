@@ -369,3 +369,33 @@ fn an_unreadable_blobs_directory_is_an_operational_error() {
     }
 }
 
+// ------------------------------------------------------------------ item 16
+
+#[test]
+fn control_characters_in_names_are_escaped_in_errors() {
+    let (_t, l) = demo_copy();
+    let mut idx = index_json(&l);
+    idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] =
+        serde_json::json!("a\u{1b}[31mred\u{7}b\rc\u{0}d");
+    fs::write(l.join("index.json"), to_bytes(&idx)).unwrap();
+    let raw = |b: &[u8]| b.iter().any(|c| *c < 0x20 && *c != b'\n');
+    for args in [
+        vec!["inspect".to_string(), loc(&l, "nosuch")],
+        vec!["tag".into(), loc(&l, "nosuch"), "x".into()],
+        vec!["cat".into(), loc(&l, "nosuch"), "manifest".into()],
+        vec!["ls".into(), s(&l)],
+    ] {
+        let o = ocikit(&args);
+        assert!(!raw(&o.stderr), "ocikit {args:?}: {:?}", stderr(&o));
+        assert!(!raw(&o.stdout), "ocikit {args:?}: {:?}", stdout(&o));
+        let all = stdout(&o) + &stderr(&o);
+        assert!(
+            all.contains(r"a\u{1b}[31mred\u{7}b\rc\0d"),
+            "ocikit {args:?}: {all}"
+        );
+    }
+    // Data on stdout stays byte-exact.
+    let o = ocikit_ok(["cat", &s(&l), "index"]);
+    assert_eq!(o.stdout, fs::read(l.join("index.json")).unwrap());
+}
+
