@@ -765,6 +765,13 @@ impl ArchiveStore {
     /// expected kind.
     pub fn open(path: &Path, expect: Expect) -> Result<ArchiveStore, ArchiveError> {
         let archive = Archive::open(path)?;
+        // A metadata member that is there but is no file (a directory, a link
+        // loop, a link to nothing) is named as what it is, not taken as absent.
+        for name in ["oci-layout", "index.json", "manifest.json"] {
+            if archive.members().contains_key(name) {
+                archive.resolve(name)?;
+            }
+        }
         let has_layout = archive.has_file("oci-layout") && archive.has_file("index.json");
         let has_manifest = archive.has_file("manifest.json");
         let format = match (expect, has_layout, has_manifest) {

@@ -154,13 +154,14 @@ pub fn verify_layout_with_progress(
             format!("oci-layout cannot be read: {e}"),
         )),
         Ok(bytes) => {
-            let parsed = spec::check_json(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
-                });
+            // DocumentError says what is wrong in full ("is not valid JSON: …",
+            // "has the key … twice"): said once.
+            let parsed = spec::check_json(&bytes).and_then(|()| {
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .map_err(|e| spec::DocumentError::Syntax(e.to_string()))
+            });
             match parsed {
-                Err(e) => pre.push(finding(IssueKind::Malformed, None, "oci-layout", format!("oci-layout is not valid JSON: {e}"))),
+                Err(e) => pre.push(finding(IssueKind::Malformed, None, "oci-layout", format!("oci-layout {e}"))),
                 Ok(v) => match v.get("imageLayoutVersion").map(|v| v.as_str()) {
                     Some(Some(IMAGE_LAYOUT_VERSION)) => {}
                     Some(Some(other)) => pre.push(finding(

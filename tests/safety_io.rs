@@ -399,3 +399,68 @@ fn control_characters_in_names_are_escaped_in_errors() {
     assert_eq!(o.stdout, fs::read(l.join("index.json")).unwrap());
 }
 
+// ------------------------------------------------------------------ item 19
+
+/// A tar of the demo layout with `index.json` replaced by `member`.
+fn demo_tar_with_index(dir: &Path, name: &str, member: tar::EntryType) -> PathBuf {
+    let path = dir.join(name);
+    let mut b = tar::Builder::new(fs::File::create(&path).unwrap());
+    for e in walkdir::WalkDir::new(demo()).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(demo()).unwrap();
+        if rel.as_os_str().is_empty() || rel == Path::new("index.json") {
+            continue;
+        }
+        b.append_path_with_name(e.path(), rel).unwrap();
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(member);
+    h.set_size(0);
+    h.set_mode(0o755);
+    match member {
+        tar::EntryType::Symlink => b.append_link(&mut h, "index.json", "index.json").unwrap(),
+        _ => b
+            .append_data(&mut h, "index.json/", std::io::empty())
+            .unwrap(),
+    }
+    b.finish().unwrap();
+    path
+}
+
+#[test]
+fn an_archive_index_json_loop_or_directory_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    for (name, kind, what) in [
+        ("loop.tar", tar::EntryType::Symlink, "loop"),
+        ("dir.tar", tar::EntryType::Directory, "is a directory"),
+    ] {
+        let a = s(&demo_tar_with_index(t.path(), name, kind));
+        for args in [vec!["ls", a.as_str()], vec!["verify", &a]] {
+            let o = ocikit(&args);
+            let all = stdout(&o) + &stderr(&o);
+            assert_ne!(code(&o), 0, "ocikit {args:?}: {all}");
+            assert!(
+                all.contains("index.json") && all.contains(what),
+                "ocikit {args:?}: want {what:?}: {all}"
+            );
+            assert!(!all.contains("has neither"), "ocikit {args:?}: {all}");
+        }
+    }
+}
+
+#[test]
+fn not_valid_json_is_said_once() {
+    let (_t, l) = demo_copy();
+    fs::write(l.join("oci-layout"), b"nope").unwrap();
+    let o = ocikit(["verify", &s(&l)]);
+    let all = stdout(&o) + &stderr(&o);
+    assert_eq!(code(&o), 1, "{all}");
+    assert_eq!(all.matches("not valid JSON").count(), 1, "{all}");
+    fs::write(l.join("oci-layout"), br#"{"a":1,"a":2}"#).unwrap();
+    let o = ocikit(["verify", &s(&l)]);
+    let all = stdout(&o) + &stderr(&o);
+    assert!(
+        all.contains("oci-layout has the key \"a\" twice"),
+        "{all}"
+    );
+}
