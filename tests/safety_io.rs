@@ -127,7 +127,12 @@ fn run_with_deadline(args: &[&str], secs: u64) -> (i32, String) {
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (status.code().unwrap_or(-1), err);
         }
         if Instant::now() > deadline {
@@ -179,7 +184,10 @@ fn devices_as_archives_say_what_they_are() {
 
 /// Runs ocikit with stdout on /dev/full.
 fn to_dev_full(args: &[&str]) -> (i32, String) {
-    let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
     let o = Command::new(bin())
         .args(args)
         .stdout(full)
@@ -194,10 +202,7 @@ fn a_full_stdout_is_an_error_for_every_command() {
     let l_s = s(&l);
     let one = loc(&l, ONE);
     let blob = some_blob(&l);
-    let digest = format!(
-        "sha256:{}",
-        blob.file_name().unwrap().to_string_lossy()
-    );
+    let digest = format!("sha256:{}", blob.file_name().unwrap().to_string_lossy());
     for args in [
         vec!["ls", &l_s],
         vec!["ls", &l_s, "--json"],
@@ -295,7 +300,10 @@ fn assert_denied(test: &str, args: &[&str], file: &Path) -> bool {
     };
     assert_eq!(c, 2, "ocikit {args:?}: {err}");
     let want = format!("cannot read {}: {DENIED}", file.display());
-    assert!(err.contains(&want), "ocikit {args:?}: want {want:?} in: {err}");
+    assert!(
+        err.contains(&want),
+        "ocikit {args:?}: want {want:?} in: {err}"
+    );
     assert!(!err.contains("malformed"), "ocikit {args:?}: {err}");
     true
 }
@@ -307,7 +315,7 @@ fn an_unreadable_blob_is_an_operational_error() {
     // The manifest of the `legacy` image.
     let entry = index_entry(&l, ONE);
     let blob = blob_path(&l, &entry);
-    fs::set_permissions(&blob, fs::Permissions::from_mode(0)).unwrap();
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o000)).unwrap();
     let l_s = s(&l);
     for args in [
         vec!["ls", l_s.as_str()],
@@ -327,7 +335,7 @@ fn an_unreadable_archive_is_an_operational_error() {
     let (t, l) = world_readable_demo();
     let a = t.path().join("a.tar");
     ocikit_ok(["export", &loc(&l, ONE), &s(&a)]);
-    fs::set_permissions(&a, fs::Permissions::from_mode(0)).unwrap();
+    fs::set_permissions(&a, fs::Permissions::from_mode(0o000)).unwrap();
     for args in [vec!["ls", &s(&a)], vec!["verify", &s(&a)]] {
         if !assert_denied(test, &args, &a) {
             return;
@@ -340,7 +348,7 @@ fn an_unreadable_index_json_is_an_operational_error() {
     let test = "an_unreadable_index_json_is_an_operational_error";
     let (_t, l) = world_readable_demo();
     let index = l.join("index.json");
-    fs::set_permissions(&index, fs::Permissions::from_mode(0)).unwrap();
+    fs::set_permissions(&index, fs::Permissions::from_mode(0o000)).unwrap();
     let l_s = s(&l);
     for args in [vec!["ls", l_s.as_str()], vec!["verify", &l_s]] {
         if !assert_denied(test, &args, &index) {
@@ -354,7 +362,7 @@ fn an_unreadable_blobs_directory_is_an_operational_error() {
     let test = "an_unreadable_blobs_directory_is_an_operational_error";
     let (_t, l) = world_readable_demo();
     let blobs = l.join("blobs");
-    fs::set_permissions(&blobs, fs::Permissions::from_mode(0)).unwrap();
+    fs::set_permissions(&blobs, fs::Permissions::from_mode(0o000)).unwrap();
     let l_s = s(&l);
     for args in [vec!["ls", l_s.as_str()], vec!["verify", &l_s]] {
         let Some((c, err)) = as_unprivileged(test, &args) else {
@@ -459,8 +467,5 @@ fn not_valid_json_is_said_once() {
     fs::write(l.join("oci-layout"), br#"{"a":1,"a":2}"#).unwrap();
     let o = ocikit(["verify", &s(&l)]);
     let all = stdout(&o) + &stderr(&o);
-    assert!(
-        all.contains("oci-layout has the key \"a\" twice"),
-        "{all}"
-    );
+    assert!(all.contains("oci-layout has the key \"a\" twice"), "{all}");
 }
