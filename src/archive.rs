@@ -49,12 +49,19 @@ pub enum ArchiveError {
         /// The error.
         source: io::Error,
     },
+    /// Permission denied reading the archive (an operational error).
+    #[error("cannot read {}: permission denied", .0.display())]
+    Denied(PathBuf),
     /// Zero bytes.
     #[error("{} is empty, not an archive", .0.display())]
     Empty(PathBuf),
     /// A valid tar archive with no member at all (only zero blocks).
     #[error("{} is an empty archive: it holds no image", .0.display())]
     NoImage(PathBuf),
+    /// A FIFO, device or socket: never read (a pipe would block or be
+    /// consumed, a device never ends).
+    #[error("{} is not a regular file (pipes and devices are not read)", .0.display())]
+    NotRegular(PathBuf),
     /// Not a tar stream.
     #[error("{} is {what}, not a tar archive", path.display())]
     NotTar {
@@ -294,11 +301,17 @@ impl Archive {
     /// # Errors
     /// See [`ArchiveError`].
     pub fn open(path: &Path) -> Result<Archive, ArchiveError> {
-        let io_err = |source| ArchiveError::Io {
-            path: path.to_path_buf(),
-            source,
+        let io_err = |source: io::Error| {
+            if source.kind() == io::ErrorKind::PermissionDenied {
+                return ArchiveError::Denied(path.to_path_buf());
+            }
+            ArchiveError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         };
-        let mut file = File::open(path).map_err(io_err)?;
+        let mut file = open_nonblocking(path).map_err(io_err)?;
+        // fstat on what was opened: no window between a check and the open.
         let meta = file.metadata().map_err(io_err)?;
         if meta.is_dir() {
             return Err(ArchiveError::NotTar {
@@ -306,6 +319,10 @@ impl Archive {
                 what: "a directory",
             });
         }
+        if !meta.is_file() {
+            return Err(ArchiveError::NotRegular(path.to_path_buf()));
+        }
+        clear_nonblocking(&file).map_err(io_err)?;
         let len = meta.len();
         if len == 0 {
             return Err(ArchiveError::Empty(path.to_path_buf()));
@@ -611,6 +628,34 @@ impl Archive {
     }
 }
 
+/// Opens `path` for reading with `O_NONBLOCK`, so that opening a FIFO with
+/// no writer returns at once instead of blocking (symlinks are followed: an
+/// archive may be reached through one).
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Clears `O_NONBLOCK` again on a file known to be regular.
+fn clear_nonblocking(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function borrows (open for the
+    // whole call); F_GETFL/F_SETFL take and return plain integers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 trait ReadAtFull {
     fn read_at_full(&self, buf: &mut [u8], pos: u64) -> usize;
 }
@@ -742,6 +787,13 @@ impl ArchiveStore {
     /// expected kind.
     pub fn open(path: &Path, expect: Expect) -> Result<ArchiveStore, ArchiveError> {
         let archive = Archive::open(path)?;
+        // A metadata member that is there but is no file (a directory, a link
+        // loop, a link to nothing) is named as what it is, not taken as absent.
+        for name in ["oci-layout", "index.json", "manifest.json"] {
+            if archive.members().contains_key(name) {
+                archive.resolve(name)?;
+            }
+        }
         let has_layout = archive.has_file("oci-layout") && archive.has_file("index.json");
         let has_manifest = archive.has_file("manifest.json");
         let format = match (expect, has_layout, has_manifest) {

@@ -1279,7 +1279,7 @@ pub fn write_archive(
             ArchiveOut::Stdout => (
                 PathBuf::from("<stdout>"),
                 None,
-                Box::new(io::stdout().lock()),
+                Box::new(crate::guard::StdoutWriter::new()),
             ),
             ArchiveOut::File(p) => {
                 let dir = p

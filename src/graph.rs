@@ -42,6 +42,10 @@ pub enum IssueKind {
     NonRegular,
     /// Content ocikit cannot check (unknown digest algorithm, schema1 manifests).
     Unsupported,
+    /// A file ocikit may not read (permission denied): not a fault of the
+    /// layout, so the CLI's verify exits 2 with the message instead of
+    /// reporting it (see [`crate::verify::VerifyReport::unreadable`]).
+    Unreadable,
     /// A decompressed layer does not hash to the config's diff_id (`--deep`).
     DiffidMismatch,
     /// A layer that cannot be decompressed or read as tar (`--deep`).
@@ -82,6 +86,7 @@ impl IssueKind {
             IssueKind::MediatypeMismatch => "mediatype-mismatch",
             IssueKind::NonRegular => "non-regular",
             IssueKind::Unsupported => "unsupported",
+            IssueKind::Unreadable => "unreadable",
             IssueKind::DiffidMismatch => "diffid-mismatch",
             IssueKind::BadLayer => "bad-layer",
             IssueKind::UnknownMediaType => "unknown-media-type",
@@ -248,6 +253,7 @@ pub fn store_issue(e: &StoreError, digest: &Digest, path: &str) -> Issue {
         StoreError::DigestMismatch { .. } => IssueKind::DigestMismatch,
         StoreError::NotRegular { .. } => IssueKind::NonRegular,
         StoreError::Unverifiable(_) => IssueKind::Unsupported,
+        StoreError::Denied { .. } => IssueKind::Unreadable,
         StoreError::TooLarge { .. } | StoreError::Io { .. } | StoreError::NotALayout { .. } => {
             IssueKind::Malformed
         }
@@ -270,17 +276,17 @@ pub fn walk(store: &dyn Store, options: WalkOptions) -> Graph {
         Err(e) => {
             let kind = match &e {
                 StoreError::NotRegular { .. } => IssueKind::NonRegular,
+                StoreError::Denied { .. } => IssueKind::Unreadable,
                 StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                     IssueKind::Missing
                 }
                 _ => IssueKind::Malformed,
             };
-            w.g.issues.push(issue(
-                kind,
-                None,
-                "index.json",
-                format!("index.json cannot be read: {e}"),
-            ));
+            let message = match kind {
+                IssueKind::Unreadable => e.to_string(),
+                _ => format!("index.json cannot be read: {e}"),
+            };
+            w.g.issues.push(issue(kind, None, "index.json", message));
             return w.g;
         }
     };

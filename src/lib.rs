@@ -76,6 +76,7 @@ pub mod docker;
 pub mod flatten;
 pub mod gc;
 pub mod graph;
+pub mod guard;
 pub mod layer;
 pub mod layout;
 pub mod platform;

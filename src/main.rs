@@ -24,6 +24,7 @@ use serde_json::json;
 use ocikit::archive::{ArchiveStore, Expect};
 use ocikit::copy::{self, ArchiveKind};
 use ocikit::digest::Digest;
+use ocikit::guard;
 use ocikit::platform::PlatformSpec;
 use ocikit::reference::{Location, Reference, Transport};
 use ocikit::resolve::{self, Image, PlatformChoice};
@@ -45,13 +46,19 @@ fn verbose() -> u8 {
 }
 
 /// A message on stderr that is not an error (warnings, notes, summaries):
-/// `-q` silences it. Errors always print.
+/// `-q` silences it. Errors always print. Control characters (from names in
+/// images) are escaped.
 macro_rules! say {
     ($($arg:tt)*) => {
         if !quiet() {
-            eprintln!($($arg)*);
+            eprintln!("{}", guard::escape_controls(&format!($($arg)*)));
         }
     };
+}
+
+/// An error on stderr, control characters escaped: the one way errors print.
+fn print_error(msg: &str) {
+    eprintln!("ocikit: error: {}", guard::escape_controls(msg));
 }
 
 /// Offline OCI image-layout toolkit.
@@ -365,7 +372,18 @@ fn main() -> ExitCode {
                     | ErrorKind::DisplayVersion
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
-                let _ = e.print();
+                // Help and version go to stdout (help for a missing
+                // argument to stderr); a failed write is an error there too.
+                if let Err(err) = e.print() {
+                    if e.use_stderr() {
+                        return ExitCode::from(2);
+                    }
+                    guard::record_stdout_error(&err);
+                }
+                if let Some(msg) = guard::stdout_error() {
+                    print_error(msg);
+                    return ExitCode::from(2);
+                }
                 return ExitCode::from(
                     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                         2
@@ -386,20 +404,24 @@ fn main() -> ExitCode {
                 .map(str::trim)
                 .collect();
             let sep = if detail.is_empty() { "" } else { " " };
-            eprintln!(
-                "ocikit: error: {first}{sep}{} (see 'ocikit --help')",
+            print_error(&format!(
+                "{first}{sep}{} (see 'ocikit --help')",
                 detail.join(" ")
-            );
+            ));
             return ExitCode::from(2);
         }
     };
-    match run(cli) {
+    let result = run(cli);
+    // A failed write to stdout (a full disk, a closed pipe) means the output
+    // is incomplete, whatever the command went on to report.
+    if let Some(msg) = guard::stdout_error() {
+        print_error(msg);
+        return ExitCode::from(2);
+    }
+    match result {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(Negative)) => ExitCode::from(1),
         Err(e) => {
-            if is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
-            }
             let mut msg = String::new();
             for (i, cause) in e.chain().enumerate() {
                 let s = cause.to_string();
@@ -411,17 +433,10 @@ fn main() -> ExitCode {
                 }
                 msg.push_str(&s);
             }
-            eprintln!("ocikit: error: {msg}");
+            print_error(&msg);
             ExitCode::from(2)
         }
     }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
 }
 
 fn lock_notice(layout: &Path, holder: Option<u32>) {
@@ -534,9 +549,10 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
         } => diff_cmd(&a, &b, platform, ignore.as_deref(), content, json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut o = out();
-            clap_complete::generate(shell, &mut cmd, "ocikit", &mut o);
-            o.flush()?;
+            // Generated into memory first: clap_complete panics on a write error.
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ocikit", &mut buf);
+            write_bytes(&buf)?;
             Ok(None)
         }
         Command::Man { dir } => man_pages(dir.as_deref()).map(|()| None),
@@ -629,6 +645,14 @@ fn flatten_cmd(
     rootless: bool,
 ) -> Result<()> {
     let (loc, store) = open_store(location)?;
+    let sources = [loc.path.as_path()];
+    match (&output, &tar) {
+        (Some(dir), _) => guard::check_output(guard::Output::Dir(dir), &sources)?,
+        (None, Some(file)) if file.as_os_str() != "-" => {
+            guard::check_output(guard::Output::File(file), &sources)?
+        }
+        _ => {}
+    }
     let image = resolve_image(&store, &loc, &platform)?;
     cancel_on_signals();
     let bar = std::sync::Arc::new(Bar::new("flattening"));
@@ -641,7 +665,7 @@ fn flatten_cmd(
         (Some(dir), _) => ocikit::flatten::flatten_to_dir(&store, &image, &dir, &options)?,
         (None, Some(file)) if file.as_os_str() == "-" => {
             let staging = std::env::temp_dir();
-            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let stdout = io::BufWriter::with_capacity(1 << 20, guard::StdoutWriter::new());
             let (mut w, report) =
                 ocikit::squash::flatten_to_tar(&store, &image, &staging, stdout, &options)?;
             w.flush()?;
@@ -695,6 +719,7 @@ fn squash_cmd(
             loc.path.display()
         ),
     };
+    guard::check_output(guard::Output::Layout(&target), &[loc.path.as_path()])?;
     let layout = Layout::open(&target)?;
     let image = resolve_image(&store, &loc, &platform)?;
     cancel_on_signals();
@@ -716,13 +741,16 @@ fn squash_cmd(
     for w in &report.warnings {
         say!("ocikit: warning: {w}");
     }
-    println!(
+    let mut o = out();
+    writeln!(
+        o,
         "{}:{tag} {} ({} layers squashed into {})",
         target.display(),
         report.manifest.digest,
         report.layers,
         report.layer
-    );
+    )?;
+    o.flush()?;
     Ok(())
 }
 
@@ -759,10 +787,10 @@ fn diff_cmd(
         let mut o = out();
         match report.differences.first() {
             None => writeln!(o, "identical")?,
-            Some(d) => writeln!(o, "differs: {}: {}", d.location(), d.path)?,
+            Some(d) => writeln!(o, "differs: {}: {}", d.location(), clean(&d.path))?,
         }
         for d in &report.differences {
-            writeln!(o, "{}", d.describe())?;
+            writeln!(o, "{}", clean(&d.describe()))?;
             if let Some(u) = &d.diff {
                 write!(o, "{u}")?;
             }
@@ -782,10 +810,9 @@ fn diff_cmd(
 fn man_pages(dir: Option<&Path>) -> Result<()> {
     let cmd = <Cli as clap::CommandFactory>::command();
     let Some(dir) = dir else {
-        let mut o = out();
-        clap_mangen::Man::new(cmd).render(&mut o)?;
-        o.flush()?;
-        return Ok(());
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut buf)?;
+        return write_bytes(&buf);
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let write = |name: &str, cmd: clap::Command| -> Result<()> {
@@ -976,10 +1003,22 @@ fn copy_cmd(
         None => None,
     };
     let mut opened = Vec::new();
+    let mut source_paths = Vec::new();
     for s in sources {
         let loc = Location::parse(s)?;
         let store = open_location(&loc)?;
         opened.push((store, loc.reference));
+        source_paths.push(loc.path);
+    }
+    // Nothing is written (not even a temporary file) where it would
+    // overwrite a source.
+    let source_paths: Vec<&Path> = source_paths.iter().map(PathBuf::as_path).collect();
+    match &target_kind {
+        Target::Layout(dir) => guard::check_output(guard::Output::Layout(dir), &source_paths)?,
+        Target::Archive { path: Some(p), .. } => {
+            guard::check_output(guard::Output::File(p), &source_paths)?
+        }
+        Target::Archive { path: None, .. } => {}
     }
     let srcs: Vec<copy::Source<'_>> = opened
         .iter()
@@ -1093,7 +1132,12 @@ fn choice(p: Option<PlatformSpec>) -> PlatformChoice {
 }
 
 fn check_exists(path: &Path) -> Result<std::fs::Metadata> {
-    std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))
+    std::fs::metadata(path).map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            anyhow!("cannot read {}: permission denied", path.display())
+        }
+        _ => anyhow!(e).context(format!("{} does not exist", path.display())),
+    })
 }
 
 /// Opens a location that ocikit writes: a layout directory.
@@ -1148,8 +1192,9 @@ fn open_store(location: &str) -> Result<(Location, Box<dyn Store>)> {
     Ok((loc, store))
 }
 
-fn out() -> io::BufWriter<io::StdoutLock<'static>> {
-    io::BufWriter::with_capacity(256 << 10, io::stdout().lock())
+/// Buffered stdout that records a write error (see [`guard::stdout_error`]).
+fn out() -> io::BufWriter<guard::StdoutWriter> {
+    io::BufWriter::with_capacity(256 << 10, guard::StdoutWriter::new())
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {
@@ -1187,11 +1232,10 @@ fn short_type(mt: &str) -> String {
     }
 }
 
-/// Escapes control characters in names taken from images before printing.
+/// Escapes control characters in names taken from images before printing
+/// (as errors are: `\u{1b}`, `\r`, …).
 fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    guard::escape_controls(s)
 }
 
 struct EntrySummary {
@@ -1200,9 +1244,14 @@ struct EntrySummary {
     artifact_type: Option<String>,
 }
 
-/// Platforms and total size of one index.json entry (best effort: what cannot
-/// be read is left out rather than failing the listing).
-fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
+/// Platforms and total size of one index.json entry (best effort: what is
+/// damaged is left out rather than failing the listing; a blob ocikit may not
+/// read fails it).
+fn summarize(store: &dyn Store, desc: &Descriptor) -> Result<EntrySummary> {
+    let denied = |r: &std::result::Result<resolve::Node, resolve::ResolveError>| match r {
+        Err(resolve::ResolveError::Store(e)) if e.is_denied() => Some(anyhow!("{e}")),
+        _ => None,
+    };
     let mut seen = std::collections::BTreeSet::new();
     let mut total = 0u64;
     let mut complete = true;
@@ -1215,7 +1264,11 @@ fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
     };
     add(desc, &mut total);
     let mut manifests = Vec::new();
-    match resolve::load_node(store, desc, "manifest") {
+    let node = resolve::load_node(store, desc, "manifest");
+    if let Some(e) = denied(&node) {
+        return Err(e);
+    }
+    match node {
         Ok(node) => match spec::parse_document(&node.bytes, desc.kind()) {
             Ok(spec::Document::Index(idx)) => {
                 for d in idx.entries() {
@@ -1239,7 +1292,11 @@ fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
         Err(_) => complete = false,
     }
     for (d, want_platform) in manifests {
-        let Ok(node) = resolve::load_node(store, &d, "manifest") else {
+        let node = resolve::load_node(store, &d, "manifest");
+        if let Some(e) = denied(&node) {
+            return Err(e);
+        }
+        let Ok(node) = node else {
             complete = false;
             continue;
         };
@@ -1251,7 +1308,11 @@ fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
         if let Some(c) = &m.config {
             add(c, &mut total);
             if want_platform && c.kind() == Kind::ImageConfig {
-                if let Ok(cn) = resolve::load_node(store, c, "config") {
+                let cn = resolve::load_node(store, c, "config");
+                if let Some(e) = denied(&cn) {
+                    return Err(e);
+                }
+                if let Ok(cn) = cn {
                     if let Ok(cfg) = spec::parse_config(&cn.bytes) {
                         if cfg.os.is_some() || cfg.architecture.is_some() {
                             platforms.push(cfg.platform().to_string());
@@ -1264,11 +1325,11 @@ fn summarize(store: &dyn Store, desc: &Descriptor) -> EntrySummary {
             add(l, &mut total);
         }
     }
-    EntrySummary {
+    Ok(EntrySummary {
         platforms,
         total: complete.then_some(total),
         artifact_type,
-    }
+    })
 }
 
 fn ls(location: &str, json: bool) -> Result<()> {
@@ -1279,8 +1340,8 @@ fn ls(location: &str, json: bool) -> Result<()> {
     let (_, index) = resolve::read_index_json(&store)?;
     let rows: Vec<(Descriptor, EntrySummary)> = resolve::listed_entries(&store, index.entries())
         .into_iter()
-        .map(|d| (d.clone(), summarize(&store, d)))
-        .collect();
+        .map(|d| Ok((d.clone(), summarize(&store, d)?)))
+        .collect::<Result<_>>()?;
     if json {
         let images: Vec<_> = rows
             .iter()
@@ -1601,7 +1662,9 @@ fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>
     let expect = match loc.transport {
         Transport::OciArchive => Some(Expect::Oci),
         Transport::DockerArchive => Some(Expect::Docker),
-        Transport::Auto if meta.is_file() => Some(Expect::Any),
+        // Anything but a directory is read as an archive (FIFOs and devices
+        // are then refused by name).
+        Transport::Auto if !meta.is_dir() => Some(Expect::Any),
         _ => None,
     };
     let start = Instant::now();
@@ -1616,6 +1679,10 @@ fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>
         None => verify::verify_layout_with_progress(&loc.path, &options, &bar)?,
     };
     bar.done();
+    if let Some(f) = report.unreadable() {
+        // Not a finding about the layout: verify could not run.
+        bail!("{}", f.message);
+    }
     let secs = start.elapsed().as_secs_f64();
     if json {
         print_json(&verify_json(&report, secs))?;

@@ -24,6 +24,13 @@ pub enum StoreError {
         /// The error.
         source: io::Error,
     },
+    /// Permission denied (`EACCES`) reading a file or directory: an
+    /// operational error (exit 2), never a fault of the layout.
+    #[error("cannot read {}: permission denied", path.display())]
+    Denied {
+        /// The file (or the blob path below an unreadable directory).
+        path: PathBuf,
+    },
     /// The location is not an image layout (or archive) at all.
     #[error("{} is not an OCI image layout: {reason}", path.display())]
     NotALayout {
@@ -82,11 +89,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// An I/O error reading `path`; permission denied becomes [`StoreError::Denied`].
     pub(crate) fn io(path: &Path, source: io::Error) -> StoreError {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            return StoreError::Denied {
+                path: path.to_path_buf(),
+            };
+        }
         StoreError::Io {
             path: path.to_path_buf(),
             source,
         }
+    }
+
+    /// Whether this is [`StoreError::Denied`] (the CLI fails with exit 2
+    /// rather than reporting the layout as damaged).
+    pub fn is_denied(&self) -> bool {
+        matches!(self, StoreError::Denied { .. })
     }
 }
 

@@ -73,6 +73,15 @@ impl VerifyReport {
     pub fn is_clean(&self) -> bool {
         self.errors().next().is_none()
     }
+
+    /// The first file verify could not read for lack of permission: then
+    /// nothing can be said about the layout, and the CLI exits 2 with its
+    /// message ("cannot read FILE: permission denied") instead of a report.
+    pub fn unreadable(&self) -> Option<&Finding> {
+        self.findings
+            .iter()
+            .find(|f| f.kind == IssueKind::Unreadable)
+    }
 }
 
 fn finding(kind: IssueKind, digest: Option<String>, path: &str, message: String) -> Finding {
@@ -132,6 +141,12 @@ pub fn verify_layout_with_progress(
             "oci-layout",
             e.to_string(),
         )),
+        Err(e @ StoreError::Denied { .. }) => pre.push(finding(
+            IssueKind::Unreadable,
+            None,
+            "oci-layout",
+            e.to_string(),
+        )),
         Err(e) => pre.push(finding(
             IssueKind::Malformed,
             None,
@@ -139,13 +154,14 @@ pub fn verify_layout_with_progress(
             format!("oci-layout cannot be read: {e}"),
         )),
         Ok(bytes) => {
-            let parsed = spec::check_json(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
-                });
+            // DocumentError says what is wrong in full ("is not valid JSON: …",
+            // "has the key … twice"): said once.
+            let parsed = spec::check_json(&bytes).and_then(|()| {
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .map_err(|e| spec::DocumentError::Syntax(e.to_string()))
+            });
             match parsed {
-                Err(e) => pre.push(finding(IssueKind::Malformed, None, "oci-layout", format!("oci-layout is not valid JSON: {e}"))),
+                Err(e) => pre.push(finding(IssueKind::Malformed, None, "oci-layout", format!("oci-layout {e}"))),
                 Ok(v) => match v.get("imageLayoutVersion").map(|v| v.as_str()) {
                     Some(Some(IMAGE_LAYOUT_VERSION)) => {}
                     Some(Some(other)) => pre.push(finding(
@@ -235,6 +251,8 @@ pub fn verify_archive(
             e @ (ArchiveError::Io { .. }
             | ArchiveError::Empty(_)
             | ArchiveError::NoImage(_)
+            | ArchiveError::NotRegular(_)
+            | ArchiveError::Denied(_)
             | ArchiveError::NotTar { .. }),
         ) => return Err(e),
         Err(e) => {
