@@ -51,14 +51,22 @@ fn verbose() -> u8 {
 macro_rules! say {
     ($($arg:tt)*) => {
         if !quiet() {
-            eprintln!("{}", guard::escape_controls(&format!($($arg)*)));
+            to_stderr(&guard::escape_controls(&format!($($arg)*)));
         }
     };
 }
 
+/// Writes one line to stderr. A stderr that cannot be written (`2>/dev/full`)
+/// loses the line but never panics (`eprintln!` would).
+fn to_stderr(line: &str) {
+    use std::io::Write as _;
+    let mut e = io::stderr().lock();
+    let _ = writeln!(e, "{line}");
+}
+
 /// An error on stderr, control characters escaped: the one way errors print.
 fn print_error(msg: &str) {
-    eprintln!("ocikit: error: {}", guard::escape_controls(msg));
+    to_stderr(&format!("ocikit: error: {}", guard::escape_controls(msg)));
 }
 
 /// Offline OCI image-layout toolkit.

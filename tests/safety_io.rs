@@ -469,3 +469,26 @@ fn not_valid_json_is_said_once() {
     let all = stdout(&o) + &stderr(&o);
     assert!(all.contains("oci-layout has the key \"a\" twice"), "{all}");
 }
+
+/// A stderr that cannot be written (`2>/dev/full`) loses the message but the
+/// exit code still says what happened: never a panic (exit 101).
+#[test]
+fn an_unwritable_stderr_never_panics() {
+    for (args, want) in [
+        (vec!["ls".to_string(), "/nonexistent-ocikit".into()], 2),
+        (vec!["verify".to_string(), s(&demo())], 0),
+    ] {
+        let o = std::process::Command::new(bin())
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .status()
+            .unwrap();
+        assert_eq!(o.code(), Some(want), "{args:?}");
+    }
+}
