@@ -236,7 +236,7 @@ pub fn gc(layout: &Layout, options: &GcOptions) -> Result<GcReport, GcError> {
         &view,
         WalkOptions {
             referrers: true,
-            configs: true,
+            configs: false,
             shallow: false,
         },
     );
@@ -244,14 +244,20 @@ pub fn gc(layout: &Layout, options: &GcOptions) -> Result<GcReport, GcError> {
     // documents (a malformed or unreadable index or manifest, an invalid
     // descriptor, nesting beyond the cap, a manifest whose layer count
     // disagrees with its config) means what it keeps alive is not known for
-    // sure. Configs are read for that count only; a missing or unparsable one,
-    // like a missing layer (never read), is a sparse layout, not damage
-    // (R-GC-5).
-    if let (Some(bad), false) = (graph.first_error(), options.force) {
-        return Err(GcError::Damaged {
-            layout: layout.root().display().to_string(),
-            detail: bad.message.clone(),
-        });
+    // sure. Configs are read (in parallel, after the walk) for that count
+    // only; a missing or unparsable one, like a missing layer (never read), is
+    // a sparse layout, not damage (R-GC-5).
+    if !options.force {
+        let bad = graph
+            .first_error()
+            .cloned()
+            .or_else(|| graph::check_layer_counts(&view, &graph));
+        if let Some(bad) = bad {
+            return Err(GcError::Damaged {
+                layout: layout.root().display().to_string(),
+                detail: bad.message,
+            });
+        }
     }
     // Digests named by reachable descriptors but absent from the walk's set
     // (damaged documents under --force) are kept too.

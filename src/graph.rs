@@ -152,6 +152,8 @@ pub struct Reached {
 pub struct ImageInfo {
     /// The manifest.
     pub manifest: Digest,
+    /// Its config descriptor, when it has one.
+    pub config: Option<Descriptor>,
     /// Where it was met.
     pub path: String,
     /// Its layers (descriptor and digest if valid).
@@ -649,6 +651,7 @@ impl Walker<'_> {
                 };
                 let mut info = ImageInfo {
                     manifest: mdigest.clone(),
+                    config: m.config.clone(),
                     path: path.to_string(),
                     layers: Vec::new(),
                     diff_ids: None,
@@ -686,24 +689,9 @@ impl Walker<'_> {
                     self.visit(l, Role::Layer, format!("{path} > layers[{i}]"), depth);
                     info.layers.push((l.clone(), l.digest().ok()));
                 }
-                // A filesystem image whose layer count differs from its
-                // config's diff_ids has lost layers on one side.
                 if let Some(ids) = &info.diff_ids {
-                    let fs_image = info
-                        .layers
-                        .iter()
-                        .all(|(d, _)| matches!(d.kind(), Kind::Layer { .. }));
-                    if fs_image && ids.len() != info.layers.len() {
-                        self.push(
-                            IssueKind::SchemaInvalid,
-                            digest.clone(),
-                            path,
-                            format!(
-                                "{path}: manifest {mdigest} has {} layer(s) but its config lists {} diff_id(s)",
-                                info.layers.len(),
-                                ids.len()
-                            ),
-                        );
+                    if let Some(i) = layer_count_issue(&info, ids.len()) {
+                        self.g.issues.push(i);
                     }
                 }
                 self.g.images.push(info);
@@ -772,6 +760,52 @@ impl Walker<'_> {
             }
         }
     }
+}
+
+/// A filesystem image whose layer count differs from its config's diff_ids
+/// has lost layers on one side: verify refuses it, and so gc.
+fn layer_count_issue(img: &ImageInfo, diff_ids: usize) -> Option<Issue> {
+    let fs_image = img
+        .layers
+        .iter()
+        .all(|(d, _)| matches!(d.kind(), Kind::Layer { .. }));
+    (fs_image && diff_ids != img.layers.len()).then(|| {
+        issue(
+            IssueKind::SchemaInvalid,
+            Some(img.manifest.to_string()),
+            &img.path,
+            format!(
+                "{}: manifest {} has {} layer(s) but its config lists {diff_ids} diff_id(s)",
+                img.path,
+                img.manifest,
+                img.layers.len()
+            ),
+        )
+    })
+}
+
+/// The layer-count check of [`Walker`] for a walk made without loading
+/// configs (gc's): each image config is read, verified and parsed, in
+/// parallel, and the first mismatch returned. A config that cannot be read
+/// or parsed is a leaf problem (see [`Graph::leaf_issues`]) and is skipped.
+pub fn check_layer_counts(store: &dyn Store, graph: &Graph) -> Option<Issue> {
+    use rayon::prelude::*;
+    let mut found: Vec<Issue> = graph
+        .images
+        .par_iter()
+        .filter_map(|img| {
+            let c = img
+                .config
+                .as_ref()
+                .filter(|c| c.kind() == Kind::ImageConfig)?;
+            let d = c.digest().ok()?;
+            let bytes = store.read_verified(&d, c.size, MAX_DOCUMENT_SIZE).ok()?;
+            let ids = spec::parse_config(&bytes).ok()?.rootfs?.diff_ids?;
+            layer_count_issue(img, ids.len())
+        })
+        .collect();
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found.into_iter().next()
 }
 
 /// A stored manifest or index with a `subject`.
