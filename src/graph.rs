@@ -384,6 +384,17 @@ impl Walker<'_> {
         let is_doc = (kind.is_document() && (self.load_configs || kind != Kind::ImageConfig))
             || kind == Kind::Schema1
             || sniff;
+        // An entry of unknown type too large to sniff: if its blob's size
+        // is not the descriptor's, the descriptor is wrong and the blob may
+        // well be a manifest the walk cannot see into (gc must not go on).
+        let wrong_size = (!is_doc
+            && !self.shallow
+            && kind == Kind::Unknown
+            && matches!(role, Role::Entry | Role::Referrer))
+        .then(|| self.store.open_blob(&digest).ok())
+        .flatten()
+        .map(|b| b.len())
+        .filter(|&n| n != desc.size as u64);
         self.g.reached.insert(
             digest.clone(),
             Reached {
@@ -391,9 +402,19 @@ impl Walker<'_> {
                 digest: digest.clone(),
                 role,
                 path: path.clone(),
-                verified: is_doc,
+                verified: is_doc || wrong_size.is_some(),
             },
         );
+        if let Some(actual) = wrong_size {
+            self.g.damaged.push(digest.to_string());
+            let e = StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: desc.size,
+                actual,
+            };
+            self.g.issues.push(store_issue(&e, &digest, &path));
+            return;
+        }
         if !is_doc || self.shallow {
             return;
         }

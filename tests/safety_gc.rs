@@ -506,3 +506,29 @@ fn copy_into_a_layout_whose_index_json_verify_refuses_writes_nothing() {
         "manifests[1]",
     );
 }
+
+/// Found by the long property run: an index entry of an unknown media type
+/// with a size too large to sniff was a leaf gc never checked, so the
+/// manifest behind it went unwalked and its blobs were deleted, while verify
+/// reported the entry's size mismatch.
+#[test]
+fn gc_refuses_an_unknown_entry_whose_blob_size_disagrees() {
+    let t = tempfile::tempdir().unwrap();
+    let f = fixture(t.path());
+    let mut bad = f.manifest_b.clone();
+    bad["mediaType"] = json!("application/x-unknown");
+    bad["size"] = json!(1u64 << 40);
+    let nested = put_blob(
+        &f.root,
+        OCI_INDEX,
+        &to_bytes(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [bad]})),
+    );
+    let mut idx = f.index.clone();
+    let mut e = nested.clone();
+    e["annotations"] = json!({"org.opencontainers.image.ref.name": "b"});
+    idx["manifests"][1] = e;
+    fs::write(f.root.join("index.json"), to_bytes(&idx)).unwrap();
+    let v = ocikit(["verify", &s(&f.root)]);
+    assert_eq!(code(&v), 1, "{}", stdout(&v));
+    gc_refuses(&f.root, "1099511627776");
+}
