@@ -52,6 +52,14 @@ fn run_guide(name: &str, after: impl Fn(&Path)) {
         .iter()
         .any(|(info, _)| info.split_whitespace().any(|w| w == "docker"));
     let daemon = if needs_docker { Dockerd::start() } else { None };
+    let needs_registry = blocks(&text)
+        .iter()
+        .any(|(info, _)| info.split_whitespace().any(|w| w == "registry"));
+    let registry = if needs_registry && have("skopeo") {
+        common::registry::Registry::start()
+    } else {
+        None
+    };
     let wrappers = d.path().join(".bin");
     std::fs::create_dir_all(&wrappers).unwrap();
     if let Some(dd) = &daemon {
@@ -71,16 +79,23 @@ fn run_guide(name: &str, after: impl Fn(&Path)) {
         if words.next() != Some("sh") {
             continue;
         }
-        if words.any(|w| w == "docker") && !docker {
+        let tags: Vec<&str> = words.collect();
+        if tags.contains(&"docker") && !docker {
             eprintln!("SKIPPING a docker block of {name}: no Docker daemon");
             continue;
         }
-        let o = Command::new("bash")
-            .args(["-euo", "pipefail", "-c", &body])
+        if tags.contains(&"registry") && registry.is_none() {
+            eprintln!("SKIPPING a registry block of {name}: no registry or skopeo");
+            continue;
+        }
+        let mut cmd = Command::new("bash");
+        cmd.args(["-euo", "pipefail", "-c", &body])
             .current_dir(d.path())
-            .env("PATH", &path)
-            .output()
-            .unwrap();
+            .env("PATH", &path);
+        if let Some(r) = &registry {
+            cmd.env("REGISTRY", &r.addr);
+        }
+        let o = cmd.output().unwrap();
         assert!(
             o.status.success(),
             "{name}: block failed:\n{body}\nstdout:\n{}\nstderr:\n{}",
@@ -107,6 +122,21 @@ fn airgap_guide_runs_as_written() {
             "legacy was untagged and collected"
         );
         assert!(dir.join("for-docker.tar").is_file());
+        if dir.join("roundtrip").exists() {
+            // The registry round trip kept the manifest digest.
+            assert_eq!(
+                stdout(&ocikit_ok([
+                    "cat",
+                    &format!("{}:1.0", s(&dir.join("roundtrip"))),
+                    "manifest"
+                ])),
+                stdout(&ocikit_ok([
+                    "cat",
+                    &format!("{}:1.0", s(&dir.join("images"))),
+                    "manifest"
+                ]))
+            );
+        }
     });
 }
 
