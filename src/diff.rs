@@ -48,21 +48,23 @@ impl Ignore {
     /// Parses `timestamps,history,…`.
     ///
     /// # Errors
-    /// An unknown word, named.
+    /// An unknown word, named; an empty list or an empty element.
     pub fn parse(list: &str) -> Result<Ignore, String> {
+        const KNOWN: &str = "timestamps, history, annotations, layer-boundaries, compression";
         let mut i = Ignore::default();
-        for w in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        for w in list.split(',').map(str::trim) {
             match w {
                 "timestamps" => i.timestamps = true,
                 "history" => i.history = true,
                 "annotations" => i.annotations = true,
                 "layer-boundaries" => i.layer_boundaries = true,
                 "compression" => i.compression = true,
-                other => {
+                "" => {
                     return Err(format!(
-                        "--ignore: unknown {other:?} (known: timestamps, history, annotations, layer-boundaries, compression)"
+                        "--ignore: empty value in {list:?}: give a comma list of {KNOWN}"
                     ))
                 }
+                other => return Err(format!("--ignore: unknown {other:?} (known: {KNOWN})")),
             }
         }
         Ok(i)
@@ -334,6 +336,8 @@ pub fn diff(
     if let Some(p) = &options.platform {
         let ia = resolve::resolve_image(a, a_ref, p).map_err(ra)?;
         let ib = resolve::resolve_image(b, b_ref, p).map_err(rb)?;
+        has_platform(a, &ia, p).map_err(ra)?;
+        has_platform(b, &ib, p).map_err(rb)?;
         sides.images(&ia, &ib, None, options, &mut out, &mut decoded)?;
         return Ok(DiffReport {
             differences: out,
@@ -409,6 +413,34 @@ pub fn diff(
     Ok(DiffReport {
         differences: out,
         layers_decoded: decoded,
+    })
+}
+
+/// A single manifest (no index to choose from) is taken whatever the
+/// platform asked for; `--platform` must still name the platform its config
+/// declares, or the two sides would be compared as if they had it.
+fn has_platform(store: &dyn Store, image: &Image, p: &PlatformChoice) -> Result<(), ResolveError> {
+    let PlatformChoice::Specific(wanted) = p else {
+        return Ok(());
+    };
+    if image.platform.is_some() {
+        // Chosen in an index by this very platform.
+        return Ok(());
+    }
+    let Some(cfg) = image.image_config(store)? else {
+        return Ok(());
+    };
+    if cfg.os.is_none() && cfg.architecture.is_none() {
+        return Ok(());
+    }
+    let have = cfg.platform();
+    if wanted.matches(&have) {
+        return Ok(());
+    }
+    Err(ResolveError::NoPlatform {
+        what: format!("{} (a single manifest, no index)", image.manifest.digest),
+        wanted: wanted.to_string(),
+        available: vec![have.to_string()],
     })
 }
 
@@ -1234,6 +1266,9 @@ mod tests {
         let i = Ignore::parse("timestamps, layer-boundaries").unwrap();
         assert!(i.timestamps && i.layer_boundaries && !i.history);
         assert!(Ignore::parse("bogus").unwrap_err().contains("bogus"));
+        for empty in ["", ",", "history,", " , timestamps"] {
+            assert!(Ignore::parse(empty).unwrap_err().contains("empty"));
+        }
     }
 
     #[test]
