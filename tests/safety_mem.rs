@@ -202,3 +202,60 @@ fn flatten_tar_to_a_directory_says_so() {
     }
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
 }
+
+// ---------------------------------------------------------------- item 9
+
+/// A layout with one image of one layer: `n` empty files, in `order`.
+fn entries_image(root: &Path, n: usize, reversed: bool) -> String {
+    fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+    let names = (0..n).map(|i| format!("d{:04}/file-{i:07}", i / 1000));
+    let tar = if reversed {
+        tar_of(names.rev(), b"")
+    } else {
+        tar_of(names, b"")
+    };
+    let l = put_layer(root, OCI_TAR, &tar);
+    let m = put_image(root, "amd64", None, &[l], false);
+    tag_one(root, "t", &m);
+    format!("{}:t", s(root))
+}
+
+/// `diff --ignore layer-boundaries` of two one-layer images of `n` empty
+/// files each (the same files in another order) stays under `limit` MiB.
+/// With `per_layer`, also without the flag (layer by layer).
+fn diff_bounded(n: usize, limit: u64, per_layer: bool) {
+    let t = tempfile::tempdir().unwrap();
+    let a = entries_image(&t.path().join("a"), n, false);
+    let b = entries_image(&t.path().join("b"), n, true);
+    let runs: &[&[&str]] = if per_layer {
+        &[&["--ignore", "layer-boundaries"], &[]]
+    } else {
+        &[&["--ignore", "layer-boundaries"]]
+    };
+    for extra in runs {
+        let mut args = vec!["diff", &a, &b, "-q"];
+        args.extend_from_slice(extra);
+        let Some((c, err, mib)) = peak_rss(&args) else {
+            return;
+        };
+        // Same entries, other tar bytes: identical as a rootfs, one
+        // "(tar stream)" difference layer by layer.
+        assert_eq!(c, if extra.is_empty() { 1 } else { 0 }, "{args:?}: {err}");
+        eprintln!("{args:?}: 2 x {n} entries, peak RSS {mib} MiB");
+        assert!(mib < limit, "{args:?}: 2 x {n} entries took {mib} MiB");
+    }
+}
+
+/// Item 9: about 600 bytes per entry before (2 x 3 x 10^4 entries: about
+/// 45 MiB); now about 140.
+#[test]
+fn diff_memory_per_entry_is_small() {
+    diff_bounded(30_000, 30, false);
+}
+
+#[test]
+fn diff_two_million_entries_under_400_mib() {
+    if heavy() {
+        diff_bounded(1_000_000, 400, true);
+    }
+}
