@@ -638,7 +638,7 @@ pub fn flatten_into(
             receivers.extend(hand_out(i));
         }
         let result = (|| {
-            for i in 0..count {
+            for (i, input) in inputs.iter().enumerate() {
                 if i + window < count {
                     receivers.extend(hand_out(i + window));
                 }
@@ -648,7 +648,7 @@ pub fn flatten_into(
                         reason: format!("layer {} was never decoded", i + 1),
                     });
                 };
-                let digest = inputs[i].digest.to_string();
+                let digest = input.digest.to_string();
                 let d =
                     applier
                         .apply_layer(&rx)

@@ -49,7 +49,7 @@ fn peak_rss(args: &[&str]) -> Option<(i32, String, u64)> {
         .unwrap()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
-        .last()
+        .next_back()
         .unwrap();
     Some((code(&o), stderr(&o), kib / 1024))
 }
