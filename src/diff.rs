@@ -8,7 +8,7 @@
 //! content hash; file bytes are kept only for `--content`, small text files).
 //! Nothing is written to disk, so no entry name is ever used as a path.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 
 use rayon::prelude::*;
@@ -48,21 +48,23 @@ impl Ignore {
     /// Parses `timestamps,history,…`.
     ///
     /// # Errors
-    /// An unknown word, named.
+    /// An unknown word, named; an empty list or an empty element.
     pub fn parse(list: &str) -> Result<Ignore, String> {
+        const KNOWN: &str = "timestamps, history, annotations, layer-boundaries, compression";
         let mut i = Ignore::default();
-        for w in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        for w in list.split(',').map(str::trim) {
             match w {
                 "timestamps" => i.timestamps = true,
                 "history" => i.history = true,
                 "annotations" => i.annotations = true,
                 "layer-boundaries" => i.layer_boundaries = true,
                 "compression" => i.compression = true,
-                other => {
+                "" => {
                     return Err(format!(
-                        "--ignore: unknown {other:?} (known: timestamps, history, annotations, layer-boundaries, compression)"
+                        "--ignore: empty value in {list:?}: give a comma list of {KNOWN}"
                     ))
                 }
+                other => return Err(format!("--ignore: unknown {other:?} (known: {KNOWN})")),
             }
         }
         Ok(i)
@@ -334,6 +336,8 @@ pub fn diff(
     if let Some(p) = &options.platform {
         let ia = resolve::resolve_image(a, a_ref, p).map_err(ra)?;
         let ib = resolve::resolve_image(b, b_ref, p).map_err(rb)?;
+        has_platform(a, &ia, p).map_err(ra)?;
+        has_platform(b, &ib, p).map_err(rb)?;
         sides.images(&ia, &ib, None, options, &mut out, &mut decoded)?;
         return Ok(DiffReport {
             differences: out,
@@ -409,6 +413,34 @@ pub fn diff(
     Ok(DiffReport {
         differences: out,
         layers_decoded: decoded,
+    })
+}
+
+/// A single manifest (no index to choose from) is taken whatever the
+/// platform asked for; `--platform` must still name the platform its config
+/// declares, or the two sides would be compared as if they had it.
+fn has_platform(store: &dyn Store, image: &Image, p: &PlatformChoice) -> Result<(), ResolveError> {
+    let PlatformChoice::Specific(wanted) = p else {
+        return Ok(());
+    };
+    if image.platform.is_some() {
+        // Chosen in an index by this very platform.
+        return Ok(());
+    }
+    let Some(cfg) = image.image_config(store)? else {
+        return Ok(());
+    };
+    if cfg.os.is_none() && cfg.architecture.is_none() {
+        return Ok(());
+    }
+    let have = cfg.platform();
+    if wanted.matches(&have) {
+        return Ok(());
+    }
+    Err(ResolveError::NoPlatform {
+        what: format!("{} (a single manifest, no index)", image.manifest.digest),
+        wanted: wanted.to_string(),
+        available: vec![have.to_string()],
     })
 }
 
@@ -672,7 +704,7 @@ impl Sides<'_> {
                     }
                 }
                 let maps = self.decode(&jobs, options, decoded)?;
-                let mut trees = [BTreeMap::new(), BTreeMap::new()];
+                let mut trees: [Tree; 2] = [Vec::new(), Vec::new()];
                 for (job, (map, _)) in jobs.iter().zip(maps) {
                     apply_layer(&mut trees[job.side], map);
                 }
@@ -765,7 +797,8 @@ impl Sides<'_> {
             // (whiteouts as deletions), against nothing on the other side.
             let maps = self.decode(&unpaired, options, decoded)?;
             for (job, (map, _)) in unpaired.iter().zip(maps) {
-                let empty: Vec<(String, Sig)> = Vec::new();
+                let map = last_wins(map);
+                let empty: Tree = Vec::new();
                 let (l, r) = if job.side == 0 {
                     (&map, &empty)
                 } else {
@@ -776,6 +809,7 @@ impl Sides<'_> {
             let maps = self.decode(&jobs, options, decoded)?;
             let mut it = jobs.iter().zip(maps);
             while let (Some((ja, (ma, ida))), Some((jb, (mb, idb)))) = (it.next(), it.next()) {
+                let (ma, mb) = (last_wins(ma), last_wins(mb));
                 let before = out.len();
                 compare_entries(&ma, &mb, Level::Layer, Some(ja.index), options, out);
                 if out.len() > before {
@@ -871,41 +905,104 @@ impl Sides<'_> {
 }
 
 /// A decoded layer: its entries in order, and its DiffID.
-type Decoded = (Vec<(String, Sig)>, Digest);
+type Decoded = (Vec<(Box<str>, Sig)>, Digest);
 
-/// One entry, as compared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Entries sorted by path, one per path.
+type Tree = Vec<(Box<str>, Sig)>;
+
+/// An entry's type, as compared and printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum K {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    Char,
+    Block,
+    Fifo,
+    Other,
+    Whiteout,
+    Opaque,
+}
+
+impl K {
+    fn as_str(self) -> &'static str {
+        match self {
+            K::File => "file",
+            K::Dir => "dir",
+            K::Symlink => "symlink",
+            K::Hardlink => "hardlink",
+            K::Char => "char",
+            K::Block => "block",
+            K::Fifo => "fifo",
+            K::Other => "other",
+            K::Whiteout => "whiteout",
+            K::Opaque => "opaque",
+        }
+    }
+}
+
+/// The rarely set parts of an entry, boxed so that the common one stays
+/// small.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    link: Box<str>,
+    xattrs: BTreeMap<String, String>,
+    text: Option<Box<str>>,
+}
+
+static NO_XATTRS: BTreeMap<String, String> = BTreeMap::new();
+
+/// One entry, as compared: 88 bytes, plus its path (a `Box<str>`, 16 bytes
+/// and the path's own bytes) and, only when it has a link, xattrs or kept
+/// text, an [`Extra`].
+#[derive(Debug, Clone)]
 struct Sig {
-    kind: &'static str,
+    sha256: [u8; 32],
     size: u64,
-    sha256: Option<String>,
-    mode: u32,
     uid: u64,
     gid: u64,
-    mtime: (i64, u32),
-    link: String,
-    xattrs: BTreeMap<String, String>,
-    text: Option<String>,
+    mtime: i64,
+    extra: Option<Box<Extra>>,
+    nsec: u32,
+    mode: u32,
+    /// Position in its layer: among entries of one path the last wins.
+    pos: u32,
+    kind: K,
+    has_sha: bool,
 }
 
 impl Sig {
+    fn link(&self) -> &str {
+        self.extra.as_ref().map_or("", |e| &e.link)
+    }
+    fn xattrs(&self) -> &BTreeMap<String, String> {
+        self.extra.as_ref().map_or(&NO_XATTRS, |e| &e.xattrs)
+    }
+    fn text(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.text.as_deref())
+    }
+    fn sha256(&self) -> Option<String> {
+        self.has_sha.then(|| hex(&self.sha256))
+    }
+
     fn to_json(&self) -> Value {
         let mut v = json!({
-            "type": self.kind,
+            "type": self.kind.as_str(),
             "mode": format!("{:04o}", self.mode),
             "uid": self.uid,
             "gid": self.gid,
-            "mtime": if self.mtime.1 == 0 { json!(self.mtime.0) } else { json!(format!("{}.{:09}", self.mtime.0, self.mtime.1)) },
+            "mtime": if self.nsec == 0 { json!(self.mtime) } else { json!(format!("{}.{:09}", self.mtime, self.nsec)) },
         });
-        if self.kind == "file" {
+        if self.kind == K::File {
             v["size"] = json!(self.size);
-            v["sha256"] = json!(self.sha256);
+            v["sha256"] = json!(self.sha256());
         }
-        if !self.link.is_empty() {
-            v["link"] = json!(self.link);
+        if !self.link().is_empty() {
+            v["link"] = json!(self.link());
         }
-        if !self.xattrs.is_empty() {
-            v["xattrs"] = json!(self.xattrs);
+        if !self.xattrs().is_empty() {
+            v["xattrs"] = json!(self.xattrs());
         }
         v
     }
@@ -918,6 +1015,18 @@ fn entry_path(name: &[u8]) -> String {
         .filter(|c| !c.is_empty() && *c != ".")
         .collect();
     format!("/{}", parts.join("/"))
+}
+
+/// The 32 bytes of a sha256 digest's hex.
+fn sha_bytes(d: &Digest) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let h = d.encoded().as_bytes();
+    for (i, o) in out.iter_mut().enumerate() {
+        let n = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+        *o = (n(h.get(2 * i).copied().unwrap_or(b'0')) << 4)
+            | n(h.get(2 * i + 1).copied().unwrap_or(b'0'));
+    }
+    out
 }
 
 fn decode_layer(
@@ -962,49 +1071,65 @@ fn decode_layer(
             let path = entry_path(&e.path);
             let base = path.rsplit('/').next().unwrap_or("");
             let (key, kind) = if base == ".wh..wh..opq" {
-                (path.clone(), "opaque")
+                (path.clone(), K::Opaque)
             } else if let Some(t) = base.strip_prefix(".wh.") {
                 let parent = &path[..path.len() - base.len()];
-                (format!("{parent}{t}"), "whiteout")
+                (format!("{parent}{t}"), K::Whiteout)
             } else {
                 let k = match e.kind {
-                    EntryKind::Regular => "file",
-                    EntryKind::Directory => "dir",
-                    EntryKind::Symlink => "symlink",
-                    EntryKind::Hardlink => "hardlink",
-                    EntryKind::Char => "char",
-                    EntryKind::Block => "block",
-                    EntryKind::Fifo => "fifo",
-                    EntryKind::Other(_) => "other",
+                    EntryKind::Regular => K::File,
+                    EntryKind::Directory => K::Dir,
+                    EntryKind::Symlink => K::Symlink,
+                    EntryKind::Hardlink => K::Hardlink,
+                    EntryKind::Char => K::Char,
+                    EntryKind::Block => K::Block,
+                    EntryKind::Fifo => K::Fifo,
+                    EntryKind::Other(_) => K::Other,
                 };
                 (path, k)
             };
-            let whiteout = kind == "whiteout" || kind == "opaque";
+            let whiteout = kind == K::Whiteout || kind == K::Opaque;
+            let link = match e.kind {
+                EntryKind::Hardlink => entry_path(&e.link),
+                EntryKind::Symlink => String::from_utf8_lossy(&e.link).into_owned(),
+                _ => String::new(),
+            };
+            let xattrs: BTreeMap<String, String> = e
+                .xattrs
+                .iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
+                .collect();
+            let text = text.and_then(|t| String::from_utf8(t).ok());
+            let extra = (!link.is_empty() || !xattrs.is_empty() || text.is_some()).then(|| {
+                Box::new(Extra {
+                    link: link.into_boxed_str(),
+                    xattrs,
+                    text: text.map(String::into_boxed_str),
+                })
+            });
+            let (mtime, nsec) = if whiteout {
+                (0, 0)
+            } else {
+                (e.mtime, e.mtime_nsec)
+            };
             let sig = Sig {
                 kind,
-                size: if kind == "file" { e.size } else { 0 },
-                sha256: (kind == "file").then(|| hasher.finish().encoded().to_string()),
+                size: if kind == K::File { e.size } else { 0 },
+                has_sha: kind == K::File,
+                sha256: if kind == K::File {
+                    sha_bytes(&hasher.finish())
+                } else {
+                    [0; 32]
+                },
                 mode: if whiteout { 0 } else { e.mode },
                 uid: if whiteout { 0 } else { e.uid },
                 gid: if whiteout { 0 } else { e.gid },
-                mtime: if whiteout {
-                    (0, 0)
-                } else {
-                    (e.mtime, e.mtime_nsec)
-                },
-                link: match e.kind {
-                    EntryKind::Hardlink => entry_path(&e.link),
-                    EntryKind::Symlink => String::from_utf8_lossy(&e.link).into_owned(),
-                    _ => String::new(),
-                },
-                xattrs: e
-                    .xattrs
-                    .iter()
-                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
-                    .collect(),
-                text: text.and_then(|t| String::from_utf8(t).ok()),
+                mtime,
+                nsec,
+                extra,
+                pos: u32::try_from(out.len()).unwrap_or(u32::MAX),
             };
-            out.push((key, sig));
+            out.push((key.into_boxed_str(), sig));
             Ok(layer::Visit::Continue)
         },
     )?;
@@ -1016,81 +1141,170 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Sorts a layer's entries by path, keeping the last entry of each path
+/// (as on disk). In place: no second copy of the entries.
+fn last_wins(mut v: Vec<(Box<str>, Sig)>) -> Tree {
+    v.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.pos.cmp(&b.1.pos)));
+    v.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            std::mem::swap(later, kept);
+            true
+        } else {
+            false
+        }
+    });
+    v
+}
+
+/// The entries of `tree` (sorted) whose path is `prefix` or starts with
+/// `prefix/` (every path for `/`): their index range.
+fn subtree(tree: &Tree, p: &str) -> std::ops::Range<usize> {
+    let prefix = if p == "/" {
+        "/".to_string()
+    } else {
+        format!("{p}/")
+    };
+    let start = tree.partition_point(|(k, _)| **k < *prefix);
+    let len = tree[start..]
+        .iter()
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .count();
+    start..start + len
+}
+
+/// Removals of lower entries by one layer, by path: the position of the
+/// first entry that removes the path itself, and of the first that removes
+/// what is under it (u32::MAX: none).
+type Removals = HashMap<Box<str>, (u32, u32)>;
+
+/// Whether a lower entry at `k` is removed by an entry before `before`.
+fn removed(r: &Removals, k: &str, before: u32) -> bool {
+    if r.is_empty() {
+        return false;
+    }
+    if r.get(k).is_some_and(|&(s, _)| s < before) {
+        return true;
+    }
+    k.match_indices('/').any(|(i, _)| {
+        let a = if i == 0 { "/" } else { &k[..i] };
+        r.get(a).is_some_and(|&(_, c)| c < before)
+    })
+}
+
 /// Applies one layer's entries to an in-memory tree (whiteouts hide lower
 /// paths only; opaque markers clear lower children; hardlinks take their
 /// target's content). Paths are compared as written: parent symlinks are
-/// not resolved.
-fn apply_layer(tree: &mut BTreeMap<String, Sig>, entries: Vec<(String, Sig)>) {
-    let mut created: BTreeSet<String> = BTreeSet::new();
-    let remove_lower = |tree: &mut BTreeMap<String, Sig>,
-                        created: &BTreeSet<String>,
-                        p: &str,
-                        children_only: bool| {
-        let prefix = if p == "/" {
-            "/".to_string()
-        } else {
-            format!("{p}/")
-        };
-        let doomed: Vec<String> = tree
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| k.clone())
-            .filter(|k| !created.contains(k))
-            .collect();
-        for k in doomed {
-            tree.remove(&k);
+/// not resolved. The layer's entries are sorted in place and merged in, so
+/// a tree costs its entries and nothing per node.
+fn apply_layer(tree: &mut Tree, entries: Vec<(Box<str>, Sig)>) {
+    let mut removals: Removals = HashMap::new();
+    let mut note = |p: &str, pos: u32, itself: bool| {
+        let e = removals.entry(p.into()).or_insert((u32::MAX, u32::MAX));
+        if itself {
+            e.0 = e.0.min(pos);
         }
-        if !children_only && !created.contains(p) {
-            tree.remove(p);
-        }
+        e.1 = e.1.min(pos);
     };
-    for (path, sig) in entries {
+    let mut links: Vec<(Box<str>, u32)> = Vec::new();
+    for (path, sig) in &entries {
         match sig.kind {
-            "whiteout" => remove_lower(tree, &created, &path, false),
-            "opaque" => {
+            K::Whiteout => note(path, sig.pos, true),
+            K::Opaque => {
                 let dir = path.trim_end_matches("/.wh..wh..opq");
                 let dir = if dir.is_empty() { "/" } else { dir };
-                remove_lower(tree, &created, dir, true);
+                note(dir, sig.pos, false);
             }
-            _ => {
-                let mut sig = sig;
-                if sig.kind == "hardlink" {
-                    if let Some(t) = tree.get(&sig.link) {
-                        let mut t = t.clone();
-                        t.kind = "file";
-                        sig = t;
-                    }
+            kind => {
+                if kind == K::Hardlink {
+                    links.push((path.clone(), sig.pos));
                 }
-                if sig.kind != "dir" {
-                    remove_lower(tree, &created, &path, true);
+                if kind != K::Dir && !subtree(tree, path).is_empty() {
+                    note(path, sig.pos, false);
                 }
-                created.insert(path.clone());
-                tree.insert(path, sig);
             }
         }
     }
+    // What this layer adds, in place (no second copy of a large layer).
+    let mut upper = entries;
+    upper.retain(|(_, s)| !matches!(s.kind, K::Whiteout | K::Opaque));
+    upper.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.pos.cmp(&b.1.pos)));
+    // Hardlinks, in layer order: the target as it was at that point.
+    for (path, pos) in links {
+        let Ok(me) = upper.binary_search_by(|(k, s)| (&**k, s.pos).cmp(&(&*path, pos))) else {
+            continue;
+        };
+        let target: Box<str> = upper[me].1.link().into();
+        let same = upper.partition_point(|(k, s)| (&**k, s.pos) < (&*target, pos));
+        let found = match same.checked_sub(1).map(|i| &upper[i]) {
+            Some((k, s)) if **k == *target => Some(s.clone()),
+            _ => tree
+                .binary_search_by(|(k, _)| (**k).cmp(&*target))
+                .ok()
+                .filter(|_| !removed(&removals, &target, pos))
+                .map(|i| tree[i].1.clone()),
+        };
+        if let Some(mut t) = found {
+            t.kind = K::File;
+            t.pos = pos;
+            upper[me].1 = t;
+        }
+    }
+    let upper = last_wins(upper);
+    if tree.is_empty() {
+        *tree = upper;
+        return;
+    }
+    // Merged in place: the lower entries that stay, then the new ones.
+    tree.retain(|(k, _)| {
+        upper.binary_search_by(|(u, _)| (**u).cmp(k)).is_err() && !removed(&removals, k, u32::MAX)
+    });
+    tree.extend(upper);
+    tree.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 }
 
 fn compare_entries(
-    a: &impl EntryMap,
-    b: &impl EntryMap,
+    a: &Tree,
+    b: &Tree,
     level: Level,
     layer: Option<usize>,
     options: &DiffOptions,
     out: &mut Vec<Difference>,
 ) {
-    let ma = a.map();
-    let mb = b.map();
-    let keys: BTreeSet<&String> = ma.keys().chain(mb.keys()).copied().collect();
-    for k in keys {
-        let (x, y) = (ma.get(k), mb.get(k));
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let (k, x, y) = match (a.get(i), b.get(j)) {
+            (Some((ka, sa)), Some((kb, sb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    i += 1;
+                    (ka, Some(sa), None)
+                }
+                std::cmp::Ordering::Greater => {
+                    j += 1;
+                    (kb, None, Some(sb))
+                }
+                std::cmp::Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                    (ka, Some(sa), Some(sb))
+                }
+            },
+            (Some((ka, sa)), None) => {
+                i += 1;
+                (ka, Some(sa), None)
+            }
+            (None, Some((kb, sb))) => {
+                j += 1;
+                (kb, None, Some(sb))
+            }
+            (None, None) => break,
+        };
         let mut d = match (x, y) {
             (Some(x), Some(y)) => {
                 let mut fields = Vec::new();
                 if x.kind != y.kind {
                     fields.push("type");
                 }
-                if x.sha256 != y.sha256 || x.size != y.size {
+                if (x.has_sha, x.sha256) != (y.has_sha, y.sha256) || x.size != y.size {
                     fields.push("content");
                 }
                 if x.mode != y.mode {
@@ -1102,42 +1316,42 @@ fn compare_entries(
                 if x.gid != y.gid {
                     fields.push("gid");
                 }
-                if !options.ignore.timestamps && x.mtime != y.mtime {
+                if !options.ignore.timestamps && (x.mtime, x.nsec) != (y.mtime, y.nsec) {
                     fields.push("mtime");
                 }
-                if x.xattrs != y.xattrs {
+                if x.xattrs() != y.xattrs() {
                     fields.push("xattrs");
                 }
-                if x.link != y.link {
+                if x.link() != y.link() {
                     fields.push("link");
                 }
                 if fields.is_empty() {
                     continue;
                 }
-                let mut d = Difference::new(level, k.clone(), Change::Changed);
+                let mut d = Difference::new(level, k.to_string(), Change::Changed);
                 d.fields = fields.into_iter().map(String::from).collect();
                 if options.content && d.fields.iter().any(|f| f == "content") {
-                    if let (Some(l), Some(r)) = (&x.text, &y.text) {
+                    if let (Some(l), Some(r)) = (x.text(), y.text()) {
                         d.diff = Some(unified(l, r));
                     }
                 }
                 d
             }
             (Some(x), None) => {
-                let kind = if x.kind == "whiteout" {
+                let kind = if x.kind == K::Whiteout {
                     Change::Undeleted
                 } else {
                     Change::Removed
                 };
-                Difference::new(level, k.clone(), kind)
+                Difference::new(level, k.to_string(), kind)
             }
             (None, Some(y)) => {
-                let kind = if y.kind == "whiteout" {
+                let kind = if y.kind == K::Whiteout {
                     Change::Deleted
                 } else {
                     Change::Added
                 };
-                Difference::new(level, k.clone(), kind)
+                Difference::new(level, k.to_string(), kind)
             }
             (None, None) => continue,
         };
@@ -1145,23 +1359,6 @@ fn compare_entries(
         d.left = x.map(|s| s.to_json());
         d.right = y.map(|s| s.to_json());
         out.push(d);
-    }
-}
-
-/// Entry signatures by path (last entry of a name wins, as on disk).
-trait EntryMap {
-    fn map(&self) -> BTreeMap<&String, &Sig>;
-}
-
-impl EntryMap for Vec<(String, Sig)> {
-    fn map(&self) -> BTreeMap<&String, &Sig> {
-        self.iter().map(|(k, v)| (k, v)).collect()
-    }
-}
-
-impl EntryMap for BTreeMap<String, Sig> {
-    fn map(&self) -> BTreeMap<&String, &Sig> {
-        self.iter().collect()
     }
 }
 
@@ -1234,6 +1431,9 @@ mod tests {
         let i = Ignore::parse("timestamps, layer-boundaries").unwrap();
         assert!(i.timestamps && i.layer_boundaries && !i.history);
         assert!(Ignore::parse("bogus").unwrap_err().contains("bogus"));
+        for empty in ["", ",", "history,", " , timestamps"] {
+            assert!(Ignore::parse(empty).unwrap_err().contains("empty"));
+        }
     }
 
     #[test]
@@ -1266,36 +1466,74 @@ mod tests {
 
     #[test]
     fn in_memory_layers_follow_whiteout_rules() {
-        let sig = |k: &'static str| Sig {
-            kind: k,
-            size: 0,
-            sha256: None,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: (0, 0),
-            link: String::new(),
-            xattrs: BTreeMap::new(),
-            text: None,
+        let mut pos = 0u32;
+        let mut sig = |k: K| {
+            pos += 1;
+            Sig {
+                kind: k,
+                size: 0,
+                sha256: [0; 32],
+                has_sha: false,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                nsec: 0,
+                extra: None,
+                pos,
+            }
         };
-        let mut t = BTreeMap::new();
+        let mut t = Vec::new();
         apply_layer(
             &mut t,
             vec![
-                ("/d".into(), sig("dir")),
-                ("/d/a".into(), sig("file")),
-                ("/x".into(), sig("file")),
+                ("/d".into(), sig(K::Dir)),
+                ("/d/a".into(), sig(K::File)),
+                ("/x".into(), sig(K::File)),
             ],
         );
         apply_layer(
             &mut t,
             vec![
-                ("/d/new".into(), sig("file")),
-                ("/d/.wh..wh..opq".into(), sig("opaque")),
-                ("/x".into(), sig("whiteout")),
+                ("/d/new".into(), sig(K::File)),
+                ("/d/.wh..wh..opq".into(), sig(K::Opaque)),
+                ("/x".into(), sig(K::Whiteout)),
             ],
         );
-        let keys: Vec<_> = t.keys().cloned().collect();
+        let keys: Vec<&str> = t.iter().map(|(k, _)| &**k).collect();
         assert_eq!(keys, vec!["/d", "/d/new"]);
+        // A hardlink takes its target as it was at that point: the lower
+        // one before a whiteout, nothing after it; a non-directory replaces
+        // lower children.
+        let mut f = sig(K::File);
+        f.size = 7;
+        apply_layer(
+            &mut t,
+            vec![("/f".into(), f), ("/d/z".into(), sig(K::File))],
+        );
+        let link = |mut s: Sig, to: &str| {
+            s.extra = Some(Box::new(Extra {
+                link: to.into(),
+                ..Extra::default()
+            }));
+            s
+        };
+        let l1 = ("/h1".into(), link(sig(K::Hardlink), "/f"));
+        let wh = ("/f".into(), sig(K::Whiteout));
+        let l2 = ("/h2".into(), link(sig(K::Hardlink), "/f"));
+        let sl = ("/d".into(), sig(K::Symlink));
+        apply_layer(&mut t, vec![l1, wh, l2, sl]);
+        let got: Vec<(&str, &str, u64)> = t
+            .iter()
+            .map(|(k, s)| (&**k, s.kind.as_str(), s.size))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/d", "symlink", 0),
+                ("/h1", "file", 7),
+                ("/h2", "hardlink", 0)
+            ]
+        );
     }
 }

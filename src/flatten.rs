@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 
@@ -596,14 +596,13 @@ pub fn flatten_into(
         .unwrap_or(2)
         .clamp(1, 8)
         .min(count.max(1));
-    let mut senders = Vec::with_capacity(count);
-    let mut receivers = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (tx, rx) = sync_channel::<Msg>(CHANNEL);
-        senders.push(Mutex::new(Some(tx)));
-        receivers.push(rx);
-    }
-    let next = AtomicUsize::new(0);
+    // Layers in flight: a decoder takes a layer only once the applier has
+    // handed it out, and the applier hands out layer i + WINDOW only after
+    // applying layer i. Each layer's channel is created then and dropped
+    // once applied, so memory does not grow with the layer count.
+    let window = workers * 2;
+    let (job_tx, job_rx) = sync_channel::<(usize, SyncSender<Msg>)>(window + 1);
+    let job_rx = Mutex::new(job_rx);
     let progress: &dyn crate::verify::Progress = match &options.progress {
         Some(p) => p.as_ref(),
         None => &(),
@@ -621,28 +620,45 @@ pub fn flatten_into(
     let result = std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= count {
-                    break;
-                }
-                let tx = senders[i].lock().ok().and_then(|mut g| g.take());
-                if let Some(tx) = tx {
-                    decode_layer(store, &inputs[i], i, &shared, progress, &tx);
-                }
+                let job = match job_rx.lock() {
+                    Ok(g) => g.recv(),
+                    Err(_) => break,
+                };
+                let Ok((i, tx)) = job else { break };
+                decode_layer(store, &inputs[i], i, &shared, progress, &tx);
             });
         }
+        // Hands layer `i` to the decoders; returns its receiving end.
+        let hand_out = |i: usize| -> Option<Receiver<Msg>> {
+            let (tx, rx) = sync_channel::<Msg>(CHANNEL);
+            job_tx.send((i, tx)).ok().map(|()| rx)
+        };
+        let mut receivers = std::collections::VecDeque::with_capacity(window + 1);
+        for i in 0..window.min(count) {
+            receivers.extend(hand_out(i));
+        }
         let result = (|| {
-            for (i, rx) in receivers.iter().enumerate() {
-                let digest = inputs[i].digest.to_string();
-                let d = applier
-                    .apply_layer(rx)
-                    .map_err(|(entry, reason)| FlattenError::Entry {
-                        index: i + 1,
-                        count,
-                        digest: digest.clone(),
-                        entry,
-                        reason,
-                    })?;
+            for (i, input) in inputs.iter().enumerate() {
+                if i + window < count {
+                    receivers.extend(hand_out(i + window));
+                }
+                let Some(rx) = receivers.pop_front() else {
+                    return Err(FlattenError::Output {
+                        path: dir.to_path_buf(),
+                        reason: format!("layer {} was never decoded", i + 1),
+                    });
+                };
+                let digest = input.digest.to_string();
+                let d =
+                    applier
+                        .apply_layer(&rx)
+                        .map_err(|(entry, reason)| FlattenError::Entry {
+                            index: i + 1,
+                            count,
+                            digest: digest.clone(),
+                            entry,
+                            reason,
+                        })?;
                 match d {
                     Ok(d) => {
                         report.entries += d.entries;
@@ -665,7 +681,9 @@ pub fn flatten_into(
                     reason,
                 })
         })();
-        // Unblock the workers if the applier stopped early.
+        // Stop the workers: no more layers, and if the applier stopped
+        // early, their sends fail.
+        drop(job_tx);
         drop(receivers);
         result
     });

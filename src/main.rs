@@ -654,6 +654,14 @@ fn flatten_cmd(
 ) -> Result<()> {
     let (loc, store) = open_store(location)?;
     let sources = [loc.path.as_path()];
+    if let (None, Some(file)) = (&output, &tar) {
+        if file.as_os_str() != "-" && (file.is_dir() || file.file_name().is_none()) {
+            bail!(
+                "--tar {}: is a directory; give a file path for the tar, or - for stdout",
+                file.display()
+            );
+        }
+    }
     match (&output, &tar) {
         (Some(dir), _) => guard::check_output(guard::Output::Dir(dir), &sources)?,
         (None, Some(file)) if file.as_os_str() != "-" => {
@@ -770,7 +778,10 @@ fn diff_cmd(
     content: bool,
     json: bool,
 ) -> Result<Option<Negative>> {
-    let ignore = ocikit::diff::Ignore::parse(ignore.unwrap_or("")).map_err(|e| anyhow!(e))?;
+    let ignore = match ignore {
+        Some(list) => ocikit::diff::Ignore::parse(list).map_err(|e| anyhow!(e))?,
+        None => ocikit::diff::Ignore::default(),
+    };
     let (la, sa) = open_store(a)?;
     let (lb, sb) = open_store(b)?;
     let bar = std::sync::Arc::new(Bar::new("diffing layers"));
