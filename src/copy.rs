@@ -269,6 +269,16 @@ impl Planner<'_, '_> {
                 d.platform = image.platform.clone();
             }
             chosen = d;
+        } else if kind == Kind::Manifest && self.options.single_image {
+            // One image per name, for the platform asked for: a single
+            // manifest of another platform is not it.
+            if let Some(p) = self.options.platforms.first() {
+                resolve::image_of_descriptor(
+                    self.store(i),
+                    &chosen,
+                    &PlatformChoice::Specific(p.clone()),
+                )?;
+            }
         } else if kind == Kind::Index && !self.options.platforms.is_empty() {
             chosen = self.platform_subset(i, &chosen)?;
         }

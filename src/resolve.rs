@@ -660,6 +660,44 @@ pub fn resolve_image(
     image_of(store, desc, chosen_platform, platform)
 }
 
+/// A manifest reached without choosing in an index is taken whatever the
+/// platform asked for; an explicit `--platform` must still name the platform
+/// it has (its descriptor's, else its config's), or a command would act on
+/// another platform's image as if it were the one asked for.
+fn check_platform(
+    store: &dyn Store,
+    image: &Image,
+    platform: &PlatformChoice,
+) -> Result<(), ResolveError> {
+    let PlatformChoice::Specific(wanted) = platform else {
+        return Ok(());
+    };
+    if !image.indexes.is_empty() {
+        // Chosen in an index by this very platform.
+        return Ok(());
+    }
+    let have = match &image.platform {
+        Some(p) => p.clone(),
+        None => {
+            let Some(cfg) = image.image_config(store)? else {
+                return Ok(());
+            };
+            if cfg.os.is_none() && cfg.architecture.is_none() {
+                return Ok(());
+            }
+            cfg.platform()
+        }
+    };
+    if wanted.matches(&have) {
+        return Ok(());
+    }
+    Err(ResolveError::NoPlatform {
+        what: format!("{} (a single manifest, no index)", image.manifest.digest),
+        wanted: wanted.to_string(),
+        available: vec![have.to_string()],
+    })
+}
+
 /// Resolves a descriptor (an index or a manifest) to one image, choosing by
 /// platform through indexes.
 ///
@@ -695,12 +733,14 @@ fn image_of(
                         })
                     }
                 };
-                return Ok(Image {
+                let image = Image {
                     indexes,
                     manifest: node,
                     parsed,
                     platform: chosen_platform,
-                });
+                };
+                check_platform(store, &image, platform)?;
+                return Ok(image);
             }
             Kind::Index => {
                 let idx = match spec::parse_document(&node.bytes, Kind::Index) {

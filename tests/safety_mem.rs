@@ -184,6 +184,49 @@ fn diff_platform_absent_on_single_platform_images_is_an_error() {
     // The platform they have still compares.
     let o = ocikit(["diff", "--platform", "linux/amd64", &a, &b]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
+    // Every command that takes one image holds --platform to the same rule.
+    let t2 = tempfile::tempdir().unwrap();
+    for args in [
+        vec![
+            "flatten".to_string(),
+            a.clone(),
+            "--platform".into(),
+            "linux/arm64".into(),
+            "--tar".into(),
+            s(&t2.path().join("x.tar")),
+        ],
+        vec![
+            "inspect".to_string(),
+            a.clone(),
+            "--platform".into(),
+            "linux/arm64".into(),
+        ],
+        vec![
+            "cat".to_string(),
+            a.clone(),
+            "config".into(),
+            "--platform".into(),
+            "linux/arm64".into(),
+        ],
+        vec![
+            "export".to_string(),
+            "--format".into(),
+            "docker-archive".into(),
+            a.clone(),
+            s(&t2.path().join("y.tar")),
+            "--platform".into(),
+            "linux/arm64".into(),
+        ],
+    ] {
+        let o = ocikit(&args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("linux/arm64"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(!t2.path().join("x.tar").exists() && !t2.path().join("y.tar").exists());
 }
 
 #[test]
