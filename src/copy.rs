@@ -606,29 +606,51 @@ pub fn uncompress_layers(
                     path: temp_dir.to_path_buf(),
                     source,
                 })?;
-            let reader = io::BufReader::with_capacity(256 << 10, blob.into_reader());
-            let dec =
-                crate::layer::decoder(reader, compression).map_err(|source| CopyError::Io {
-                    path: store.blob_location(digest),
-                    source,
-                })?;
-            let mut hashing = crate::digest::HashingReader::new(dec, Algorithm::Sha256);
+            // The one capped layer reader: a bomb stops at the limit
+            // instead of filling the target's disk.
+            let limit = crate::archive::decompression_limit(blob.len());
+            let mut stream = crate::layer::LayerStream::open(
+                blob.into_reader(),
+                digest.algorithm().clone(),
+                compression,
+                limit,
+            )
+            .map_err(|e| CopyError::Invalid(format!("layer {digest}: {e}")))?;
             let tmp_path = tmp.path().to_path_buf();
             let mut w = io::BufWriter::with_capacity(256 << 10, tmp.as_file_mut());
-            io::copy(&mut hashing, &mut w).map_err(|source| CopyError::Io {
-                path: store.blob_location(digest),
-                source,
-            })?;
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let e = crate::layer::layer_error(0)(e);
+                        return Err(CopyError::Invalid(format!("layer {digest}: {e}")));
+                    }
+                };
+                // A write error is the target's (ENOSPC names the temp file
+                // on the target's file system, not the source blob).
+                w.write_all(&buf[..n]).map_err(|source| CopyError::Io {
+                    path: tmp_path.clone(),
+                    source,
+                })?;
+            }
             w.flush().map_err(|source| CopyError::Io {
-                path: tmp_path,
+                path: tmp_path.clone(),
                 source,
             })?;
             drop(w);
-            let count = hashing.count();
-            let (diff_id, _) = hashing.drain_and_finish().map_err(|source| CopyError::Io {
-                path: store.blob_location(digest),
-                source,
-            })?;
+            let digests = stream
+                .finish(0)
+                .map_err(|e| CopyError::Invalid(format!("layer {digest}: {e}")))?;
+            if &digests.blob_digest != digest {
+                return Err(CopyError::Invalid(format!(
+                    "layer {digest} has the wrong content (it hashes to {})",
+                    digests.blob_digest
+                )));
+            }
+            let (diff_id, count) = (digests.diff_id, digests.uncompressed_size);
             if diff_id.to_string() != *want {
                 return Err(CopyError::Invalid(format!(
                     "layer {digest} decompresses to {diff_id}, but its config's diff_id is {want}"
