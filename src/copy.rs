@@ -1420,7 +1420,9 @@ pub fn write_archive(
     if let (Some(tmp), ArchiveOut::File(p)) = (temp, out) {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .set_permissions(std::fs::Permissions::from_mode(
+                crate::layout::replacement_mode(p),
+            ))
             .map_err(|source| CopyError::Io {
                 path: p.to_path_buf(),
                 source,

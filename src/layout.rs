@@ -284,7 +284,7 @@ impl Layout {
         staged.write_atomic("index.json", EMPTY_INDEX.as_bytes())?;
         {
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(new_dir_mode()))
                 .map_err(io_err(tmp.path()))?;
         }
         let staged_path = tmp.keep();
@@ -436,9 +436,9 @@ impl Layout {
             .tempfile_in(root)
             .map_err(io_err(root))?;
         tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
-        set_readable(tmp.as_file(), tmp.path())?;
-        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         let dest = root.join(name);
+        set_mode(tmp.as_file(), tmp.path(), replacement_mode(&dest))?;
+        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
         sync_dir(root)?;
         Ok(())
@@ -667,11 +667,55 @@ fn check_source(desc: &Descriptor) -> Result<(), LayoutError> {
     Ok(())
 }
 
-/// Temporary files are created 0600; what ocikit publishes in a layout is
-/// 0644, as other tools write it, so other users and tools can read it.
-fn set_readable(file: &File, path: &Path) -> Result<(), LayoutError> {
+/// The process's umask, read once without changing it (the `Umask:` line of
+/// `/proc/self/status`); where that is unavailable, read by setting and
+/// restoring it, which is racy only against another thread creating files
+/// at that instant.
+pub fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let from_proc = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        });
+        from_proc.unwrap_or_else(|| {
+            // SAFETY: umask(2) only swaps the process's file-mode creation
+            // mask; it touches no memory. The old mask is put back at once.
+            let old = unsafe { libc::umask(0o022) };
+            // SAFETY: as above.
+            unsafe { libc::umask(old) };
+            u32::from(old)
+        })
+    })
+}
+
+/// The mode a new file gets: 0666 less the umask, as `open(2)` would give it.
+pub fn new_file_mode() -> u32 {
+    0o666 & !umask()
+}
+
+/// The mode a new directory gets: 0777 less the umask.
+pub fn new_dir_mode() -> u32 {
+    0o777 & !umask()
+}
+
+/// The mode for a file about to replace `dest`: the existing regular file's
+/// own mode (a private 0600 `index.json` stays private), else a new file's.
+pub fn replacement_mode(dest: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(fs::Permissions::from_mode(0o644))
+    match fs::symlink_metadata(dest) {
+        Ok(m) if m.is_file() => m.permissions().mode() & 0o7777,
+        _ => new_file_mode(),
+    }
+}
+
+/// Temporary files are created 0600; what ocikit publishes gets the mode of
+/// the file it replaces, else what the umask gives a new file (not a fixed
+/// 0644, which would make a private layout world-readable).
+fn set_mode(file: &File, path: &Path, mode: u32) -> Result<(), LayoutError> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io_err(path))
 }
 
@@ -758,7 +802,7 @@ impl BlobWriter<'_> {
             Some((d, _)) => d,
             None => actual,
         };
-        set_readable(tmp.as_file(), tmp.path())?;
+        set_mode(tmp.as_file(), tmp.path(), new_file_mode())?;
         tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         let dest = self.layout.root().join(digest.blob_path());
         let dir = dest.parent().unwrap_or(self.layout.root()).to_path_buf();
@@ -994,8 +1038,8 @@ mod tests {
             let meta = fs::metadata(layout.root().join(good.blob_path())).unwrap();
             assert_eq!(
                 meta.permissions().mode() & 0o777,
-                0o644,
-                "blobs must be readable by others"
+                new_file_mode(),
+                "blobs get what the umask gives a new file"
             );
         }
 

@@ -704,6 +704,15 @@ fn flatten_cmd(
             let tmp = w
                 .into_inner()
                 .map_err(|e| anyhow!("{}: {}", file.display(), e.error()))?;
+            // A file replaced keeps its mode; a new one follows the umask.
+            {
+                use std::os::unix::fs::PermissionsExt;
+                tmp.as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(
+                        ocikit::layout::replacement_mode(&file),
+                    ))
+                    .with_context(|| format!("cannot set the mode of {}", file.display()))?;
+            }
             tmp.as_file().sync_all()?;
             tmp.persist(&file)
                 .map_err(|e| anyhow!("{}: {}", file.display(), e.error))?;

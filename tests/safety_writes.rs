@@ -58,7 +58,11 @@ fn uncompressed_layers_go_through_the_decompression_cap() {
         "{}",
         stderr(&o)
     );
-    assert!(stderr(&o).contains("sha256:"), "names the layer: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sha256:"),
+        "names the layer: {}",
+        stderr(&o)
+    );
     assert_eq!(
         fs::read_dir(&out).unwrap().count(),
         0,
@@ -73,4 +77,96 @@ fn uncompressed_layers_go_through_the_decompression_cap() {
         &format!("{}:b", s(&src)),
         &format!("docker-archive:{}:bomb/x:1", s(&target)),
     ]);
+}
+
+/// Runs `ocikit ARGS` under `umask MASK` (through sh, so the child starts with it).
+fn with_umask(mask: &str, args: &[String]) -> std::process::Output {
+    let mut line = format!("umask {mask}; exec \"$0\"");
+    for i in 0..args.len() {
+        line.push_str(&format!(" \"${}\"", i + 1));
+    }
+    Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .arg(bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn new_files_follow_the_umask_and_rewrites_keep_the_mode() {
+    for (mask, file_mode, dir_mode) in [("077", 0o600, 0o700), ("022", 0o644, 0o755)] {
+        let t = tempfile::tempdir().unwrap();
+        let l = t.path().join("L");
+        let o = with_umask(
+            mask,
+            &["import".into(), format!("{}:1.0", s(&demo())), s(&l)],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(mode(&l), dir_mode, "umask {mask}: the layout directory");
+        assert_eq!(mode(&l.join("blobs")), dir_mode, "umask {mask}: blobs/");
+        assert_eq!(
+            mode(&l.join("index.json")),
+            file_mode,
+            "umask {mask}: index.json"
+        );
+        assert_eq!(
+            mode(&l.join("oci-layout")),
+            file_mode,
+            "umask {mask}: oci-layout"
+        );
+        for f in blob_files(&l) {
+            assert_eq!(
+                mode(&l.join("blobs").join(&f)),
+                file_mode,
+                "umask {mask}: {f}"
+            );
+        }
+        // flatten --tar: a new file follows the umask.
+        let tarball = t.path().join("root.tar");
+        let o = with_umask(
+            mask,
+            &[
+                "flatten".into(),
+                format!("{}:1.0", s(&l)),
+                "--tar".into(),
+                s(&tarball),
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(mode(&tarball), file_mode, "umask {mask}: flatten --tar");
+    }
+    // A private index.json stays private when a writer rewrites it, and a
+    // replaced --tar file keeps its mode, whatever the umask.
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("L");
+    ocikit_ok(["import", &format!("{}:1.0", s(&demo())), &s(&l)]);
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(l.join("index.json"), fs::Permissions::from_mode(0o600)).unwrap();
+    let o = with_umask(
+        "022",
+        &["tag".into(), format!("{}:1.0", s(&l)), "again".into()],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(mode(&l.join("index.json")), 0o600);
+    let tarball = t.path().join("root.tar");
+    fs::write(&tarball, b"old").unwrap();
+    fs::set_permissions(&tarball, fs::Permissions::from_mode(0o640)).unwrap();
+    let o = with_umask(
+        "077",
+        &[
+            "flatten".into(),
+            format!("{}:1.0", s(&l)),
+            "--tar".into(),
+            s(&tarball),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(mode(&tarball), 0o640);
 }
