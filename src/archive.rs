@@ -184,7 +184,6 @@ pub enum Member {
 pub struct Archive {
     path: PathBuf,
     file: Arc<File>,
-    _temp: Option<tempfile::TempPath>,
     compression: Compression,
     members: BTreeMap<String, Member>,
 }
@@ -330,17 +329,16 @@ impl Archive {
         let mut head = vec![0u8; 512.min(len as usize)];
         file.read_exact(&mut head).map_err(io_err)?;
         file.rewind().map_err(io_err)?;
-        let (file, temp, compression) = match Compression::sniff(&head) {
-            Some(c) => {
-                let (f, t) = decompress_to_temp(path, file, c, decompression_limit(len))?;
-                (f, Some(t), c)
-            }
-            None => (file, None, Compression::None),
+        let (file, compression) = match Compression::sniff(&head) {
+            Some(c) => (
+                decompress_to_temp(path, file, c, decompression_limit(len))?,
+                c,
+            ),
+            None => (file, Compression::None),
         };
         let mut archive = Archive {
             path: path.to_path_buf(),
             file: Arc::new(file),
-            _temp: temp,
             compression,
             members: BTreeMap::new(),
         };
@@ -680,15 +678,15 @@ fn decompress_to_temp(
     file: File,
     compression: Compression,
     limit: u64,
-) -> Result<(File, tempfile::TempPath), ArchiveError> {
-    let tmp = tempfile::Builder::new()
-        .prefix("ocikit-archive-")
-        .tempfile()
-        .map_err(|source| ArchiveError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    let (out, temp_path) = tmp.into_parts();
+) -> Result<File, ArchiveError> {
+    // An unnamed file (O_TMPFILE, or unlinked at once): it is only ever read
+    // through this descriptor, so nothing is left in $TMPDIR however ocikit
+    // ends, SIGKILL included.
+    let temp_path = std::env::temp_dir();
+    let out = tempfile::tempfile().map_err(|source| ArchiveError::Io {
+        path: temp_path.clone(),
+        source,
+    })?;
     let decompress_err = |source| ArchiveError::Decompress {
         path: path.to_path_buf(),
         compression,
@@ -700,6 +698,12 @@ fn decompress_to_temp(
     let mut buf = vec![0u8; 256 << 10];
     let mut total = 0u64;
     loop {
+        if crate::flatten::cancelled() {
+            return Err(ArchiveError::Io {
+                path: path.to_path_buf(),
+                source: crate::flatten::interrupted(),
+            });
+        }
         let n = match dec.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -723,7 +727,7 @@ fn decompress_to_temp(
         source,
     })?;
     drop(w);
-    Ok((out, temp_path))
+    Ok(out)
 }
 
 /// What kind of image archive an [`ArchiveStore`] reads.

@@ -146,10 +146,9 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// Total bytes of the blobs.
     pub bytes: u64,
-    /// Blobs ocikit wrote to temporary files (uncompressed layers), deleted
-    /// when the plan is dropped.
+    /// Blobs ocikit wrote to unnamed temporary files (uncompressed layers),
+    /// gone when the plan is dropped.
     pub temp: HashMap<Digest, (Arc<File>, u64)>,
-    temp_paths: Vec<tempfile::TempPath>,
 }
 
 /// What a copy did.
@@ -592,20 +591,20 @@ pub fn uncompress_layers(
     jobs.dedup_by(|a, b| a.2 == b.2);
     // Largest first, each thread taking the next layer when free.
     jobs.sort_by(|a, b| b.1.size.cmp(&a.1.size).then(a.2.cmp(&b.2)));
-    let results: Vec<Result<(Digest, Digest, u64, tempfile::NamedTempFile), CopyError>> =
+    let results: Vec<Result<(Digest, Digest, u64, File), CopyError>> =
         crate::verify::largest_first(&jobs, |(i, desc, digest, want)| {
             let store = sources[*i].store;
             let blob = store.open_blob(digest)?;
             let Kind::Layer { compression, .. } = desc.kind() else {
                 return Err(CopyError::Invalid("internal: not a layer".into()));
             };
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".ocikit-layer-")
-                .tempfile_in(temp_dir)
-                .map_err(|source| CopyError::Io {
-                    path: temp_dir.to_path_buf(),
-                    source,
-                })?;
+            // Unnamed (read back only through this descriptor): nothing is
+            // left behind however the copy ends, and no other writer's
+            // sweep of stale temporary files can touch it.
+            let mut tmp = tempfile::tempfile_in(temp_dir).map_err(|source| CopyError::Io {
+                path: temp_dir.to_path_buf(),
+                source,
+            })?;
             // The one capped layer reader: a bomb stops at the limit
             // instead of filling the target's disk.
             let limit = crate::archive::decompression_limit(blob.len());
@@ -616,8 +615,8 @@ pub fn uncompress_layers(
                 limit,
             )
             .map_err(|e| CopyError::Invalid(format!("layer {digest}: {e}")))?;
-            let tmp_path = tmp.path().to_path_buf();
-            let mut w = io::BufWriter::with_capacity(256 << 10, tmp.as_file_mut());
+            let tmp_path = temp_dir.to_path_buf();
+            let mut w = io::BufWriter::with_capacity(256 << 10, &mut tmp);
             let mut buf = vec![0u8; 256 << 10];
             loop {
                 let n = match stream.read(&mut buf) {
@@ -629,6 +628,12 @@ pub fn uncompress_layers(
                         return Err(CopyError::Invalid(format!("layer {digest}: {e}")));
                     }
                 };
+                if crate::flatten::cancelled() {
+                    return Err(CopyError::Io {
+                        path: tmp_path.clone(),
+                        source: crate::flatten::interrupted(),
+                    });
+                }
                 // A write error is the target's (ENOSPC names the temp file
                 // on the target's file system, not the source blob).
                 w.write_all(&buf[..n]).map_err(|source| CopyError::Io {
@@ -660,10 +665,8 @@ pub fn uncompress_layers(
         });
     let mut by_layer: HashMap<Digest, (Digest, u64)> = HashMap::new();
     for r in results {
-        let (layer, diff_id, size, tmp) = r?;
-        let (file, path) = tmp.into_parts();
+        let (layer, diff_id, size, file) = r?;
         plan.temp.insert(diff_id.clone(), (Arc::new(file), size));
-        plan.temp_paths.push(path);
         by_layer.insert(layer, (diff_id, size));
     }
     for (r, node) in rewrites {
@@ -851,14 +854,47 @@ pub fn write_layout(
     target: &Path,
     progress: &dyn Progress,
 ) -> Result<CopyReport, CopyError> {
-    // A layout this copy creates is removed again if the copy fails, so a
-    // failed copy leaves no half-made target behind.
-    let created = std::fs::symlink_metadata(target).is_err();
-    let result = write_layout_inner(sources, plan, target, progress);
-    if result.is_err() && created {
-        let _ = std::fs::remove_dir_all(target);
+    if std::fs::symlink_metadata(target).is_ok() {
+        return write_layout_inner(sources, plan, target, progress);
     }
-    result
+    // A new layout is built whole in a sibling `.ocikit-init-*` directory
+    // and renamed into place only when complete, so an interrupted or failed
+    // first copy never leaves a half-made layout under the name (a SIGKILL
+    // leaves the sibling, which verify points out).
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CopyError::Io { path, source }
+    };
+    std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+    let staged = tempfile::Builder::new()
+        .prefix(".ocikit-init-")
+        .tempdir_in(&parent)
+        .map_err(io_err(&parent))?;
+    let report = write_layout_inner(sources, plan, staged.path(), progress)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            staged.path(),
+            std::fs::Permissions::from_mode(crate::layout::new_dir_mode()),
+        )
+        .map_err(io_err(staged.path()))?;
+    }
+    if std::fs::symlink_metadata(target).is_ok() {
+        return Err(CopyError::Invalid(format!(
+            "{} appeared while the copy was being written; nothing was put there (run the copy again to add to it)",
+            target.display()
+        )));
+    }
+    std::fs::rename(staged.path(), target).map_err(io_err(target))?;
+    let _ = staged.keep();
+    if let Ok(d) = File::open(&parent) {
+        let _ = d.sync_all();
+    }
+    Ok(report)
 }
 
 /// Writes one planned blob into the layout through the verifying atomic
@@ -1336,7 +1372,7 @@ pub fn write_archive(
         path: path_for_errors.clone(),
         source,
     };
-    let buffered = io::BufWriter::with_capacity(1 << 20, sink);
+    let buffered = io::BufWriter::with_capacity(1 << 20, crate::flatten::Cancellable(sink));
     let encoder = match compression {
         Compression::None => Encoder::Plain(buffered),
         Compression::Gzip => Encoder::Gzip(

@@ -52,15 +52,37 @@ const CHANNEL: usize = 32768;
 
 static CANCEL: AtomicBool = AtomicBool::new(false);
 
-/// Asks running flattens to stop at the next entry (async-signal-safe: a
-/// signal handler may call it). They fail with "interrupted", and their
-/// staging directories are removed as on any other error.
+/// Asks running flattens, squashes and copies to stop (async-signal-safe: a
+/// signal handler may call it). A flatten stops at the next entry, a copy at
+/// its next write; they fail with "interrupted", and their staging
+/// directories and temporary files are removed as on any other error.
 pub fn cancel() {
     CANCEL.store(true, Ordering::SeqCst);
 }
 
 pub(crate) fn cancelled() -> bool {
     CANCEL.load(Ordering::Relaxed)
+}
+
+/// The error a write returns once [`cancel`] was called.
+pub(crate) fn interrupted() -> io::Error {
+    io::Error::other("interrupted by a signal; temporary files removed")
+}
+
+/// A writer that fails once [`cancel`] was called, so a copy stops at its
+/// next write and its temporary files are dropped (removed) on the way out.
+pub(crate) struct Cancellable<W>(pub(crate) W);
+
+impl<W: Write> Write for Cancellable<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if cancelled() {
+            return Err(interrupted());
+        }
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Why flattening failed.

@@ -191,7 +191,7 @@ pub fn gc(layout: &Layout, options: &GcOptions) -> Result<GcReport, GcError> {
     let lock = if options.dry_run {
         None
     } else {
-        Some(layout.lock()?)
+        Some(layout.lock_keeping_tmp()?)
     };
     let store = layout.store();
     let index_path = layout.root().join("index.json");

@@ -317,6 +317,17 @@ impl Layout {
     /// # Errors
     /// I/O errors creating or locking the lock file.
     pub fn lock(&self) -> Result<LayoutLock, LayoutError> {
+        let lock = self.lock_keeping_tmp()?;
+        self.sweep_stale_tmp();
+        Ok(lock)
+    }
+
+    /// [`Layout::lock`] without sweeping `.ocikit-tmp` (gc removes and
+    /// reports those files itself).
+    ///
+    /// # Errors
+    /// As [`Layout::lock`].
+    pub fn lock_keeping_tmp(&self) -> Result<LayoutLock, LayoutError> {
         use std::os::unix::fs::FileExt;
         let path = self.root().join(LOCK_FILE);
         let file = fs::OpenOptions::new()
@@ -370,6 +381,26 @@ impl Layout {
         Ok(LayoutLock { _file: file })
     }
 
+    /// Removes what is in `.ocikit-tmp` when the writer lock has just been
+    /// taken: ocikit writers create named files there only while holding the
+    /// lock, so whatever is there now was left by a writer that died (SIGKILL,
+    /// a crash). A symlink in its place is never followed. Best effort: what
+    /// cannot be removed stays for `gc`.
+    fn sweep_stale_tmp(&self) {
+        let tmp = self.root().join(TMP_DIR);
+        if !fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_dir()) {
+            return;
+        }
+        let Ok(rd) = fs::read_dir(&tmp) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+                _ => fs::remove_file(&p),
+            };
+        }
+    }
+
     /// The layout's own temporary directory (`.ocikit-tmp`), created if
     /// missing; a symlink or file in its place is an error, never followed.
     ///
@@ -402,6 +433,8 @@ impl Layout {
 
     /// Starts writing a blob. `expected` is the digest and size the content must
     /// have; without it the blob is hashed with sha256 and stored under that.
+    /// Call it with the writer lock held: the next writer to take the lock
+    /// removes temporary files it finds (they can only be a dead writer's).
     ///
     /// # Errors
     /// I/O errors creating the temporary file.
@@ -685,7 +718,7 @@ pub fn umask() -> u32 {
             let old = unsafe { libc::umask(0o022) };
             // SAFETY: as above.
             unsafe { libc::umask(old) };
-            u32::from(old)
+            old
         })
     })
 }
@@ -761,6 +794,11 @@ pub struct BlobWriter<'a> {
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // A signal stops the copy here; dropping the writer removes its
+        // temporary file.
+        if crate::flatten::cancelled() {
+            return Err(crate::flatten::interrupted());
+        }
         let n = self.out.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;

@@ -635,10 +635,20 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
 /// SIGINT and SIGTERM make a running flatten or squash stop and remove its
 /// staging directory (exit 2, "interrupted") instead of dying mid-way.
 fn cancel_on_signals() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SEEN: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {
+        // A second signal (say, while blocked waiting for a lock) ends the
+        // process at once: nothing of its own is on disk then.
+        if SEEN.swap(true, Ordering::SeqCst) {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(130) };
+        }
         ocikit::flatten::cancel();
     }
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only touches atomics and calls _exit, both
+    // async-signal-safe; signal(2) itself has no memory-safety preconditions.
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
@@ -1021,6 +1031,9 @@ fn copy_cmd(
     compress: Option<CompressArg>,
     archive_only: bool,
 ) -> Result<()> {
+    // SIGINT/SIGTERM stop the copy at its next write and remove its
+    // temporary files (blobs in .ocikit-tmp, the archive beside FILE).
+    cancel_on_signals();
     let target_loc = Location::parse(target)?;
     let target_kind = target_of(&target_loc, format, compress, archive_only)?;
     let target_name = match &target_loc.reference {

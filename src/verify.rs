@@ -195,12 +195,54 @@ pub fn verify_layout_with_progress(
             "the layout has no blobs/ directory".into(),
         )),
     }
+    pre.extend(leftovers(root));
     let store = LayoutStore::new(root);
     let mut report = verify_consistent(&store, root, options, progress);
     pre.append(&mut report.findings);
     report.findings = pre;
     sort(&mut report.findings);
     Ok(report)
+}
+
+/// Warnings for what interrupted ocikit writers left: files in the layout's
+/// `.ocikit-tmp` (the next writer sweeps them, `gc` removes them) and
+/// `.ocikit-init-*` directories beside it (a first copy killed before its
+/// layout was complete; safe to delete).
+fn leftovers(root: &Path) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let tmp = root.join(crate::layout::TMP_DIR);
+    if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_dir()) {
+        let n = std::fs::read_dir(&tmp).map(|rd| rd.count()).unwrap_or(0);
+        if n > 0 {
+            out.push(finding(
+                IssueKind::Layout,
+                None,
+                crate::layout::TMP_DIR,
+                format!("{} holds {n} temporary file(s) an interrupted writer left; the next writer or gc removes them", crate::layout::TMP_DIR),
+            ));
+        }
+    }
+    let parent = root
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(rd) = std::fs::read_dir(parent) {
+        let mut names: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".ocikit-init-"))
+            .collect();
+        names.sort();
+        for n in names {
+            out.push(finding(
+                IssueKind::Layout,
+                None,
+                &n,
+                format!("{} beside the layout is what a killed first copy left (an incomplete layout); delete it", parent.join(&n).display()),
+            ));
+        }
+    }
+    out
 }
 
 /// How many times verify re-runs when `index.json` changed under it before it

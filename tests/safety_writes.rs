@@ -170,3 +170,175 @@ fn new_files_follow_the_umask_and_rewrites_keep_the_mode() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(mode(&tarball), 0o640);
 }
+
+/// A layout with one image whose uncompressed layer holds `mib` MiB of
+/// incompressible bytes, and a gzip oci-archive of it: big enough that an
+/// import takes a while, so a signal lands mid-way.
+fn big_archive(dir: &Path, mib: usize) -> PathBuf {
+    let root = dir.join("src");
+    fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..mib << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let layer = put_layer(&root, OCI_TAR, &tar(&[Entry::File("noise", 0o644, data)]));
+    let m = put_image(&root, "amd64", None, &[layer], false);
+    let mut e = m.clone();
+    e["annotations"] = json!({"org.opencontainers.image.ref.name": "big"});
+    write_layout_files(
+        &root,
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [e]}),
+    );
+    let archive = dir.join("big.tar.gz");
+    ocikit_ok([
+        "export",
+        "--compress",
+        "gzip",
+        &format!("{}:big", s(&root)),
+        &s(&archive),
+    ]);
+    archive
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Starts `ocikit ARGS` with its own TMPDIR, signals it after `after`, and
+/// waits (at most 60 s). Returns (exit code or -signal, stderr).
+fn signalled(args: &[String], tmpdir: &Path, signal: i32, after: Duration) -> (i32, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("TMPDIR", tmpdir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return (st.code().unwrap_or_else(|| -st.signal().unwrap_or(0)), err);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{args:?} did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGINT/SIGTERM during an import of a compressed archive into a new
+/// layout: no decompressed copy left in $TMPDIR, no half-made layout under
+/// the name, no sibling staging directory.
+#[test]
+fn an_interrupted_first_import_leaves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let archive = big_archive(t.path(), 24);
+    let mut interrupted = 0;
+    for (n, (signal, ms)) in [
+        (libc::SIGTERM, 30),
+        (libc::SIGINT, 120),
+        (libc::SIGTERM, 300),
+        (libc::SIGINT, 600),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let work = t.path().join(format!("w{n}"));
+        let tmpdir = work.join("tmp");
+        fs::create_dir_all(&tmpdir).unwrap();
+        let target = work.join("L");
+        let (code, err) = signalled(
+            &["import".into(), s(&archive), s(&target)],
+            &tmpdir,
+            signal,
+            Duration::from_millis(ms),
+        );
+        if code == 2 {
+            assert!(err.contains("interrupted"), "{err}");
+            interrupted += 1;
+            assert!(!target.exists(), "a half-made layout under the name");
+        } else {
+            assert_eq!(code, 0, "{err}");
+            ocikit_ok(["verify", &s(&target)]);
+        }
+        assert_eq!(entries(&tmpdir), Vec::<String>::new(), "left in TMPDIR");
+        assert!(
+            entries(&work).iter().all(|e| !e.starts_with(".ocikit")),
+            "left beside the target: {:?}",
+            entries(&work)
+        );
+    }
+    assert!(
+        interrupted > 0,
+        "no run was interrupted; make the archive bigger"
+    );
+    // An export interrupted mid-write leaves no `.ocikit-export-*` beside FILE.
+    let src = t.path().join("src");
+    for ms in [40, 150] {
+        let work = t.path().join(format!("e{ms}"));
+        fs::create_dir_all(&work).unwrap();
+        let (code, err) = signalled(
+            &[
+                "export".into(),
+                "--compress".into(),
+                "gzip".into(),
+                format!("{}:big", s(&src)),
+                s(&work.join("out.tar.gz")),
+            ],
+            &work,
+            libc::SIGTERM,
+            Duration::from_millis(ms),
+        );
+        assert!(code == 0 || code == 2, "{code}: {err}");
+        if code == 2 {
+            assert_eq!(entries(&work), Vec::<String>::new(), "{err}");
+        }
+    }
+}
+
+/// What a SIGKILLed writer leaves (a temporary blob file in `.ocikit-tmp`,
+/// planted here byte for byte as the blob writer names them, since a kill
+/// cannot be timed to land mid-blob reliably): verify says so, and the next
+/// writer sweeps it.
+#[test]
+fn a_killed_writer_leaves_what_the_next_writer_sweeps() {
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("L");
+    ocikit_ok(["import", &format!("{}:1.0", s(&demo())), &s(&l)]);
+    let tmp = l.join(".ocikit-tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    fs::write(tmp.join("blob-AbC123"), vec![7u8; 4096]).unwrap();
+    fs::create_dir(tmp.join(".tmpSquash")).unwrap();
+    fs::write(tmp.join(".tmpSquash/layer"), b"partial").unwrap();
+    let v = ocikit(["verify", &s(&l)]);
+    assert_eq!(code(&v), 0, "a warning, not an error: {}", stdout(&v));
+    assert!(stdout(&v).contains("interrupted writer"), "{}", stdout(&v));
+    // A killed first copy's staging directory beside the layout is named too.
+    fs::create_dir(t.path().join(".ocikit-init-XYZ")).unwrap();
+    let v = ocikit(["verify", &s(&l)]);
+    assert!(stdout(&v).contains(".ocikit-init-XYZ"), "{}", stdout(&v));
+    // The next writer (any: here a tag) sweeps .ocikit-tmp.
+    ocikit_ok(["tag", &format!("{}:1.0", s(&l)), "again"]);
+    assert_eq!(entries(&tmp), Vec::<String>::new(), "swept");
+    ocikit_ok(["verify", &s(&l)]);
+}
