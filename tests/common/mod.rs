@@ -2,6 +2,7 @@
 //! layouts, the demo fixture's generator, and tree snapshots.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod docker;
 pub mod registry;
 
