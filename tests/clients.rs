@@ -553,6 +553,47 @@ fn oci_archive_of_several_images_copies_into_podman_storage_by_name() {
 }
 
 #[test]
+fn oci_archive_uncompressed_layers_loads_into_podman() {
+    let Some(c) = containers() else { return };
+    let src = Src::new();
+    let a = c.dir().join("demo-u-oci.tar");
+    oc_ok(&[
+        "export",
+        &src.loc("demo/app:1.0"),
+        "--platform",
+        host_platform(),
+        "--uncompressed-layers",
+        &format!("oci-archive:{}", s(&a)),
+    ]);
+    let mut want = src.img("demo/app:1.0", host_arch());
+    // A new manifest (plain tar layers) over the same config, under the name as the
+    // source wrote it.
+    let e = archive_entries(&a);
+    assert_eq!(e.len(), 1, "{}: {e:?}", a.display());
+    assert_eq!(e[0].0.as_deref(), Some("demo/app:1.0"), "{e:?}");
+    assert_ne!(
+        e[0].2, want.manifest,
+        "--uncompressed-layers: a new manifest"
+    );
+    want.manifest = e[0].2.clone();
+    let m: Value =
+        serde_json::from_slice(&tar_members(&a)[&format!("blobs/sha256/{}", &want.manifest[7..])])
+            .unwrap();
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], OCI_TAR, "layer of {}: {l}", want.manifest);
+    }
+    podman_load(&c, &a);
+    assert_podman_image(&c, "localhost/demo/app:1.0", &want, true);
+    let theirs = c.unpacked("localhost/demo/app:1.0");
+    let ours = flatten(&format!("oci-archive:{}", s(&a)), None, c.dir());
+    assert_same_tree(
+        &ours,
+        &theirs,
+        "demo/app:1.0 --uncompressed-layers via podman load",
+    );
+}
+
+#[test]
 fn docker_archive_loads_into_podman() {
     let Some(c) = containers() else { return };
     let src = Src::new();
@@ -939,6 +980,82 @@ fn oci_archive_multi_platform_imports_into_containerd_host_platform() {
 }
 
 #[test]
+fn oci_archive_uncompressed_layers_imports_into_containerd() {
+    let Some(c) = ctr("oci-archive-uncompressed") else {
+        return;
+    };
+    let src = Src::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("u-oci.tar");
+    oc_ok(&[
+        "export",
+        &src.loc("demo/app:1.0"),
+        "--platform",
+        host_platform(),
+        "--uncompressed-layers",
+        &format!("oci-archive:{}:demo/app:1.0", s(&a)),
+    ]);
+    let mut want = src.img("demo/app:1.0", host_arch());
+    let e = archive_entries(&a);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (e[0].0.as_deref(), e[0].1.as_deref()),
+        (Some("demo/app:1.0"), Some("docker.io/demo/app:1.0")),
+        "{e:?}"
+    );
+    assert_ne!(
+        e[0].2, want.manifest,
+        "--uncompressed-layers: a new manifest"
+    );
+    want.manifest = e[0].2.clone();
+    let o = c.import(&a, &[]);
+    assert!(o.status.success(), "ctr import: {}", stderr(&o));
+    assert_ctr_image(
+        &c,
+        "docker.io/demo/app:1.0",
+        &want.manifest,
+        host_arch(),
+        &want,
+    );
+    let theirs = c.unpacked(&want.diff_ids);
+    let ours = flatten(&format!("oci-archive:{}", s(&a)), None, tmp.path());
+    assert_same_tree(
+        &ours,
+        &theirs,
+        "demo/app:1.0 --uncompressed-layers via ctr import",
+    );
+}
+
+#[test]
+fn docker_archive_imports_into_containerd() {
+    let Some(c) = ctr("docker-archive-one") else {
+        return;
+    };
+    let src = Src::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("app.tar");
+    oc_ok(&[
+        "export",
+        &src.loc("app:latest"),
+        &format!("docker-archive:{}", s(&a)),
+    ]);
+    let o = c.import(&a, &[]);
+    assert!(o.status.success(), "ctr import: {}", stderr(&o));
+    // The Docker schema2 manifest keeps its digest through the archive's OCI view.
+    let want = src.img("app:latest", host_arch());
+    assert_ctr_image(
+        &c,
+        "docker.io/library/app:latest",
+        &want.manifest,
+        host_arch(),
+        &want,
+    );
+    let theirs = c.unpacked(&want.diff_ids);
+    let ours = flatten(&src.loc("app:latest"), None, tmp.path());
+    assert_same_tree(&ours, &theirs, "app:latest via ctr import");
+}
+
+#[test]
 fn docker_archive_several_names_sharing_a_tag_part_import_into_containerd() {
     let Some(c) = ctr("docker-archive-three") else {
         return;
@@ -1016,8 +1133,8 @@ fn assert_docker_image(d: &docker::Dockerd, name: &str, want: &Img) {
 
 #[test]
 fn docker_archive_loads_into_docker() {
-    let g = clients::docker();
-    let Some(d) = g.as_ref() else { return };
+    let Some(g) = clients::docker() else { return };
+    let d: &docker::Dockerd = &g;
     let src = Src::new();
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("app.tar");
@@ -1038,8 +1155,8 @@ fn docker_archive_loads_into_docker() {
 
 #[test]
 fn docker_archive_of_an_unnamed_image_is_unnamed_in_docker() {
-    let g = clients::docker();
-    let Some(d) = g.as_ref() else { return };
+    let Some(g) = clients::docker() else { return };
+    let d: &docker::Dockerd = &g;
     let src = Src::new();
     let tmp = tempfile::tempdir().unwrap();
     let (a, want) = unnamed_docker_archive(&src, tmp.path());
@@ -1056,8 +1173,8 @@ fn docker_archive_of_an_unnamed_image_is_unnamed_in_docker() {
 
 #[test]
 fn docker_archive_uncompressed_layers_loads_into_docker() {
-    let g = clients::docker();
-    let Some(d) = g.as_ref() else { return };
+    let Some(g) = clients::docker() else { return };
+    let d: &docker::Dockerd = &g;
     let src = Src::new();
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("u.tar");
@@ -1077,8 +1194,8 @@ fn docker_archive_uncompressed_layers_loads_into_docker() {
 
 #[test]
 fn docker_archive_several_names_sharing_a_tag_part_load_into_docker() {
-    let g = clients::docker();
-    let Some(d) = g.as_ref() else { return };
+    let Some(g) = clients::docker() else { return };
+    let d: &docker::Dockerd = &g;
     let src = Src::new();
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("three.tar");
@@ -1099,8 +1216,8 @@ fn docker_archive_several_names_sharing_a_tag_part_load_into_docker() {
 
 #[test]
 fn docker_archive_of_one_platform_loads_into_docker() {
-    let g = clients::docker();
-    let Some(d) = g.as_ref() else { return };
+    let Some(g) = clients::docker() else { return };
+    let d: &docker::Dockerd = &g;
     let src = Src::new();
     let (arch, platform) = other_arch();
     let tmp = tempfile::tempdir().unwrap();
@@ -1764,8 +1881,8 @@ fn ctr_export_of_the_host_platform_only_says_what_is_missing() {
 
 #[test]
 fn docker_save_names_sharing_a_tag_part_survive_import() {
-    let g = clients::docker();
-    let Some(d) = g.as_ref() else { return };
+    let Some(g) = clients::docker() else { return };
+    let d: &docker::Dockerd = &g;
     let src = Src::new();
     let tmp = tempfile::tempdir().unwrap();
     // Into docker through ocikit's archive (docker 20.10 cannot read zstd: uncompressed).
@@ -1881,17 +1998,7 @@ fn registry_round_trip(
 }
 
 fn registry() -> Option<registry::Registry> {
-    let t0 = std::time::Instant::now();
-    let r = registry::Registry::start();
-    match &r {
-        Some(r) => eprintln!(
-            "private registry ready in {:.2} s on {}",
-            t0.elapsed().as_secs_f64(),
-            r.addr
-        ),
-        None => eprintln!("SKIPPING: no private registry (registry cells)"),
-    }
-    r
+    clients::registry()
 }
 
 #[test]
