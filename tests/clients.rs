@@ -1695,6 +1695,87 @@ fn buildah_push_oci_archive_survives_import() {
     );
 }
 
+#[test]
+fn podman_and_buildah_outputs_imported_into_one_layout_keep_every_name() {
+    // Issue 13 item 1 across imports: three archives whose names share the tag part
+    // `latest`, imported one after another into the same layout.
+    let Some(c) = containers() else { return };
+    built(&c);
+    let a1 = c.dir().join("one.tar");
+    let a2 = c.dir().join("two.tar");
+    let a3 = c.dir().join("acc-two.tar");
+    for (name, a) in [("localhost/one:latest", &a1), ("localhost/two:latest", &a2)] {
+        c.podman_ok([
+            "save".as_ref(),
+            "--format".as_ref(),
+            "docker-archive".as_ref(),
+            "-o".as_ref(),
+            a.as_os_str(),
+            name.as_ref(),
+        ]);
+    }
+    c.buildah_ok([
+        "push".to_string(),
+        "--signature-policy".to_string(),
+        s(c.policy()),
+        "localhost/acc/two:1.0".to_string(),
+        format!("oci-archive:{}:acc/two:latest", s(&a3)),
+    ]);
+    let m3 = manifest_in(&archive_index(&a3), "acc/two:latest");
+    let l = c.dir().join("one-layout");
+    for a in [&a1, &a2] {
+        oc_ok(&["import", &format!("docker-archive:{}", s(a)), &s(&l)]);
+    }
+    oc_ok(&["import", &format!("oci-archive:{}", s(&a3)), &s(&l)]);
+    let have = entries(&l);
+    for (tag, name) in [
+        ("latest", Some("localhost/one:latest")),
+        ("latest", Some("localhost/two:latest")),
+        ("acc/two:latest", None),
+    ] {
+        assert!(
+            have.iter()
+                .any(|(t, n, _)| t.as_deref() == Some(tag) && n.as_deref() == name),
+            "index.json after three imports: no entry ref.name={tag:?} containerd \
+             name={name:?}; it has {have:?}"
+        );
+    }
+    assert!(
+        have.iter()
+            .any(|(t, _, d)| t.as_deref() == Some("acc/two:latest") && *d == m3),
+        "acc/two:latest is not on buildah's manifest {m3}: {have:?}"
+    );
+    oc_ok(&["gc", "--prune-untagged", &s(&l)]);
+    let o = oc(&["verify", &s(&l)]);
+    assert!(
+        code(&o) == 0 && !stderr(&o).contains("warning"),
+        "ocikit verify {}: exit {}\n{}{}",
+        l.display(),
+        code(&o),
+        stdout(&o),
+        stderr(&o)
+    );
+    for (lookup, client) in [
+        ("localhost/one:latest", "localhost/one:latest"),
+        ("localhost/two:latest", "localhost/two:latest"),
+        ("acc/two:latest", "localhost/acc/two:1.0"),
+    ] {
+        let mut want = c.image(client);
+        want.manifest = (lookup == "acc/two:latest").then(|| m3.clone());
+        assert_same_image(&format!("{}:{lookup}", s(&l)), None, &want, "podman");
+    }
+    // skopeo finds buildah's name in the shared layout, exactly as typed.
+    c.skopeo_ok([
+        "copy".to_string(),
+        format!("oci:{}:acc/two:latest", s(&l)),
+        c.storage_ref("acc/two:copied"),
+    ]);
+    assert_eq!(
+        c.image("docker.io/acc/two:copied").config,
+        c.image("localhost/acc/two:1.0").config
+    );
+}
+
 // ================================================================ clients → ocikit: containerd
 
 /// Imports the sources into a fresh namespace through ocikit's archives: the demo index
