@@ -2144,6 +2144,63 @@ fn docker_save_names_sharing_a_tag_part_survive_import() {
     );
 }
 
+#[test]
+fn docker_save_of_one_image_under_two_names_keeps_both_on_import() {
+    let Some(g) = clients::docker() else { return };
+    let d: &docker::Dockerd = &g;
+    let src = Src::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input.tar");
+    oc_ok(&[
+        "export",
+        &src.loc("team/app:1"),
+        &format!("docker-archive:{}", s(&input)),
+    ]);
+    let o = d.load(&input);
+    assert!(o.status.success(), "docker load: {}", stderr(&o));
+    d.docker_ok(["tag", "team/app:1", "app:latest"]);
+    let saved = tmp.path().join("saved.tar");
+    let o = d.save(&["team/app:1", "app:latest"], &saved);
+    assert!(o.status.success(), "docker save: {}", stderr(&o));
+    let id = d.image_id("team/app:1");
+    assert_repo_tags(&saved, &id, &["app:latest", "team/app:1"]);
+    let client = ClientImage {
+        config: id.clone(),
+        manifest: None,
+        digests: Vec::new(),
+        diff_ids: d.rootfs_layers("team/app:1"),
+        names: d.repo_tags("team/app:1"),
+    };
+    let wants = [
+        Want {
+            lookup: "team/app:1",
+            ref_name: "1",
+            containerd: Some("docker.io/team/app:1"),
+            client: client.clone(),
+        },
+        Want {
+            lookup: "app:latest",
+            ref_name: "latest",
+            containerd: Some("docker.io/library/app:latest"),
+            client,
+        },
+    ];
+    let loc = format!("docker-archive:{}", s(&saved));
+    let layout = client_output_survives(&loc, &wants, tmp.path());
+    // Both names on one manifest, and a re-export gives docker both back.
+    let e = entries(&layout);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(e[0].2, e[1].2, "one image, one manifest: {e:?}");
+    let back = tmp.path().join("back.tar");
+    oc_ok(&[
+        "export",
+        &format!("{}:team/app:1", s(&layout)),
+        &format!("{}:app:latest", s(&layout)),
+        &format!("docker-archive:{}", s(&back)),
+    ]);
+    assert_repo_tags(&back, &id, &["app:latest", "team/app:1"]);
+}
+
 // ================================================================ air-gap last mile: the registry
 
 /// Pushes `oci:LAYOUT:NAME` to a private registry and pulls it back into a new layout
