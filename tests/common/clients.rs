@@ -9,19 +9,19 @@
 //!   `--signature-policy` on every command; containers/image reads the policy from
 //!   `$HOME/.config/containers/` first), and `XDG_RUNTIME_DIR` at a temporary directory.
 //! - [`Containerd`]: containerd 1.6 with a minimal config (version 2, root, state and
-//!   sockets in a temporary directory, CRI disabled), reached with `ctr --address SOCK`;
-//!   images unpack with the `native` snapshotter (plain directory copies: no mounts). One
-//!   daemon serves a whole test process ([`containerd`]); every test uses its own
-//!   namespace, so tests running in parallel never see each other's images.
-//! - [`docker`]: the private `dockerd` of `tests/common/docker.rs`, one per test process,
-//!   lent to one test at a time.
-//! - the registry: `tests/common/registry.rs` (CNCF distribution on a free loopback port).
+//!   sockets in a temporary directory, CRI disabled), reached with `ctr --address SOCK
+//!   -n ocikit-NAMESPACE`; images unpack with the `native` snapshotter (plain directory
+//!   copies: no mounts). One daemon per test function ([`containerd`]), stopped by its
+//!   pid when the returned [`Ctr`] drops.
+//! - [`docker`]: the private `dockerd` of `tests/common/docker.rs`, one per test
+//!   function, started and stopped under a process-wide lock so that two never run at
+//!   once (each starts in well under a second).
+//! - [`registry`]: `tests/common/registry.rs` (CNCF distribution on a free loopback
+//!   port), one per test function; its `addr` field is the `127.0.0.1:PORT` to reach it at.
 //!
-//! Daemons shared by a test process are started on a "keeper" thread that lives until
-//! the process exits: their `PR_SET_PDEATHSIG` then fires only when the process dies
-//! (libtest runs each test on its own thread, which would otherwise stop the daemon as
-//! soon as the first test that used it returned). An `atexit` handler stops them by
-//! their pid and removes their directories when the test binary exits normally.
+//! Every daemon is owned by the test function that started it and stopped on drop
+//! (SIGTERM by pid, then SIGKILL); a daemon also gets `PR_SET_PDEATHSIG` so that it
+//! dies with the test thread if the process is killed before drop runs.
 //!
 //! A client that is not installed or cannot start is skipped: the helper prints a loud
 //! `SKIPPING: …` line and returns `None`. `OCIKIT_REQUIRE_CLIENTS=1` turns that into a
@@ -33,8 +33,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard, Once, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -400,57 +399,6 @@ pub fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-// ---------------------------------------------------------------- the keeper thread
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// Runs `f` on the process-long keeper thread and returns its result.
-fn on_keeper<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    static KEEPER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    let tx = KEEPER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("ocikit-test-daemons".into())
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
-                // The senders live in a static: never reached; park to keep the
-                // daemons' parent thread alive regardless.
-                loop {
-                    std::thread::park();
-                }
-            })
-            .expect("spawn the keeper thread");
-        Mutex::new(tx)
-    });
-    let (rtx, rrx) = mpsc::channel();
-    tx.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send(Box::new(move || {
-            let _ = rtx.send(f());
-        }))
-        .expect("keeper thread alive");
-    rrx.recv().expect("keeper thread answered")
-}
-
-/// Registers the handler that stops the shared daemons when the process exits.
-fn stop_at_exit() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        extern "C" fn stop_all() {
-            if let Some(m) = CONTAINERD.get() {
-                drop(m.lock().unwrap_or_else(|e| e.into_inner()).take());
-            }
-            if let Some(m) = DOCKERD.get() {
-                drop(m.lock().unwrap_or_else(|e| e.into_inner()).take());
-            }
-        }
-        // SAFETY: registering a plain extern "C" function with no arguments.
-        unsafe { libc::atexit(stop_all) };
-    });
-}
-
 // ---------------------------------------------------------------- containerd
 
 /// A private containerd.
@@ -462,27 +410,22 @@ pub struct Containerd {
     pub start_seconds: f64,
 }
 
-static CONTAINERD: OnceLock<Mutex<Option<Containerd>>> = OnceLock::new();
-static DOCKERD: OnceLock<Mutex<Option<Dockerd>>> = OnceLock::new();
-
-/// The test process's containerd (started on first use), or `None` (said why) where it
-/// cannot run. Tests share it; each uses its own namespace ([`Ctr`]).
+/// A fresh private containerd for one test function, or `None` (said why) where it
+/// cannot run; `ctr` talks to it in namespace `ocikit-NAMESPACE`. The daemon stops when
+/// the returned [`Ctr`] drops.
 pub fn containerd(namespace: &str) -> Option<Ctr> {
-    let m = CONTAINERD.get_or_init(|| {
-        stop_at_exit();
-        Mutex::new(on_keeper(Containerd::start))
-    });
-    let g = m.lock().unwrap_or_else(|e| e.into_inner());
-    let c = g.as_ref()?;
+    let daemon = Containerd::start()?;
     Some(Ctr {
-        socket: c.socket.clone(),
-        root: c.dir.as_ref().unwrap().path().to_path_buf(),
+        socket: daemon.socket.clone(),
+        root: daemon.dir.as_ref().unwrap().path().to_path_buf(),
         namespace: format!("ocikit-{namespace}"),
+        _daemon: daemon,
     })
 }
 
 impl Containerd {
-    fn start() -> Option<Containerd> {
+    /// Starts one (see [`containerd`]).
+    pub fn start() -> Option<Containerd> {
         for tool in ["containerd", "ctr"] {
             if !super::have(tool) {
                 return skipping(format!("{tool} is not installed (containerd cells)"));
@@ -604,12 +547,13 @@ impl Drop for Containerd {
     }
 }
 
-/// `ctr` against the shared containerd, in one namespace.
+/// `ctr` against a private containerd, in one namespace; owns the daemon.
 pub struct Ctr {
     socket: PathBuf,
     root: PathBuf,
     /// The namespace (`-n`).
     pub namespace: String,
+    _daemon: Containerd,
 }
 
 impl Ctr {
@@ -736,20 +680,49 @@ pub fn chain_id(diff_ids: &[String]) -> String {
 
 // ---------------------------------------------------------------- docker
 
-/// The test process's private dockerd (started on first use, on the keeper thread),
-/// lent to one test at a time: the guard holds `None` where it cannot run (said why).
-pub fn docker() -> MutexGuard<'static, Option<Dockerd>> {
-    let m = DOCKERD.get_or_init(|| {
-        stop_at_exit();
-        Mutex::new(on_keeper(|| {
-            let d = Dockerd::start();
-            if d.is_none() {
-                eprintln!("SKIPPING: no private dockerd (docker cells)");
-            }
-            d
-        }))
-    });
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// A private dockerd for one test function, holding the process-wide docker lock (so
+/// no two run at once) until it drops; derefs to [`Dockerd`].
+pub struct DockerGuard {
+    // Field order matters: the daemon stops before the lock is released.
+    daemon: Dockerd,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for DockerGuard {
+    type Target = Dockerd;
+    fn deref(&self) -> &Dockerd {
+        &self.daemon
+    }
+}
+
+/// A fresh private dockerd (see [`DockerGuard`]), or `None` (said why) where it cannot run.
+pub fn docker() -> Option<DockerGuard> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    match Dockerd::start() {
+        Some(daemon) => Some(DockerGuard {
+            daemon,
+            _lock: lock,
+        }),
+        None => skipping("no private dockerd (docker cells)".to_string()),
+    }
+}
+
+/// A fresh private registry on `127.0.0.1:PORT` (see `tests/common/registry.rs`), or
+/// `None` (said why) where it cannot run.
+pub fn registry() -> Option<super::registry::Registry> {
+    let t0 = Instant::now();
+    match super::registry::Registry::start() {
+        Some(r) => {
+            eprintln!(
+                "private registry ready in {:.2} s on {}",
+                t0.elapsed().as_secs_f64(),
+                r.addr
+            );
+            Some(r)
+        }
+        None => skipping("no private registry (registry cells)".to_string()),
+    }
 }
 
 /// The directory docker's vfs driver unpacked an image's layers into (no container).
