@@ -387,6 +387,20 @@ impl Layout {
     /// a crash). A symlink in its place is never followed. Best effort: what
     /// cannot be removed stays for `gc`.
     fn sweep_stale_tmp(&self) {
+        // write_atomic's temporaries in the root (`.index.json.XXXXXX`) are
+        // made under the lock too.
+        if let Ok(rd) = fs::read_dir(self.root()) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let ours = [".index.json.", ".oci-layout."]
+                    .iter()
+                    .any(|p| name.starts_with(p) && name.len() > p.len());
+                if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let tmp = self.root().join(TMP_DIR);
         if !fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_dir()) {
             return;

@@ -330,6 +330,8 @@ fn a_killed_writer_leaves_what_the_next_writer_sweeps() {
     fs::write(tmp.join("blob-AbC123"), vec![7u8; 4096]).unwrap();
     fs::create_dir(tmp.join(".tmpSquash")).unwrap();
     fs::write(tmp.join(".tmpSquash/layer"), b"partial").unwrap();
+    // write_atomic's temporary index in the root, as a killed tag leaves it.
+    fs::write(l.join(".index.json.Qx7rTz"), b"{\"schemaVersion\":2").unwrap();
     let v = ocikit(["verify", &s(&l)]);
     assert_eq!(code(&v), 0, "a warning, not an error: {}", stdout(&v));
     assert!(stdout(&v).contains("interrupted writer"), "{}", stdout(&v));
@@ -340,5 +342,6 @@ fn a_killed_writer_leaves_what_the_next_writer_sweeps() {
     // The next writer (any: here a tag) sweeps .ocikit-tmp.
     ocikit_ok(["tag", &format!("{}:1.0", s(&l)), "again"]);
     assert_eq!(entries(&tmp), Vec::<String>::new(), "swept");
+    assert!(!l.join(".index.json.Qx7rTz").exists(), "swept");
     ocikit_ok(["verify", &s(&l)]);
 }
