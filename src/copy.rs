@@ -816,10 +816,12 @@ fn check_layers_where(
         .par_iter()
         .map(|(digest, (planned, compression, want))| {
             let blob = open_planned(sources, plan, planned)?;
+            let limit = crate::archive::decompression_limit(blob.len());
             let got = crate::layer::digest_layer(
                 blob.into_reader(),
                 digest.algorithm().clone(),
                 *compression,
+                limit,
             )
             .map_err(|e| CopyError::Invalid(format!("layer {digest} {e}")))?;
             if &got.blob_digest != digest {

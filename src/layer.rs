@@ -552,20 +552,23 @@ pub fn read_entry_data<R: Read>(
 /// Reads a whole layer once: hashes the stored bytes with `algorithm`,
 /// decompresses, hashes the decompressed bytes (sha256) and walks the tar
 /// entries (with [`crate::tarstream`]), draining both streams to their ends.
+/// The decompressed size is capped at `limit` (see
+/// [`crate::archive::decompression_limit`]), as every decompression is.
 ///
 /// # Errors
-/// See [`LayerError`].
+/// See [`LayerError`]; [`LayerError::TooLarge`] past `limit`.
 pub fn digest_layer<R: Read>(
     reader: R,
     algorithm: Algorithm,
     compression: Compression,
+    limit: u64,
 ) -> Result<LayerDigests, LayerError> {
     let mut buf = vec![0u8; 256 << 10];
     let walked = walk_layer(
         reader,
         algorithm,
         compression,
-        u64::MAX,
+        limit,
         Expect::default(),
         |tar, _| {
             read_entry_data(tar, &mut buf, |_| {})?;

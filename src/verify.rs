@@ -550,6 +550,7 @@ fn check_leaf(
             crate::digest::ProgressReader::new(blob.into_reader(), &advance),
             digest.algorithm().clone(),
             compression,
+            crate::archive::decompression_limit(len),
         ) {
             Ok(l) => {
                 out.checked = true;

@@ -23,15 +23,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 fn config(default: u32) -> ProptestConfig {
-    let n = std::env::var("PROPTEST_GC_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases: n,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    cases_from("PROPTEST_GC_CASES", default)
 }
 
 /// The documents of the fixture, by role.

@@ -16,18 +16,6 @@ fn cases(default: u32) -> ProptestConfig {
     cases_from("PROPTEST_CASES", default)
 }
 
-fn cases_from(var: &str, default: u32) -> ProptestConfig {
-    let n = std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases: n,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// A tar header block with the given fields, checksum fixed up.
 fn header(name: &[u8], typeflag: u8, size_field: &[u8], link: &[u8], tail: &[u8]) -> Vec<u8> {
     let mut h = vec![0u8; 512];

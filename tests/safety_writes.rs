@@ -68,6 +68,29 @@ fn uncompressed_layers_go_through_the_decompression_cap() {
         0,
         "nothing left beside the target"
     );
+    // verify --deep and copy --deep decompress under the same cap.
+    for args in [
+        vec!["verify".to_string(), "--deep".into(), s(&src)],
+        vec![
+            "copy".to_string(),
+            "--deep".into(),
+            format!("{}:b", s(&src)),
+            s(&out.join("L")),
+        ],
+    ] {
+        let o = Command::new(bin())
+            .args(&args)
+            .env("OCIKIT_MAX_DECOMPRESSED", "1000000")
+            .output()
+            .unwrap();
+        assert_ne!(code(&o), 0, "{args:?}");
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            all.contains("decompresses to more than 1000000 bytes"),
+            "{args:?}: {all}"
+        );
+    }
+    assert!(!out.join("L").exists());
     // Under the cap it goes through.
     ocikit_ok([
         "export",

@@ -647,3 +647,19 @@ pub fn fails(args: &[&str], needles: &[&str]) -> String {
     let r = run_checked(args);
     assert_error(args, &r, needles)
 }
+
+// ---------------------------------------------------------------- property tests
+
+/// A proptest configuration of `default` cases, or as many as the variable
+/// `var` says (the long modes), with no failure files written.
+pub fn cases_from(var: &str, default: u32) -> proptest::test_runner::Config {
+    let n = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    proptest::test_runner::Config {
+        cases: n,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
