@@ -805,7 +805,7 @@ fn layer_count_issue(img: &ImageInfo, diff_ids: usize) -> Option<Issue> {
     })
 }
 
-/// The layer-count check of [`Walker`] for a walk made without loading
+/// The layer-count check of the graph walk, for a walk made without loading
 /// configs (gc's): each image config is read, verified and parsed, in
 /// parallel, and the first mismatch returned. A config that cannot be read
 /// or parsed is a leaf problem (see [`Graph::leaf_issues`]) and is skipped.
