@@ -267,6 +267,7 @@ impl Shared {
             // deleted file's owner.
             return Ok(Some((uid, gid)));
         }
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::fchown(fd, u, g) } != 0 {
             return Err(os_err("chown"));
         }
@@ -274,6 +275,7 @@ impl Shared {
     }
 
     fn set_xattr(&self, fd: RawFd, name: &[u8], value: &[u8]) {
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         self.set_xattr_with(name, value, &|cname, value| unsafe {
             libc::fsetxattr(fd, cname.as_ptr(), value.as_ptr().cast(), value.len(), 0)
         })
@@ -303,6 +305,7 @@ impl Shared {
     fn xattrs_fd(&self, fd: RawFd, xattrs: &[(Vec<u8>, Vec<u8>)], clear: bool) {
         if clear {
             let mut buf = vec![0u8; 64 << 10];
+            // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
             let n = unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
                 buf.truncate(n as usize);
@@ -311,6 +314,7 @@ impl Shared {
                         continue;
                     }
                     if let Ok(c) = CString::new(name) {
+                        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
                         unsafe { libc::fremovexattr(fd, c.as_ptr()) };
                     }
                 }
@@ -402,11 +406,13 @@ impl Shared {
         } else {
             e.mode
         };
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::fchmod(fd, mode as libc::mode_t) } != 0 {
             return Err(os_err("chmod"));
         }
         self.xattrs_fd(fd, &e.xattrs, false);
         let ts = timespec(e.mtime, e.mtime_nsec);
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::futimens(fd, ts.as_ptr()) } != 0 {
             return Err(os_err("set times"));
         }
@@ -604,6 +610,7 @@ pub fn flatten_into(
 ) -> Result<FlattenReport, FlattenError> {
     let inputs = layer_inputs(store, image)?;
     let root = open_root(dir)?;
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
     let shared = Shared {
         rootless,
@@ -722,6 +729,7 @@ fn open_root(dir: &Path) -> Result<OwnedFd, FlattenError> {
         path: dir.to_path_buf(),
         reason: "path holds a NUL byte".into(),
     })?;
+    // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
     let fd = unsafe {
         libc::open(
             c.as_ptr(),
@@ -734,6 +742,7 @@ fn open_root(dir: &Path) -> Result<OwnedFd, FlattenError> {
             reason: io::Error::last_os_error().to_string(),
         });
     }
+    // SAFETY: the descriptor was just returned by a successful syscall and nothing else owns it, so the OwnedFd is its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -786,12 +795,14 @@ fn errno() -> i32 {
 // ------------------------------------------------------------------ syscalls
 
 fn fstatat(dir: RawFd, name: &CStr) -> Option<libc::stat> {
+    // SAFETY: libc::stat is plain old data, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
     (r == 0).then_some(st)
 }
 
 fn fstat(fd: RawFd) -> Result<libc::stat, String> {
+    // SAFETY: libc::stat is plain old data, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return Err(os_err("fstat"));
@@ -804,15 +815,18 @@ fn is_type(st: &libc::stat, t: libc::mode_t) -> bool {
 }
 
 fn openat(dir: RawFd, name: &CStr, flags: i32, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
     let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: the descriptor was just returned by a successful syscall and nothing else owns it, so the OwnedFd is its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn readlinkat(dir: RawFd, name: &CStr) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; 4097];
+    // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
     let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         return Err(os_err("readlink"));
@@ -843,6 +857,7 @@ fn openat2_in_root(root: RawFd, path: &CStr) -> Option<OwnedFd> {
         mode: 0,
         resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     };
+    // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
@@ -855,11 +870,13 @@ fn openat2_in_root(root: RawFd, path: &CStr) -> Option<OwnedFd> {
     if fd < 0 {
         return None;
     }
+    // SAFETY: the descriptor was just returned by a successful syscall and nothing else owns it, so the OwnedFd is its only owner.
     Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Names in a directory (not `.`/`..`), with whether each is a directory.
 fn list_dir(dir: RawFd) -> Result<Vec<(CString, bool)>, String> {
+    // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
     let fd = unsafe {
         libc::openat(
             dir,
@@ -870,6 +887,7 @@ fn list_dir(dir: RawFd) -> Result<Vec<(CString, bool)>, String> {
     if fd < 0 {
         return Err(os_err("open directory"));
     }
+    // SAFETY: fd is an open directory descriptor we own; on success the DIR* takes it over (closed by closedir), on failure we close it.
     let d = unsafe { libc::fdopendir(fd) };
     if d.is_null() {
         unsafe { libc::close(fd) };
@@ -877,15 +895,18 @@ fn list_dir(dir: RawFd) -> Result<Vec<(CString, bool)>, String> {
     }
     let mut out = Vec::new();
     loop {
+        // SAFETY: d is a live DIR* from fdopendir, not yet closed; readdir64 returns null or a pointer valid until the next call on d.
         let ent = unsafe { libc::readdir64(d) };
         if ent.is_null() {
             break;
         }
+        // SAFETY: ent is non-null and was returned by readdir64 on a live DIR*; its d_name is NUL-terminated, and it is read before the next readdir64 call.
         let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
         let b = name.to_bytes();
         if b == b"." || b == b".." {
             continue;
         }
+        // SAFETY: ent is non-null and was returned by readdir64 on a live DIR*; its d_name is NUL-terminated, and it is read before the next readdir64 call.
         let dtype = unsafe { (*ent).d_type };
         let is_dir = match dtype {
             libc::DT_DIR => true,
@@ -894,6 +915,7 @@ fn list_dir(dir: RawFd) -> Result<Vec<(CString, bool)>, String> {
         };
         out.push((name.to_owned(), is_dir));
     }
+    // SAFETY: d came from fdopendir, is closed exactly once here, and is not used afterwards.
     unsafe { libc::closedir(d) };
     Ok(out)
 }
@@ -924,11 +946,13 @@ fn remove_path_keeping(
         .map_err(|e| format!("open directory to remove: {e}"))?;
         let kept = clear_dir(fd.as_raw_fd(), keep)?;
         if !kept
+            // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
             && unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } != 0
             && errno() != libc::ENOENT
         {
             return Err(os_err("remove directory"));
         }
+    // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
     } else if unsafe { libc::unlinkat(dir, name.as_ptr(), 0) } != 0 && errno() != libc::ENOENT {
         return Err(os_err("remove"));
     }
@@ -946,10 +970,12 @@ fn clear_dir(top: RawFd, keep: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<boo
         kept: bool,
         name_in_parent: Option<(CString, bool)>,
     }
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we hold open for the whole call; the result is checked before use.
     let dup = unsafe { libc::fcntl(top, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
         return Err(os_err("dup"));
     }
+    // SAFETY: the descriptor was just returned by a successful syscall and nothing else owns it, so the OwnedFd is its only owner.
     let fd = unsafe { OwnedFd::from_raw_fd(dup) };
     let ino = fstat(fd.as_raw_fd())?.st_ino;
     let names = list_dir(fd.as_raw_fd())?;
@@ -989,6 +1015,7 @@ fn clear_dir(top: RawFd, keep: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<boo
                 });
             } else if keep_it {
                 top_frame.kept = true;
+            // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
             } else if unsafe { libc::unlinkat(dfd, name.as_ptr(), 0) } != 0
                 && errno() != libc::ENOENT
             {
@@ -1007,6 +1034,7 @@ fn clear_dir(top: RawFd, keep: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<boo
             drop(done.fd);
             if keep_self || done.kept {
                 parent.kept = true;
+            // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
             } else if unsafe {
                 libc::unlinkat(parent.fd.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR)
             } != 0
@@ -1120,6 +1148,7 @@ struct Applier<'s> {
 impl<'s> Applier<'s> {
     fn new(root: OwnedFd, shared: &'s Shared) -> Applier<'s> {
         let rootless = shared.rootless;
+        // SAFETY: libc::stat is plain old data, for which all-zero bytes are a valid value.
         let st = fstat(root.as_raw_fd()).unwrap_or_else(|_| unsafe { std::mem::zeroed() });
         let mut dirs = HashMap::new();
         dirs.insert(st.st_ino, DirMeta::implied());
@@ -1257,10 +1286,12 @@ impl<'s> Applier<'s> {
     /// umoci does) when `create`. `None` when absent and not creating.
     fn open_dir(&mut self, comps: &[Vec<u8>], create: bool) -> EntryResult<Option<OwnedFd>> {
         if comps.is_empty() {
+            // SAFETY: F_DUPFD_CLOEXEC on a descriptor we hold open for the whole call; the result is checked before use.
             let fd = unsafe { libc::fcntl(self.root.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
             if fd < 0 {
                 return Err(os_err("dup"));
             }
+            // SAFETY: the descriptor was just returned by a successful syscall and nothing else owns it, so the OwnedFd is its only owner.
             return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
         }
         if self.openat2 {
@@ -1321,6 +1352,7 @@ impl<'s> Applier<'s> {
                     if !create {
                         return Ok(None);
                     }
+                    // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
                     if unsafe { libc::unlinkat(cur, name.as_ptr(), 0) } != 0 {
                         return Err(os_err("remove a non-directory in the way"));
                     }
@@ -1349,6 +1381,7 @@ impl<'s> Applier<'s> {
     }
 
     fn mkdir_implied(&mut self, dir: RawFd, name: &CStr) -> EntryResult<()> {
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::mkdirat(dir, name.as_ptr(), 0o700) } != 0 {
             return Err(os_err("create directory"));
         }
@@ -1399,6 +1432,7 @@ impl<'s> Applier<'s> {
     fn regular(&mut self, spooled: Option<Spooled>, pfd: RawFd, name: &CStr) -> EntryResult<()> {
         let sp = spooled.ok_or("a regular file without its data")?;
         let spool = self.shared.spool.as_raw_fd();
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         let rename = || unsafe {
             libc::renameat2(
                 spool,
@@ -1432,6 +1466,7 @@ impl<'s> Applier<'s> {
             Some(_) => remove_path(pfd, name)?,
             None => {}
         }
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } != 0 {
             return Err(os_err("create directory"));
         }
@@ -1446,6 +1481,7 @@ impl<'s> Applier<'s> {
         }
         let target = cstring(&e.link)?;
         remove_path(pfd, name)?;
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::symlinkat(target.as_ptr(), pfd, name.as_ptr()) } != 0 {
             return Err(os_err("create symlink"));
         }
@@ -1457,6 +1493,7 @@ impl<'s> Applier<'s> {
                 Some(path) => {
                     let shared = self.shared;
                     shared.apply_xattrs(&e.xattrs, &|k, v| {
+                        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
                         shared.set_xattr_with(k, v, &|cname, value| unsafe {
                             libc::lsetxattr(
                                 path.as_ptr(),
@@ -1486,15 +1523,18 @@ impl<'s> Applier<'s> {
                 };
                 self.recorded.insert((st.st_dev, st.st_ino), rec);
             }
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         } else if unsafe { libc::fchownat(pfd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }
             != 0
         {
             return Err(os_err("chown"));
         }
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if chmod && unsafe { libc::fchmodat(pfd, name.as_ptr(), e.mode as libc::mode_t, 0) } != 0 {
             return Err(os_err("chmod"));
         }
         let ts = timespec(e.mtime, e.mtime_nsec);
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::utimensat(pfd, name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }
             != 0
         {
@@ -1530,6 +1570,7 @@ impl<'s> Applier<'s> {
             }
             remove_path(pfd, name)?;
         }
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::linkat(tdir.as_raw_fd(), tname.as_ptr(), pfd, name.as_ptr(), 0) } != 0 {
             return Err(os_err("create hardlink"));
         }
@@ -1549,6 +1590,7 @@ impl<'s> Applier<'s> {
         }
         remove_path(pfd, name)?;
         let dev = libc::makedev(e.dev_major, e.dev_minor);
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::mknodat(pfd, name.as_ptr(), kind | 0o600, dev) } != 0 {
             return Err(os_err("create node"));
         }
@@ -1563,10 +1605,12 @@ impl<'s> Applier<'s> {
             ino: u64,
             subdirs: Vec<CString>,
         }
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we hold open for the whole call; the result is checked before use.
         let dup = unsafe { libc::fcntl(self.root.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
         if dup < 0 {
             return Err(os_err("dup"));
         }
+        // SAFETY: the descriptor was just returned by a successful syscall and nothing else owns it, so the OwnedFd is its only owner.
         let fd = unsafe { OwnedFd::from_raw_fd(dup) };
         let subdirs = list_dir(fd.as_raw_fd())?
             .into_iter()
@@ -1647,11 +1691,13 @@ impl<'s> Applier<'s> {
             self.recorded.insert((st.st_dev, st.st_ino), rec);
         }
         let mode = if readable { m.mode | 0o700 } else { m.mode };
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::fchmod(fd, mode as libc::mode_t) } != 0 {
             return Err(os_err("chmod directory"));
         }
         self.shared.xattrs_fd(fd, &m.xattrs, true);
         let ts = timespec(m.mtime, m.nsec);
+        // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
         if unsafe { libc::futimens(fd, ts.as_ptr()) } != 0 {
             return Err(os_err("set directory times"));
         }
@@ -1663,6 +1709,7 @@ impl<'s> Applier<'s> {
 fn proc_fd_path(dir: RawFd, name: &CStr) -> Option<CString> {
     static PROCFS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *PROCFS.get_or_init(|| {
+        // SAFETY: libc::stat is plain old data, for which all-zero bytes are a valid value.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
         let r = unsafe { libc::statfs(c"/proc".as_ptr(), &mut st) };
         r == 0 && st.f_type == libc::PROC_SUPER_MAGIC

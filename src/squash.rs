@@ -225,6 +225,7 @@ fn pax_time(sec: i64, nsec: i64) -> String {
 fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let mut names = vec![0u8; 64 << 10];
+    // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
     let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
     if n < 0 {
         let e = io::Error::last_os_error();
@@ -239,6 +240,7 @@ fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cn = CString::new(name).map_err(io::Error::other)?;
         let mut val = vec![0u8; 64 << 10];
         let m =
+            // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
             unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
         if m < 0 {
             return Err(io::Error::last_os_error());
@@ -276,6 +278,7 @@ pub fn flatten_to_tar<W: Write>(
         options,
         Some(&mut recorded),
     )?;
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
     let (out, _) =
         write_tree_tar(&staging.root, out, rootless.then_some(&recorded)).map_err(|e| {
@@ -501,6 +504,7 @@ pub fn squash(
         &fopts,
         Some(&mut recorded),
     )?;
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
 
     // Layer: tar → (DiffID hash) → compression → blob writer.
