@@ -760,11 +760,16 @@ pub fn check_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyErro
 /// # Errors
 /// As [`check_layers`].
 pub fn check_unverified_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyError> {
-    check_layers_where(sources, plan, |b| {
+    let unverified = |b: &PlannedBlob| {
         b.source
             .and_then(|i| sources.get(i))
             .is_some_and(|s| s.store.diff_id_is_only_check(&b.digest))
-    })
+    };
+    // Most copies have none: then no manifest or config is read again.
+    if !plan.blobs.iter().any(unverified) {
+        return Ok(0);
+    }
+    check_layers_where(sources, plan, unverified)
 }
 
 fn check_layers_where(
