@@ -368,3 +368,41 @@ fn a_killed_writer_leaves_what_the_next_writer_sweeps() {
     assert!(!l.join(".index.json.Qx7rTz").exists(), "swept");
     ocikit_ok(["verify", &s(&l)]);
 }
+
+/// A full target under `--uncompressed-layers` (ENOSPC) names the target's
+/// directory, not the source blob. Needs root for a 1 MiB tmpfs; skips
+/// otherwise, saying so.
+#[test]
+fn a_full_target_under_uncompressed_layers_names_the_target() {
+    let t = tempfile::tempdir().unwrap();
+    let src = zeros_image(t.path(), 4);
+    let small = t.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", &s(&small)])
+        .status()
+        .is_ok_and(|st| st.success());
+    if !mounted {
+        eprintln!("SKIPPING a_full_target_under_uncompressed_layers_names_the_target: cannot mount a tmpfs");
+        return;
+    }
+    let target = small.join("x.tar");
+    let o = ocikit([
+        "export",
+        "--format",
+        "docker-archive",
+        "--uncompressed-layers",
+        &format!("{}:b", s(&src)),
+        &format!("docker-archive:{}:bomb/x:1", s(&target)),
+    ]);
+    let err = stderr(&o);
+    let listing = entries(&small);
+    let _ = Command::new("umount").arg(&small).status();
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains(&s(&small)),
+        "names the target's directory: {err}"
+    );
+    assert!(!err.contains(&s(&src)), "does not blame the source: {err}");
+    assert_eq!(listing, Vec::<String>::new(), "nothing left on the target");
+}
