@@ -229,7 +229,12 @@ pub fn plan(sources: &[Source<'_>], options: &CopyOptions) -> Result<Plan, CopyE
         root.tag = Some(name.clone());
         root.name = resolve::docker_name_of(name);
     }
-    p.plan.bytes = p.plan.blobs.iter().map(|b| b.size).sum();
+    p.plan.bytes = p
+        .plan
+        .blobs
+        .iter()
+        .map(|b| b.size)
+        .fold(0u64, u64::saturating_add);
     Ok(p.plan)
 }
 
@@ -738,7 +743,11 @@ pub fn uncompress_layers(
             plan.blobs.push(b);
         }
     }
-    plan.bytes = plan.blobs.iter().map(|b| b.size).sum();
+    plan.bytes = plan
+        .blobs
+        .iter()
+        .map(|b| b.size)
+        .fold(0u64, u64::saturating_add);
     Ok(notes)
 }
 

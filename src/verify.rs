@@ -405,7 +405,7 @@ pub fn verify_with_progress(
         findings.extend(r.findings);
         if r.checked {
             blobs_checked += 1;
-            bytes_checked += r.bytes;
+            bytes_checked = bytes_checked.saturating_add(r.bytes);
         }
         if let Some(d) = r.diff_id {
             diff_ids.insert(digest, d);

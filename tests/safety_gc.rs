@@ -532,3 +532,27 @@ fn gc_refuses_an_unknown_entry_whose_blob_size_disagrees() {
     assert_eq!(code(&v), 1, "{}", stdout(&v));
     gc_refuses(&f.root, "1099511627776");
 }
+
+/// Found by a CI run of the property test: a document descriptor claiming
+/// i64::MAX bytes made verify's byte total overflow (a panic in debug
+/// builds) once the other images' blobs were added to it.
+#[test]
+fn a_huge_descriptor_size_does_not_overflow_verify_totals() {
+    let t = tempfile::tempdir().unwrap();
+    let f = fixture(t.path());
+    let mut idx = f.index.clone();
+    // Two documents claiming i64::MAX bytes (2^64 - 2 together), then the
+    // blobs of a valid third entry on top.
+    idx["manifests"][0]["size"] = json!(i64::MAX);
+    idx["manifests"][1]["size"] = json!(i64::MAX);
+    idx["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(f.manifest_b.clone());
+    fs::write(f.root.join("index.json"), to_bytes(&idx)).unwrap();
+    let v = ocikit(["verify", &s(&f.root)]);
+    assert_eq!(code(&v), 1, "{}{}", stdout(&v), stderr(&v));
+    let v = ocikit(["verify", "--json", &s(&f.root)]);
+    assert_eq!(code(&v), 1, "{}", stderr(&v));
+    gc_refuses(&f.root, "9223372036854775807");
+}
