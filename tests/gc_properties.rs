@@ -6,7 +6,8 @@
 //! And gc runs only when verify's errors, if any, concern leaves (configs and
 //! layers), never the graph of indexes and manifests.
 //!
-//! CI runs 300 cases; `PROPTEST_GC_CASES=20000` for a long run.
+//! CI runs 300 cases from a fixed seed (repeatable); `PROPTEST_GC_CASES=20000`
+//! runs that many from a random seed, to explore.
 
 mod common;
 

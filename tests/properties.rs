@@ -1,6 +1,7 @@
 //! Property tests: arbitrary bytes never panic the parsers, and hostile
 //! layers never write outside the output. CI runs 2,000 cases per parser
-//! property and 60 random layers; the long mode sets `PROPTEST_CASES`
+//! property and 60 random layers, from a fixed seed (repeatable); the long
+//! mode (random seeds) sets `PROPTEST_CASES`
 //! (parsers) and `PROPTEST_LAYER_CASES` (layers flattened for real), e.g.
 //! `PROPTEST_CASES=1000000 PROPTEST_LAYER_CASES=5000 cargo test --release --test properties`.
 

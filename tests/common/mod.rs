@@ -650,16 +650,19 @@ pub fn fails(args: &[&str], needles: &[&str]) -> String {
 
 // ---------------------------------------------------------------- property tests
 
-/// A proptest configuration of `default` cases, or as many as the variable
-/// `var` says (the long modes), with no failure files written.
+/// A proptest configuration of `default` cases from a fixed seed (so a CI
+/// run is repeatable: the cases that passed here pass there), or, when the
+/// variable `var` is set (the long modes), that many cases from a random
+/// seed, to explore. No failure files are written.
 pub fn cases_from(var: &str, default: u32) -> proptest::test_runner::Config {
-    let n = std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
+    let long: Option<u32> = std::env::var(var).ok().and_then(|v| v.parse().ok());
     proptest::test_runner::Config {
-        cases: n,
+        cases: long.unwrap_or(default),
         failure_persistence: None,
+        rng_seed: match long {
+            Some(_) => proptest::test_runner::RngSeed::Random,
+            None => proptest::test_runner::RngSeed::Fixed(0x0c1c_17a5_eed5_2026),
+        },
         ..proptest::test_runner::Config::default()
     }
 }
