@@ -53,6 +53,20 @@ fn fixture(dir: &Path) -> Fixture {
     }
 }
 
+/// Stores a nested index of `entries` and points index.json's entry `b` at it.
+fn point_b_at_nested(f: &Fixture, entries: Vec<Value>) {
+    let nested = put_blob(
+        &f.root,
+        OCI_INDEX,
+        &to_bytes(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})),
+    );
+    let mut idx = f.index.clone();
+    let mut e = nested.clone();
+    e["annotations"] = json!({"org.opencontainers.image.ref.name": "b"});
+    idx["manifests"][1] = e;
+    fs::write(f.root.join("index.json"), to_bytes(&idx)).unwrap();
+}
+
 /// Every file under `root` but the writer lock file, which a writer may create
 /// before it refuses (it holds only a pid and is never layout content).
 fn content(root: &Path) -> std::collections::BTreeMap<String, String> {
@@ -220,16 +234,7 @@ fn gc_refuses_invalid_descriptors_in_nested_indexes_and_manifests() {
         let f = fixture(t.path());
         let mut bad = bad;
         bad["platform"] = json!({"architecture": "amd64", "os": "linux"});
-        let nested = put_blob(
-            &f.root,
-            OCI_INDEX,
-            &to_bytes(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [bad]})),
-        );
-        let mut idx = f.index.clone();
-        let mut e = nested.clone();
-        e["annotations"] = json!({"org.opencontainers.image.ref.name": "b"});
-        idx["manifests"][1] = e;
-        fs::write(f.root.join("index.json"), to_bytes(&idx)).unwrap();
+        point_b_at_nested(&f, vec![bad]);
         // The old nested index is now garbage; manifest B must survive.
         let v = ocikit(["verify", &s(&f.root)]);
         assert_eq!(code(&v), 1, "{what}: verify must refuse:\n{}", stdout(&v));
@@ -518,16 +523,7 @@ fn gc_refuses_an_unknown_entry_whose_blob_size_disagrees() {
     let mut bad = f.manifest_b.clone();
     bad["mediaType"] = json!("application/x-unknown");
     bad["size"] = json!(1u64 << 40);
-    let nested = put_blob(
-        &f.root,
-        OCI_INDEX,
-        &to_bytes(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [bad]})),
-    );
-    let mut idx = f.index.clone();
-    let mut e = nested.clone();
-    e["annotations"] = json!({"org.opencontainers.image.ref.name": "b"});
-    idx["manifests"][1] = e;
-    fs::write(f.root.join("index.json"), to_bytes(&idx)).unwrap();
+    point_b_at_nested(&f, vec![bad]);
     let v = ocikit(["verify", &s(&f.root)]);
     assert_eq!(code(&v), 1, "{}", stdout(&v));
     gc_refuses(&f.root, "1099511627776");

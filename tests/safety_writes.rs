@@ -13,6 +13,17 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
+/// Tags `layer`'s one-layer image `tag` as the only entry of a layout at `root`.
+fn one_image_layout(root: &Path, layer: (serde_json::Value, String), tag: &str) {
+    let m = put_image(root, "amd64", None, &[layer], false);
+    let mut e = m.clone();
+    e["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    write_layout_files(
+        root,
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [e]}),
+    );
+}
+
 /// A layout holding one image whose single gzip layer inflates `mib` MiB of
 /// zeros (a bomb relative to a small OCIKIT_MAX_DECOMPRESSED).
 fn zeros_image(dir: &Path, mib: usize) -> PathBuf {
@@ -23,13 +34,7 @@ fn zeros_image(dir: &Path, mib: usize) -> PathBuf {
         OCI_GZIP,
         &tar(&[Entry::File("zeros", 0o644, vec![0u8; mib << 20])]),
     );
-    let m = put_image(&root, "amd64", None, &[layer], false);
-    let mut e = m.clone();
-    e["annotations"] = json!({"org.opencontainers.image.ref.name": "b"});
-    write_layout_files(
-        &root,
-        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [e]}),
-    );
+    one_image_layout(&root, layer, "b");
     root
 }
 
@@ -210,13 +215,7 @@ fn big_archive(dir: &Path, mib: usize) -> PathBuf {
         })
         .collect();
     let layer = put_layer(&root, OCI_TAR, &tar(&[Entry::File("noise", 0o644, data)]));
-    let m = put_image(&root, "amd64", None, &[layer], false);
-    let mut e = m.clone();
-    e["annotations"] = json!({"org.opencontainers.image.ref.name": "big"});
-    write_layout_files(
-        &root,
-        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [e]}),
-    );
+    one_image_layout(&root, layer, "big");
     let archive = dir.join("big.tar.gz");
     ocikit_ok([
         "export",
