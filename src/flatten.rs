@@ -797,6 +797,7 @@ fn errno() -> i32 {
 fn fstatat(dir: RawFd, name: &CStr) -> Option<libc::stat> {
     // SAFETY: libc::stat is plain old data, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: name is NUL-terminated, dir an open descriptor, and st is writable.
     let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
     (r == 0).then_some(st)
 }
@@ -804,6 +805,7 @@ fn fstatat(dir: RawFd, name: &CStr) -> Option<libc::stat> {
 fn fstat(fd: RawFd) -> Result<libc::stat, String> {
     // SAFETY: libc::stat is plain old data, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a descriptor the caller keeps open for this call, and st is writable.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return Err(os_err("fstat"));
     }
@@ -890,6 +892,7 @@ fn list_dir(dir: RawFd) -> Result<Vec<(CString, bool)>, String> {
     // SAFETY: fd is an open directory descriptor we own; on success the DIR* takes it over (closed by closedir), on failure we close it.
     let d = unsafe { libc::fdopendir(fd) };
     if d.is_null() {
+        // SAFETY: fd is open and still ours, since fdopendir failed.
         unsafe { libc::close(fd) };
         return Err(os_err("fdopendir"));
     }
@@ -1711,6 +1714,7 @@ fn proc_fd_path(dir: RawFd, name: &CStr) -> Option<CString> {
     let ok = *PROCFS.get_or_init(|| {
         // SAFETY: libc::stat is plain old data, for which all-zero bytes are a valid value.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: the path is a NUL-terminated literal and st is a valid, writable statfs.
         let r = unsafe { libc::statfs(c"/proc".as_ptr(), &mut st) };
         r == 0 && st.f_type == libc::PROC_SUPER_MAGIC
     });

@@ -57,6 +57,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
 // No panics reachable from input: enforced on non-test code (CI runs clippy with -D warnings).
 #![cfg_attr(
     not(test),
@@ -87,6 +89,7 @@ pub mod squash;
 pub mod store;
 pub mod tarstream;
 pub mod verify;
+pub mod whiteout;
 
 pub use digest::{Algorithm, Digest};
 pub use layout::Layout;

@@ -2,6 +2,8 @@
 //! and maps errors to exit codes (0 success / no difference, 1 a negative
 //! finding, 2 usage or operational error). No logic lives here.
 
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(
     not(test),
     warn(
