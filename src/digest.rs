@@ -277,55 +277,12 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// A reader that hashes and counts everything read through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Hasher,
-    count: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    /// Wraps `inner`.
-    pub fn new(inner: R, algorithm: Algorithm) -> Self {
-        HashingReader {
-            inner,
-            hasher: Hasher::new(algorithm),
-            count: 0,
-        }
-    }
-
-    /// Bytes read so far.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// Reads `inner` to its end, then returns the digest and byte count of
-    /// everything read through this reader (draining makes sure trailing bytes
-    /// after, say, a tar end marker are hashed too).
-    ///
-    /// # Errors
-    /// Any read error of the inner reader.
-    pub fn drain_and_finish(mut self) -> io::Result<(Digest, u64)> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok((self.hasher.finish(), self.count))
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 /// Hashes a whole stream; returns the digest and the number of bytes read.
 ///
 /// # Errors
 /// Any read error.
 pub fn hash_reader<R: Read>(algorithm: Algorithm, reader: R) -> io::Result<(Digest, u64)> {
-    HashingReader::new(reader, algorithm).drain_and_finish()
+    crate::verified::Verified::hashing(reader, algorithm).drain()
 }
 
 /// Read size when hashing files.

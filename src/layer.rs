@@ -7,13 +7,13 @@
 //! the tar end-of-archive marker (so the DiffID covers padding and trailing
 //! bytes, as image-spec requires). Nothing is written anywhere.
 
-use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, Read};
-use std::rc::Rc;
 
 use crate::digest::{Algorithm, Digest, Hasher};
+use crate::limits::IO_BUFFER;
 use crate::spec::Compression;
 use crate::tarstream::{Entry, TarError, TarReader};
+use crate::verified::{Mismatch, Outcome, Verified};
 
 /// A problem reading a layer stream.
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +48,30 @@ pub enum LayerError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The stored bytes are not the blob the descriptor names.
+    #[error(transparent)]
+    Mismatch(Box<Mismatch>),
+    /// The decompressed stream is not the DiffID the config lists.
+    #[error("decompresses to {}, but the config's diff_id is {}", .0.actual, .0.expected)]
+    DiffIdMismatch(Box<DiffIdMismatch>),
     /// Reading the blob failed.
     #[error("cannot be read: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A DiffID that is not the config's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffIdMismatch {
+    /// The config's DiffID.
+    pub expected: Digest,
+    /// What the decompressed stream hashes to.
+    pub actual: Digest,
+}
+
+impl From<Mismatch> for LayerError {
+    fn from(m: Mismatch) -> LayerError {
+        LayerError::Mismatch(Box::new(m))
+    }
 }
 
 /// What one pass over a layer found.
@@ -131,7 +152,10 @@ fn bad(msg: &str) -> io::Error {
 fn read_exact_buf<R: BufRead>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
     let mut v = vec![0u8; n];
     r.read_exact(&mut v)
-        .map_err(|_| bad("gzip stream ends inside a member header or trailer"))?;
+        .map_err(|e| match Mismatch::from_io(&e) {
+            Some(_) => e,
+            None => bad("gzip stream ends inside a member header or trailer"),
+        })?;
     Ok(v)
 }
 
@@ -238,27 +262,12 @@ pub struct TooLarge {
     pub limit: u64,
 }
 
-struct SharedHash<R> {
-    inner: R,
-    state: Rc<RefCell<(Hasher, u64)>>,
-}
-
-impl<R: Read> Read for SharedHash<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut s = self.state.borrow_mut();
-        s.0.update(&buf[..n]);
-        s.1 += n as u64;
-        Ok(n)
-    }
-}
-
 /// A layer's decompressed bytes, hashed as they are read: the stored bytes
 /// with the blob's algorithm, the decompressed bytes with sha256 (the
 /// DiffID), and the decompressed size capped at a limit.
 pub struct LayerStream<'a> {
     reader: Box<dyn Read + 'a>,
-    blob: Rc<RefCell<(Hasher, u64)>>,
+    blob: Outcome,
     diff: Hasher,
     diff_len: u64,
     limit: u64,
@@ -266,25 +275,20 @@ pub struct LayerStream<'a> {
 }
 
 impl<'a> LayerStream<'a> {
-    /// Opens `reader` (the stored bytes) as a layer announced as `compression`;
-    /// the bytes' own magic must agree. `limit` caps the decompressed size.
+    /// Opens `reader` (the stored bytes, through the one verified reader:
+    /// [`crate::Store::open_verified`], or [`Verified::hashing`] for bytes
+    /// with no descriptor) as a layer announced as `compression`; the bytes'
+    /// own magic must agree. `limit` caps the decompressed size.
     ///
     /// # Errors
     /// [`LayerError::CompressionMismatch`], read and decoder set-up errors.
     pub fn open<R: Read + 'a>(
-        reader: R,
-        algorithm: Algorithm,
+        reader: Verified<R>,
         compression: Compression,
         limit: u64,
     ) -> Result<LayerStream<'a>, LayerError> {
-        let blob = Rc::new(RefCell::new((Hasher::new(algorithm), 0u64)));
-        let mut outer = BufReader::with_capacity(
-            256 << 10,
-            SharedHash {
-                inner: reader,
-                state: blob.clone(),
-            },
-        );
+        let blob = reader.outcome();
+        let mut outer = BufReader::with_capacity(IO_BUFFER, reader);
         let head = outer.fill_buf()?;
         let sniffed = Compression::sniff(head);
         let found = match sniffed {
@@ -331,11 +335,15 @@ impl<'a> LayerStream<'a> {
             ..
         } = self;
         drop(reader);
-        let (hasher, blob_size) = Rc::try_unwrap(blob)
-            .map(RefCell::into_inner)
-            .map_err(|_| LayerError::Io(io::Error::other("layer hash still shared")))?;
+        // The decoders read their input to its end (trailing bytes are an
+        // error), so the stored stream has been checked by now.
+        let (blob_digest, blob_size) = blob.get().ok_or_else(|| {
+            LayerError::Io(io::Error::other(
+                "the compressed stream ends before the stored bytes do",
+            ))
+        })?;
         Ok(LayerDigests {
-            blob_digest: hasher.finish(),
+            blob_digest,
             blob_size,
             diff_id: diff.finish(),
             uncompressed_size: diff_len,
@@ -349,6 +357,7 @@ impl Read for LayerStream<'_> {
         let n = match self.reader.read(buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) if Mismatch::from_io(&e).is_some() => return Err(e),
             Err(source) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -374,6 +383,9 @@ pub fn layer_error(entries: u64) -> impl Fn(io::Error) -> LayerError {
 }
 
 fn classify_io(e: io::Error, entries: u64) -> LayerError {
+    if let Some(m) = Mismatch::from_io(&e) {
+        return LayerError::Mismatch(Box::new(m.clone()));
+    }
     if e.get_ref().is_some_and(|r| r.is::<DecodeError>()) {
         if let Some(inner) = e.into_inner() {
             if let Ok(d) = inner.downcast::<DecodeError>() {
@@ -417,38 +429,29 @@ pub enum Visit {
     Stop,
 }
 
-/// The digests a layer must have; `None` fields are not checked.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Expect<'d> {
-    /// The stored bytes' digest (the blob's name).
-    pub blob: Option<&'d Digest>,
-    /// The DiffID the config lists.
-    pub diff_id: Option<&'d Digest>,
-}
-
 /// The one pass over a stored layer every reader uses: checks its magic
 /// against `compression`, walks the tar entries (the visitor reads an
 /// entry's data from the reader it is given, or leaves it to be skipped),
-/// drains both streams to their ends and checks the digests `expect` names.
+/// drains both streams to their ends, and checks the stored bytes (through
+/// the [`Verified`] reader) and the DiffID, when `diff_id` is given.
 /// `Ok(None)` when the visitor stopped early.
 ///
 /// # Errors
 /// See [`LayerError`]; a visitor's error ends the walk.
 pub fn walk_layer<'a, R, F>(
-    reader: R,
-    algorithm: Algorithm,
+    reader: Verified<R>,
     compression: Compression,
     limit: u64,
-    expect: Expect<'_>,
+    diff_id: Option<&Digest>,
     mut visit: F,
 ) -> Result<Option<LayerDigests>, LayerError>
 where
     R: Read + 'a,
     F: FnMut(&mut LayerEntries<'_, 'a>, Entry) -> Result<Visit, LayerError>,
 {
-    let mut stream = LayerStream::open(reader, algorithm, compression, limit)?;
+    let mut stream = LayerStream::open(reader, compression, limit)?;
     let entries = {
-        let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, &mut stream));
+        let mut tar = TarReader::new(BufReader::with_capacity(IO_BUFFER, &mut stream));
         loop {
             let n = tar.entries();
             let e = match tar.next_entry() {
@@ -462,29 +465,62 @@ where
         }
     };
     let d = stream.finish(entries)?;
-    if let Some(blob) = expect.blob {
-        if &d.blob_digest != blob {
-            return Err(LayerError::Io(io::Error::other(format!(
-                "has digest {}, not the one it is stored under",
-                d.blob_digest
-            ))));
-        }
-    }
-    if let Some(expected) = expect.diff_id {
-        if &d.diff_id != expected {
-            return Err(LayerError::Io(io::Error::other(format!(
-                "decompresses to {}, but the config's diff_id is {expected}",
-                d.diff_id
-            ))));
-        }
-    }
+    check_diff_id(&d, diff_id)?;
     Ok(Some(d))
 }
 
-/// [`walk_layer`] over a stored blob: opens it in `store`, checks its size
-/// against the descriptor's (`size`, when not negative), caps decompression
-/// with [`crate::archive::decompression_limit`], reports progress, and
-/// checks the blob digest and, when given, the DiffID.
+/// Checks a finished stream's DiffID against the config's, when given.
+///
+/// # Errors
+/// [`LayerError::DiffIdMismatch`].
+pub fn check_diff_id(d: &LayerDigests, expected: Option<&Digest>) -> Result<(), LayerError> {
+    match expected {
+        Some(expected) if &d.diff_id != expected => {
+            Err(LayerError::DiffIdMismatch(Box::new(DiffIdMismatch {
+                expected: expected.clone(),
+                actual: d.diff_id.clone(),
+            })))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Opens a stored layer through [`crate::Store::open_verified`] for
+/// [`walk_layer`] or [`LayerStream::open`], counting its stored bytes into
+/// `progress`.
+///
+/// # Errors
+/// A missing, unreadable or wrongly sized blob is [`LayerError::Io`] naming it.
+pub fn open_stored<'s>(
+    store: &'s dyn crate::store::Store,
+    digest: &Digest,
+    size: i64,
+    progress: &'s dyn crate::verify::Progress,
+) -> Result<(Verified<impl Read + 's>, u64), LayerError> {
+    let blob = store
+        .open_verified(digest, size)
+        .map_err(|e| LayerError::Io(io::Error::other(e.to_string())))?;
+    let len = size.max(0) as u64;
+    Ok((blob.map(|inner| ProgressRead { inner, progress }), len))
+}
+
+struct ProgressRead<'p, R> {
+    inner: R,
+    progress: &'p dyn crate::verify::Progress,
+}
+
+impl<R: Read> Read for ProgressRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// [`walk_layer`] over a stored blob: opens it with
+/// [`crate::Store::open_verified`] (size and digest checked), caps
+/// decompression with [`crate::archive::decompression_limit`], reports
+/// progress, and checks the DiffID when given.
 ///
 /// # Errors
 /// See [`LayerError`]; a missing or unreadable blob is [`LayerError::Io`].
@@ -500,33 +536,9 @@ pub fn walk_stored_layer<F>(
 where
     F: for<'s, 'a> FnMut(&mut LayerEntries<'s, 'a>, Entry) -> Result<Visit, LayerError>,
 {
-    let blob = store
-        .open_blob(digest)
-        .map_err(|e| LayerError::Io(io::Error::other(e.to_string())))?;
-    if size >= 0 && blob.len() != size as u64 {
-        return Err(LayerError::Io(io::Error::other(format!(
-            "is {} bytes, its descriptor says {size}",
-            blob.len()
-        ))));
-    }
-    let limit = crate::archive::decompression_limit(blob.len());
-    let advance = |n: u64| progress.advance(n);
-    let reader = BufReader::with_capacity(
-        256 << 10,
-        crate::digest::ProgressReader::new(blob.into_reader(), &advance),
-    );
-    let expect = Expect {
-        blob: Some(digest),
-        diff_id,
-    };
-    walk_layer(
-        reader,
-        digest.algorithm().clone(),
-        compression,
-        limit,
-        expect,
-        visit,
-    )
+    let (reader, len) = open_stored(store, digest, size, progress)?;
+    let limit = crate::archive::decompression_limit(len);
+    walk_layer(reader, compression, limit, diff_id, visit)
 }
 
 /// Reads the rest of the current entry's data into `sink`, in `buf`-sized
@@ -558,23 +570,15 @@ pub fn read_entry_data<R: Read>(
 /// # Errors
 /// See [`LayerError`]; [`LayerError::TooLarge`] past `limit`.
 pub fn digest_layer<R: Read>(
-    reader: R,
-    algorithm: Algorithm,
+    reader: Verified<R>,
     compression: Compression,
     limit: u64,
 ) -> Result<LayerDigests, LayerError> {
-    let mut buf = vec![0u8; 256 << 10];
-    let walked = walk_layer(
-        reader,
-        algorithm,
-        compression,
-        limit,
-        Expect::default(),
-        |tar, _| {
-            read_entry_data(tar, &mut buf, |_| {})?;
-            Ok(Visit::Continue)
-        },
-    )?;
+    let mut buf = vec![0u8; IO_BUFFER];
+    let walked = walk_layer(reader, compression, limit, None, |tar, _| {
+        read_entry_data(tar, &mut buf, |_| {})?;
+        Ok(Visit::Continue)
+    })?;
     walked.ok_or_else(|| LayerError::Io(io::Error::other("the walk stopped early")))
 }
 
@@ -603,13 +607,12 @@ pub fn list_entries<R: Read>(
 ) -> Result<Vec<EntrySummary>, LayerError> {
     let limit = crate::archive::decompression_limit(compressed_len);
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; IO_BUFFER];
     walk_layer(
-        reader,
-        Algorithm::Sha256,
+        Verified::hashing(reader, Algorithm::Sha256),
         compression,
         limit,
-        Expect::default(),
+        None,
         |tar, e| {
             out.push(EntrySummary {
                 name: String::from_utf8_lossy(&e.path).into_owned(),

@@ -1092,6 +1092,7 @@ fn copy_cmd(
         target_name,
         no_referrers: args.no_referrers || args.uncompressed_layers,
         all_platforms: args.all,
+        limits: ocikit::limits::Limits::from_env(),
     };
     let mut plan = copy::plan(&srcs, &options)?;
     for n in &plan.notes {
@@ -1107,6 +1108,7 @@ fn copy_cmd(
         // Layers whose only digest is their DiffID are always checked.
         copy::check_unverified_layers(&srcs, &plan)?;
     }
+    let mut files_fallback = None;
     if args.uncompressed_layers {
         // Decompressed layers are written again right away: keep them on the
         // target's file system.
@@ -1123,7 +1125,25 @@ fn copy_cmd(
                 .unwrap_or_else(|| PathBuf::from(".")),
             Target::Archive { path: None, .. } => std::env::temp_dir(),
         };
-        for n in copy::uncompress_layers(&srcs, &mut plan, &temp_dir)? {
+        // Into an uncompressed archive file, layers whose size their gzip
+        // trailer announces are decompressed straight into their places.
+        let streamable = matches!(
+            target_kind,
+            Target::Archive {
+                path: Some(_),
+                compression: Compression::None,
+                ..
+            }
+        );
+        if streamable {
+            files_fallback = Some((plan.clone(), temp_dir.clone()));
+        }
+        let mode = if streamable {
+            copy::Uncompress::Predict
+        } else {
+            copy::Uncompress::Files
+        };
+        for n in copy::uncompress_layers_with(&srcs, &mut plan, &temp_dir, mode)? {
             say!("ocikit: note: {n}");
         }
     } else if matches!(
@@ -1152,7 +1172,16 @@ fn copy_cmd(
                 Some(p) => copy::ArchiveOut::File(p),
                 None => copy::ArchiveOut::Stdout,
             };
-            copy::write_archive(&srcs, &plan, *kind, *compression, out, &bar)?
+            let written = copy::write_archive(&srcs, &plan, *kind, *compression, out, &bar);
+            match (written, files_fallback.take()) {
+                // A gzip trailer announced the wrong size (several members):
+                // start over with temporary files.
+                (Err(copy::CopyError::Prediction { .. }), Some((mut plan, temp_dir))) => {
+                    copy::uncompress_layers(&srcs, &mut plan, &temp_dir)?;
+                    copy::write_archive(&srcs, &plan, *kind, *compression, out, &bar)?
+                }
+                (r, _) => r?,
+            }
         }
     };
     bar.done();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::digest::{self, Digest};
 use crate::spec::MAX_DOCUMENT_SIZE;
+use crate::verified::{Mismatch, Verified};
 
 /// An error reading from a store. Every variant names the file or digest at fault.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// An error reading a blob through [`Store::open_verified`]: a mismatch
+    /// becomes [`StoreError::SizeMismatch`] or [`StoreError::DigestMismatch`].
+    pub(crate) fn read(path: &Path, digest: &Digest, size: i64, e: io::Error) -> StoreError {
+        match Mismatch::from_io(&e) {
+            Some(Mismatch::SizeMismatch { actual, .. }) => StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: size,
+                actual: *actual,
+            },
+            Some(Mismatch::DigestMismatch { actual, .. }) => StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual: actual.clone(),
+            },
+            _ => StoreError::io(path, e),
+        }
+    }
+
     /// An I/O error reading `path`; permission denied becomes [`StoreError::Denied`].
     pub(crate) fn io(path: &Path, source: io::Error) -> StoreError {
         if source.kind() == io::ErrorKind::PermissionDenied {
@@ -282,12 +300,20 @@ pub trait Store: Send + Sync {
         false
     }
 
-    /// Reads a blob fully after checking its size against `size` and `limit`,
-    /// and verifies its digest.
+    /// Opens a blob for reading through the one verified reader: its stored
+    /// size must be the descriptor's `size` (checked before anything is read),
+    /// the read is bounded to it, and the end of the stream fails unless the
+    /// bytes hash to `digest`.
     ///
     /// # Errors
-    /// Any [`StoreError`]; a blob over `limit` bytes is refused before reading.
-    fn read_verified(&self, digest: &Digest, size: i64, limit: u64) -> Result<Vec<u8>, StoreError> {
+    /// [`StoreError::Unverifiable`], [`StoreError::SizeMismatch`], and the
+    /// errors of [`Store::open_blob`]. Mismatches found while reading come
+    /// back as [`crate::verified::Mismatch`] inside the read's `io::Error`.
+    fn open_verified(
+        &self,
+        digest: &Digest,
+        size: i64,
+    ) -> Result<Verified<BlobReader>, StoreError> {
         if !digest.algorithm().is_verifiable() {
             return Err(StoreError::Unverifiable(digest.clone()));
         }
@@ -299,33 +325,28 @@ pub trait Store: Send + Sync {
                 actual: blob.len(),
             });
         }
-        if blob.len() > limit {
+        let len = blob.len();
+        Ok(Verified::expecting(blob.into_reader(), digest, Some(len)))
+    }
+
+    /// Reads a blob fully through [`Store::open_verified`]; a blob over
+    /// `limit` bytes is refused before reading.
+    ///
+    /// # Errors
+    /// Any [`StoreError`].
+    fn read_verified(&self, digest: &Digest, size: i64, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let reader = self.open_verified(digest, size)?;
+        if size as u64 > limit {
             return Err(StoreError::TooLarge {
                 path: self.blob_location(digest),
-                size: blob.len(),
+                size: size as u64,
                 limit,
             });
         }
-        let mut bytes = Vec::with_capacity(blob.len() as usize);
-        io::BufReader::with_capacity(256 << 10, blob.into_reader())
-            .take(limit + 1)
+        let mut bytes = Vec::with_capacity(size as usize);
+        io::BufReader::with_capacity(crate::limits::IO_BUFFER, reader)
             .read_to_end(&mut bytes)
-            .map_err(|e| StoreError::io(&self.blob_location(digest), e))?;
-        if bytes.len() as u64 != size as u64 {
-            // The file changed between stat and read.
-            return Err(StoreError::SizeMismatch {
-                digest: digest.clone(),
-                expected: size,
-                actual: bytes.len() as u64,
-            });
-        }
-        let actual = Digest::of_bytes(digest.algorithm().clone(), &bytes);
-        if &actual != digest {
-            return Err(StoreError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
+            .map_err(|e| StoreError::read(&self.blob_location(digest), digest, size, e))?;
         Ok(bytes)
     }
 }

@@ -546,9 +546,14 @@ fn check_leaf(
     if let (true, Some(compression)) = (deep, layer_compression) {
         decompressed.fetch_add(1, Ordering::Relaxed);
         let len = blob.len();
-        match layer::digest_layer(
+        // Hashed, not checked, by the reader: a mismatch here is a finding
+        // that names both digests, not an error.
+        let reader = crate::verified::Verified::hashing(
             crate::digest::ProgressReader::new(blob.into_reader(), &advance),
             digest.algorithm().clone(),
+        );
+        match layer::digest_layer(
+            reader,
             compression,
             crate::archive::decompression_limit(len),
         ) {
