@@ -20,13 +20,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::digest::{Algorithm, Digest, Hasher};
+use crate::digest::{Algorithm, Digest};
 use crate::reference::{is_valid_ref_name, Reference};
 use crate::resolve::{self, ResolveError};
 use crate::spec::{
     self, Descriptor, DocumentError, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MAX_DOCUMENT_SIZE,
 };
 use crate::store::{self, LayoutStore, Store, StoreError};
+use crate::verified::{Mismatch, Verified};
 
 /// The only `imageLayoutVersion` ocikit writes (and the only one the schema allows).
 pub const IMAGE_LAYOUT_VERSION: &str = "1.0.0";
@@ -462,15 +463,16 @@ impl Layout {
             .prefix("blob-")
             .tempfile_in(&tmp_dir)
             .map_err(io_err(&tmp_dir))?;
-        let algorithm = match &expected {
-            Some((d, _)) if d.algorithm().is_verifiable() => d.algorithm().clone(),
-            _ => Algorithm::Sha256,
+        let buffered = BufWriter::with_capacity(crate::limits::IO_BUFFER, tmp);
+        // The one verified stream: bounded to the expected size, digest
+        // checked when finished.
+        let out = match &expected {
+            Some((d, size)) => Verified::expecting(buffered, d, Some(*size)),
+            None => Verified::hashing(buffered, Algorithm::Sha256),
         };
         Ok(BlobWriter {
             layout: self,
-            out: BufWriter::with_capacity(256 << 10, tmp),
-            hasher: Hasher::new(algorithm),
-            written: 0,
+            out,
             expected,
         })
     }
@@ -800,9 +802,7 @@ pub struct LayoutLock {
 /// Writes one blob atomically; see [`Layout::blob_writer`].
 pub struct BlobWriter<'a> {
     layout: &'a Layout,
-    out: BufWriter<tempfile::NamedTempFile>,
-    hasher: Hasher,
-    written: u64,
+    out: Verified<BufWriter<tempfile::NamedTempFile>>,
     expected: Option<(Digest, u64)>,
 }
 
@@ -813,10 +813,7 @@ impl Write for BlobWriter<'_> {
         if crate::flatten::cancelled() {
             return Err(crate::flatten::interrupted());
         }
-        let n = self.out.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
+        self.out.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
@@ -830,26 +827,27 @@ impl BlobWriter<'_> {
     /// # Errors
     /// [`LayoutError::Verify`] on a digest or size mismatch; I/O errors.
     pub fn finish(self) -> Result<(Digest, u64), LayoutError> {
-        let tmp = self
-            .out
+        let (out, actual, written) = self.out.finish().map_err(|m| {
+            LayoutError::Verify(match (m, &self.expected) {
+                (Mismatch::SizeMismatch { expected, actual }, Some((digest, _))) => {
+                    StoreError::SizeMismatch {
+                        digest: digest.clone(),
+                        expected: expected as i64,
+                        actual,
+                    }
+                }
+                (Mismatch::DigestMismatch { expected, actual }, _) => {
+                    StoreError::DigestMismatch { expected, actual }
+                }
+                (m, None) => StoreError::Io {
+                    path: PathBuf::from(TMP_DIR),
+                    source: io::Error::other(m.to_string()),
+                },
+            })
+        })?;
+        let tmp = out
             .into_inner()
             .map_err(|e| io_err(Path::new(TMP_DIR))(e.into_error()))?;
-        let actual = self.hasher.finish();
-        if let Some((digest, size)) = &self.expected {
-            if self.written != *size {
-                return Err(LayoutError::Verify(StoreError::SizeMismatch {
-                    digest: digest.clone(),
-                    expected: *size as i64,
-                    actual: self.written,
-                }));
-            }
-            if digest.algorithm().is_verifiable() && &actual != digest {
-                return Err(LayoutError::Verify(StoreError::DigestMismatch {
-                    expected: digest.clone(),
-                    actual,
-                }));
-            }
-        }
         let digest = match self.expected {
             Some((d, _)) => d,
             None => actual,
@@ -864,7 +862,7 @@ impl BlobWriter<'_> {
         store::check_blob_dirs(self.layout.root(), Some(digest.algorithm().as_str()))?;
         tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
         sync_dir(&dir)?;
-        Ok((digest, self.written))
+        Ok((digest, written))
     }
 }
 

@@ -20,12 +20,14 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::copy::Encoder;
-use crate::digest::{Algorithm, Digest, Hasher};
+use crate::digest::{Algorithm, Digest};
 use crate::flatten::{self, FlattenError, FlattenOptions, FlattenReport, Recorded};
 use crate::layout::Layout;
 use crate::resolve::Image;
+use crate::rewrite::Rewrite;
 use crate::spec::{self, media_type as mt, Compression, Descriptor};
 use crate::store::Store;
+use crate::verified::Verified;
 
 /// Writes the tree under `dir` as a tar stream to `out`. `recorded` gives
 /// owners that were recorded instead of set (rootless flattens); the
@@ -428,22 +430,6 @@ impl<W: Write> Write for ParallelGzip<W> {
     }
 }
 
-struct HashWrite<W> {
-    inner: W,
-    hasher: Hasher,
-}
-
-impl<W: Write> Write for HashWrite<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Squashes `image` (read from `store`) into one layer and writes it into
 /// `layout` tagged `tag`. The layer is the flattened tree as a reproducible
 /// tar; the config keeps every field but `rootfs.diff_ids` (one) and
@@ -484,7 +470,7 @@ pub fn squash(
     let config = image
         .config(store)?
         .ok_or_else(|| FlattenError::Image("the image has no config".into()))?;
-    let mut cfg: Value = serde_json::from_slice(&config.bytes)
+    let cfg: Value = serde_json::from_slice(&config.bytes)
         .map_err(|e| FlattenError::Image(format!("the config is not JSON: {e}")))?;
 
     let lock = layout.lock().map_err(|e| out_err(e.to_string()))?;
@@ -516,14 +502,14 @@ pub fn squash(
         Compression::Gzip => LayerEncoder::Gzip(ParallelGzip::new(writer)),
         c => LayerEncoder::Other(Encoder::new(writer, c).map_err(io_out)?),
     };
-    let hashing = HashWrite {
-        inner: encoder,
-        hasher: Hasher::new(Algorithm::Sha256),
-    };
+    // The DiffID: the tar stream, hashed by the one verified stream.
+    let hashing = Verified::hashing(encoder, Algorithm::Sha256);
     let (hashing, _) =
         write_tree_tar(&staging.root, hashing, rootless.then_some(&recorded)).map_err(io_out)?;
-    let diff_id = hashing.hasher.finish();
-    let writer = match hashing.inner {
+    let (encoder, diff_id, _) = hashing
+        .finish()
+        .map_err(|e| out_err(format!("writing the squashed layer: {e}")))?;
+    let writer = match encoder {
         LayerEncoder::Gzip(g) => g.finish(),
         LayerEncoder::Other(e) => e.finish_inner(),
     }
@@ -537,44 +523,19 @@ pub fn squash(
         .and_then(Value::as_array)
         .map(Vec::len)
         .unwrap_or(0);
-    if let Some(obj) = cfg.as_object_mut() {
-        let rootfs = obj
-            .entry("rootfs")
-            .or_insert_with(|| json!({"type": "layers"}));
-        if let Some(r) = rootfs.as_object_mut() {
-            r.insert("type".into(), json!("layers"));
-            r.insert("diff_ids".into(), json!([diff_id.to_string()]));
-        }
-        let mut h = serde_json::Map::new();
-        if let Some(created) = obj.get("created").cloned() {
-            h.insert("created".into(), created);
-        }
-        h.insert("created_by".into(), json!("ocikit squash"));
-        h.insert(
-            "comment".into(),
-            json!(format!(
-                "{} layers ({} history entries) squashed into one",
-                report.layers, old_history
-            )),
-        );
-        obj.insert("history".into(), json!([Value::Object(h)]));
-    }
-    let cfg_bytes = serde_json::to_vec(&cfg)
-        .map_err(|e| out_err(format!("cannot serialise the config: {e}")))?;
-    let cfg_type = config.descriptor.media_type.clone();
-    let (cfg_digest, cfg_size) = write_blob(layout, &cfg_bytes).map_err(out_err)?;
-
     let man_type = if docker {
         mt::DOCKER_MANIFEST
     } else {
         mt::OCI_MANIFEST
     };
+    // The new manifest is built pointing at the stored config; the config is
+    // edited through the one rewriter, which repoints the manifest at it.
     let mut man = serde_json::Map::new();
     man.insert("schemaVersion".into(), json!(2));
     man.insert("mediaType".into(), json!(man_type));
     man.insert(
         "config".into(),
-        json!({"mediaType": cfg_type, "digest": cfg_digest.to_string(), "size": cfg_size}),
+        json!({"mediaType": config.descriptor.media_type, "digest": config.digest.to_string(), "size": config.bytes.len()}),
     );
     man.insert(
         "layers".into(),
@@ -585,8 +546,49 @@ pub fn squash(
             man.insert("annotations".into(), json!(a));
         }
     }
-    let man_bytes = serde_json::to_vec(&Value::Object(man))
-        .map_err(|e| out_err(format!("cannot serialise the manifest: {e}")))?;
+    let built = Value::Object(man).to_string().into_bytes();
+    let built_digest = Digest::of_bytes(Algorithm::Sha256, &built);
+    let mut rewrite = Rewrite::new();
+    let cfg_id = rewrite.add(
+        &config.digest,
+        &config.descriptor.media_type,
+        config.bytes.clone(),
+    );
+    let man_id = rewrite.add(&built_digest, man_type, built.clone());
+    rewrite.link(man_id, cfg_id);
+    let comment = format!(
+        "{} layers ({} history entries) squashed into one",
+        report.layers, old_history
+    );
+    rewrite
+        .edit(cfg_id, |obj| {
+            let rootfs = obj
+                .entry("rootfs")
+                .or_insert_with(|| json!({"type": "layers"}));
+            if let Some(r) = rootfs.as_object_mut() {
+                r.insert("type".into(), json!("layers"));
+                r.insert("diff_ids".into(), json!([diff_id.to_string()]));
+            }
+            let mut h = serde_json::Map::new();
+            if let Some(created) = obj.get("created").cloned() {
+                h.insert("created".into(), created);
+            }
+            h.insert("created_by".into(), json!("ocikit squash"));
+            h.insert("comment".into(), json!(comment));
+            obj.insert("history".into(), json!([Value::Object(h)]));
+        })
+        .map_err(|e| FlattenError::Image(format!("the config {e}")))?;
+    let rewritten = rewrite
+        .finish()
+        .map_err(|e| FlattenError::Image(e.to_string()))?;
+    let mut man_bytes = built;
+    for doc in &rewritten {
+        if doc.old == built_digest {
+            man_bytes = doc.bytes.to_vec();
+        } else {
+            write_blob(layout, &doc.bytes).map_err(out_err)?;
+        }
+    }
     let (man_digest, man_size) = write_blob(layout, &man_bytes).map_err(out_err)?;
 
     let mut desc: Descriptor = serde_json::from_value(json!({
