@@ -12,12 +12,12 @@
 use crate::digest::Digest;
 use crate::layer::{self, LayerDigests, LayerEntries, LayerError, LayerStream, Visit};
 use crate::limits::Limits;
+use crate::progress::Progress;
 use crate::resolve::{Image, ResolveError};
 use crate::spec::{Compression, Descriptor, ImageConfig, ImageManifest, Kind};
 use crate::store::{BlobReader, Store};
 use crate::tarstream::Entry;
 use crate::verified::Verified;
-use crate::verify::Progress;
 
 /// Why an image's layer list cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -52,7 +52,7 @@ pub enum LayerError {
     #[error(transparent)]
     Mismatch(Box<Mismatch>),
     /// The decompressed stream is not the DiffID the config lists.
-    #[error("decompresses to {}, but the config's diff_id is {}", .0.actual, .0.expected)]
+    #[error("decompresses to {}, but its config's diff_id is {}", .0.actual, .0.expected)]
     DiffIdMismatch(Box<DiffIdMismatch>),
     /// Reading the blob failed.
     #[error("cannot be read: {0}")]
@@ -495,7 +495,7 @@ pub fn open_stored<'s>(
     store: &'s dyn crate::store::Store,
     digest: &Digest,
     size: i64,
-    progress: &'s dyn crate::verify::Progress,
+    progress: &'s dyn crate::progress::Progress,
 ) -> Result<(Verified<impl Read + 's>, u64), LayerError> {
     let blob = store
         .open_verified(digest, size)
@@ -506,7 +506,7 @@ pub fn open_stored<'s>(
 
 struct ProgressRead<'p, R> {
     inner: R,
-    progress: &'p dyn crate::verify::Progress,
+    progress: &'p dyn crate::progress::Progress,
 }
 
 impl<R: Read> Read for ProgressRead<'_, R> {
@@ -530,7 +530,7 @@ pub fn walk_stored_layer<F>(
     size: i64,
     compression: Compression,
     diff_id: Option<&Digest>,
-    progress: &dyn crate::verify::Progress,
+    progress: &dyn crate::progress::Progress,
     visit: F,
 ) -> Result<Option<LayerDigests>, LayerError>
 where
@@ -596,7 +596,7 @@ pub struct EntrySummary {
 }
 
 /// Lists a layer's entries, reading every byte (the decompressed size is
-/// capped by [`crate::archive::decompression_limit`] of `compressed_len`).
+/// capped by the default [`crate::limits::Limits`] for `compressed_len`).
 ///
 /// # Errors
 /// See [`LayerError`].
@@ -605,7 +605,7 @@ pub fn list_entries<R: Read>(
     compression: Compression,
     compressed_len: u64,
 ) -> Result<Vec<EntrySummary>, LayerError> {
-    let limit = crate::archive::decompression_limit(compressed_len);
+    let limit = crate::limits::Limits::default().decompression(compressed_len);
     let mut out = Vec::new();
     let mut buf = vec![0u8; IO_BUFFER];
     walk_layer(

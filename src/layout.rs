@@ -134,6 +134,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
 #[derive(Debug, Clone)]
 pub struct Layout {
     store: LayoutStore,
+    lock_policy: LockPolicy,
 }
 
 /// Warnings found while opening a layout (not errors: the layout is usable).
@@ -192,6 +193,13 @@ impl Layout {
         Layout::open_with_warnings(root).map(|(l, _)| l)
     }
 
+    /// How this layout's writers wait for its lock (by default: silently, as
+    /// long as it takes).
+    pub fn with_lock_policy(mut self, policy: LockPolicy) -> Layout {
+        self.lock_policy = policy;
+        self
+    }
+
     /// Like [`Layout::open`], also returning what is odd but tolerated.
     ///
     /// # Errors
@@ -211,6 +219,7 @@ impl Layout {
         Ok((
             Layout {
                 store: LayoutStore::new(root),
+                lock_policy: LockPolicy::default(),
             },
             warnings,
         ))
@@ -250,6 +259,7 @@ impl Layout {
         }
         let layout = Layout {
             store: LayoutStore::new(root),
+            lock_policy: LockPolicy::default(),
         };
         let _lock = layout.lock()?;
         fs::create_dir_all(root.join("blobs").join("sha256")).map_err(io_err(root))?;
@@ -276,6 +286,7 @@ impl Layout {
             .map_err(io_err(&parent))?;
         let staged = Layout {
             store: LayoutStore::new(tmp.path()),
+            lock_policy: LockPolicy::default(),
         };
         fs::create_dir_all(tmp.path().join("blobs").join("sha256")).map_err(io_err(tmp.path()))?;
         staged.write_atomic(
@@ -294,6 +305,7 @@ impl Layout {
                 sync_dir(&parent)?;
                 Ok(Some(Layout {
                     store: LayoutStore::new(root),
+                    lock_policy: LockPolicy::default(),
                 }))
             }
             Err(_) => {
@@ -338,8 +350,8 @@ impl Layout {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        let policy = LOCK_POLICY.get();
-        let timeout = policy.and_then(|p| p.timeout);
+        let policy = Some(self.lock_policy);
+        let timeout = self.lock_policy.timeout;
         let start = std::time::Instant::now();
         let mut told = false;
         loop {
@@ -784,14 +796,6 @@ pub struct LockPolicy {
     /// Called once when a writer starts waiting: the layout and, if known, the
     /// pid holding the lock (the CLI tells the user on a terminal).
     pub on_wait: Option<fn(&Path, Option<u32>)>,
-}
-
-static LOCK_POLICY: std::sync::OnceLock<LockPolicy> = std::sync::OnceLock::new();
-
-/// Sets how every writer in this process waits for layout locks (once; later
-/// calls are ignored). Without it writers wait silently as long as it takes.
-pub fn set_lock_policy(policy: LockPolicy) {
-    let _ = LOCK_POLICY.set(policy);
 }
 
 /// The exclusive writer lock on a layout; released when dropped.

@@ -84,6 +84,7 @@ pub mod layer;
 pub mod layout;
 pub mod limits;
 pub mod platform;
+pub mod progress;
 pub mod reference;
 pub mod resolve;
 pub mod rewrite;

@@ -477,6 +477,13 @@ fn run(cli: Cli) -> Result<Option<Negative>> {
     result
 }
 
+/// How this run's writers wait for layout locks (`--lock-timeout`).
+static LOCK_POLICY: std::sync::OnceLock<ocikit::layout::LockPolicy> = std::sync::OnceLock::new();
+
+fn lock_policy() -> ocikit::layout::LockPolicy {
+    LOCK_POLICY.get().copied().unwrap_or_default()
+}
+
 fn run_command(cli: Cli) -> Result<Option<Negative>> {
     let timeout =
         match cli.lock_timeout {
@@ -485,7 +492,7 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             })?),
             None => None,
         };
-    ocikit::layout::set_lock_policy(ocikit::layout::LockPolicy {
+    let _ = LOCK_POLICY.set(ocikit::layout::LockPolicy {
         timeout,
         on_wait: Some(lock_notice),
     });
@@ -757,7 +764,7 @@ fn squash_cmd(
         ),
     };
     guard::check_output(guard::Output::Layout(&target), &[loc.path.as_path()])?;
-    let layout = Layout::open(&target)?;
+    let layout = Layout::open(&target)?.with_lock_policy(lock_policy());
     let image = resolve_image(&store, &loc, &platform)?;
     cancel_on_signals();
     let compression = match compress {
@@ -1093,6 +1100,7 @@ fn copy_cmd(
         no_referrers: args.no_referrers || args.uncompressed_layers,
         all_platforms: args.all,
         limits: ocikit::limits::Limits::from_env(),
+        lock_policy: lock_policy(),
     };
     let mut plan = copy::plan(&srcs, &options)?;
     for n in &plan.notes {
@@ -1226,6 +1234,7 @@ fn open_layout(loc: &Location) -> Result<Layout> {
         );
     }
     let (layout, warnings) = Layout::open_with_warnings(&loc.path)?;
+    let layout = layout.with_lock_policy(lock_policy());
     if let Some(v) = warnings.layout_version {
         say!(
             "ocikit: warning: {}/oci-layout has imageLayoutVersion {v:?}; reading it as 1.0.0",
@@ -1745,7 +1754,10 @@ fn verify_cmd(location: &str, deep: bool, json: bool) -> Result<Option<Negative>
     } else {
         "verifying"
     });
-    let options = VerifyOptions { deep };
+    let options = VerifyOptions {
+        deep,
+        limits: ocikit::limits::Limits::from_env(),
+    };
     let report = match expect {
         Some(expect) => verify::verify_archive(&loc.path, expect, &options, &bar)?,
         None => verify::verify_layout_with_progress(&loc.path, &options, &bar)?,

@@ -24,19 +24,11 @@ use crate::store::{self, LayoutStore, Store, StoreError};
 pub struct VerifyOptions {
     /// Also decompress layers and check DiffIDs and tar readability.
     pub deep: bool,
+    /// Caps for every read (the decompression limit).
+    pub limits: crate::limits::Limits,
 }
 
-/// Receives progress while verify hashes blobs (for a progress bar). The
-/// library never prints; the CLI draws a bar only when stderr is a terminal.
-pub trait Progress: Sync {
-    /// The total number of bytes about to be hashed.
-    fn begin(&self, _total_bytes: u64) {}
-    /// `bytes` more were hashed.
-    fn advance(&self, _bytes: u64) {}
-}
-
-/// No progress reporting.
-impl Progress for () {}
+pub use crate::progress::Progress;
 
 /// A verify finding: an [`Issue`] with its severity.
 pub type Finding = Issue;
@@ -394,10 +386,10 @@ pub fn verify_with_progress(
             .map(|r| r.descriptor.size.max(0) as u64)
             .fold(0u64, u64::saturating_add),
     );
-    let results = largest_first(&leaves, |r| {
+    let results = crate::progress::largest_first(&leaves, |r| {
         (
             r.digest.clone(),
-            check_leaf(store, r, options.deep, &decompressed, progress),
+            check_leaf(store, r, options, &decompressed, progress),
         )
     });
     let mut diff_ids: HashMap<Digest, Digest> = HashMap::new();
@@ -441,32 +433,6 @@ pub fn verify_with_progress(
     }
 }
 
-/// Runs `f` over `items` (sorted largest first) on every rayon thread, each
-/// thread taking the next item when it is free. One blob's hash cannot be
-/// split, so this greedy order keeps the cores busy until the end, where
-/// rayon's halving of the list can leave one core with most of the bytes.
-/// Results come back in the order of `items`.
-pub(crate) fn largest_first<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Mutex;
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(items.len()));
-    let workers = rayon::current_num_threads().min(items.len()).max(1);
-    rayon::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|_| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                let r = f(item);
-                out.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
-            });
-        }
-    });
-    let mut out = out.into_inner().unwrap_or_else(|e| e.into_inner());
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, r)| r).collect()
-}
-
 fn dedup(findings: &mut Vec<Finding>) {
     let mut seen = BTreeSet::new();
     findings.retain(|f| seen.insert((f.kind, f.digest.clone(), f.message.clone())));
@@ -475,10 +441,11 @@ fn dedup(findings: &mut Vec<Finding>) {
 fn check_leaf(
     store: &dyn Store,
     r: &Reached,
-    deep: bool,
+    options: &VerifyOptions,
     decompressed: &AtomicU64,
     progress: &dyn Progress,
 ) -> LeafResult {
+    let deep = options.deep;
     let advance = |n: u64| progress.advance(n);
     let mut out = LeafResult {
         findings: Vec::new(),
@@ -552,11 +519,7 @@ fn check_leaf(
             crate::digest::ProgressReader::new(blob.into_reader(), &advance),
             digest.algorithm().clone(),
         );
-        match layer::digest_layer(
-            reader,
-            compression,
-            crate::archive::decompression_limit(len),
-        ) {
+        match layer::digest_layer(reader, compression, options.limits.decompression(len)) {
             Ok(l) => {
                 out.checked = true;
                 out.bytes = len;

@@ -16,13 +16,13 @@ use super::{
 use crate::digest::Digest;
 use crate::docker::{self, familiar};
 use crate::limits::COPY_CHUNK;
+use crate::progress::Progress;
 use crate::resolve;
 use crate::spec::{self, Document, Kind};
 use crate::spec::{
     media_type, Compression, Descriptor, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
 };
 use crate::verified::{Mismatch, Verified};
-use crate::verify::Progress;
 
 /// Archive flavours ocikit writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -512,7 +512,7 @@ fn write_deferred(
         path: out.to_path_buf(),
         source,
     };
-    let results = crate::verify::largest_first(&jobs, |(at, lazy, size, _)| {
+    let results = crate::progress::largest_first(&jobs, |(at, lazy, size, _)| {
         let layer = &lazy.layer;
         let digest = &layer.digest;
         let store = sources[lazy.source].store;

@@ -33,6 +33,7 @@ use crate::image::{self, Layer};
 use crate::layout::{Layout, LayoutError};
 use crate::limits::Limits;
 use crate::platform::PlatformSpec;
+use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::resolve::{self, PlatformChoice, ResolveError};
 use crate::spec::{
@@ -41,7 +42,6 @@ use crate::spec::{
 };
 use crate::store::{Blob, Store, StoreError};
 use crate::verified::Verified;
-use crate::verify::Progress;
 
 mod archive;
 mod uncompress;
@@ -122,6 +122,8 @@ pub struct CopyOptions {
     pub all_platforms: bool,
     /// Caps for every read (the decompression limit).
     pub limits: Limits,
+    /// How to wait for the target layout's lock.
+    pub lock_policy: crate::layout::LockPolicy,
 }
 
 /// One image to record in the target.
@@ -173,6 +175,8 @@ pub struct Plan {
     pub lazy: HashMap<Digest, (LazyLayer, u64)>,
     /// The caps for every read of this plan.
     pub limits: Limits,
+    /// How to wait for the target layout's lock.
+    pub lock_policy: crate::layout::LockPolicy,
 }
 
 /// What a copy did.
@@ -206,6 +210,7 @@ pub fn plan(sources: &[Source<'_>], options: &CopyOptions) -> Result<Plan, CopyE
         sources,
         plan: Plan {
             limits: options.limits,
+            lock_policy: options.lock_policy,
             ..Plan::default()
         },
         seen: HashSet::new(),
@@ -755,7 +760,7 @@ fn write_layout_inner(
     target: &Path,
     progress: &dyn Progress,
 ) -> Result<CopyReport, CopyError> {
-    let layout = Layout::init(target)?;
+    let layout = Layout::init(target)?.with_lock_policy(plan.lock_policy);
     let lock = layout.lock()?;
     // An index.json verify refuses is refused before any blob is written.
     layout.read_index(&lock)?;
@@ -767,7 +772,7 @@ fn write_layout_inner(
     let mut leaves: Vec<&PlannedBlob> = plan.blobs.iter().filter(|b| !b.document).collect();
     leaves.sort_by(|a, b| b.size.cmp(&a.size).then(a.digest.cmp(&b.digest)));
     let mut results =
-        crate::verify::largest_first(&leaves, |b| write_one(sources, plan, &layout, b, progress));
+        crate::progress::largest_first(&leaves, |b| write_one(sources, plan, &layout, b, progress));
     let documents: Vec<&PlannedBlob> = plan.blobs.iter().filter(|b| b.document).collect();
     for b in &documents {
         results.push(write_one(sources, plan, &layout, b, progress));

@@ -145,7 +145,7 @@ pub fn uncompress_layers_with(
         }
     }
     let limits = plan.limits;
-    let results = crate::verify::largest_first(&to_files, |(i, layer)| {
+    let results = crate::progress::largest_first(&to_files, |(i, layer)| {
         decompress_to_file(sources[*i].store, layer, &limits, temp_dir)
     });
     for r in results {
