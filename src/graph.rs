@@ -227,8 +227,18 @@ impl Default for WalkOptions {
     }
 }
 
+/// What a walk's visitor wants after seeing a descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Go on (into the document's children, if it is an index or manifest).
+    Continue,
+    /// Do not load or descend into this document.
+    Skip,
+}
+
 struct Walker<'a> {
     store: &'a dyn Store,
+    on_visit: &'a mut dyn FnMut(&Reached) -> Step,
     load_configs: bool,
     shallow: bool,
     g: Graph,
@@ -265,8 +275,21 @@ pub fn store_issue(e: &StoreError, digest: &Digest, path: &str) -> Issue {
 
 /// Walks everything reachable from `index.json`.
 pub fn walk(store: &dyn Store, options: WalkOptions) -> Graph {
+    walk_with(store, options, &mut |_| Step::Continue)
+}
+
+/// [`walk`] with a visitor, as umoci's `casext.Walk`: it sees every
+/// descriptor reached (once per digest, in walk order) and may skip a
+/// document's children. gc, verify and `ls` see the graph through this one
+/// walk and its one validator.
+pub fn walk_with(
+    store: &dyn Store,
+    options: WalkOptions,
+    on_visit: &mut dyn FnMut(&Reached) -> Step,
+) -> Graph {
     let mut w = Walker {
         store,
+        on_visit,
         load_configs: options.configs,
         shallow: options.shallow,
         g: Graph::default(),
@@ -307,6 +330,7 @@ pub fn walk(store: &dyn Store, options: WalkOptions) -> Graph {
 pub fn check_index(store: &dyn Store, bytes: &[u8]) -> Vec<Issue> {
     let mut w = Walker {
         store,
+        on_visit: &mut |_| Step::Continue,
         load_configs: false,
         shallow: true,
         g: Graph::default(),
@@ -415,7 +439,7 @@ impl Walker<'_> {
             self.g.issues.push(store_issue(&e, &digest, &path));
             return;
         }
-        if !is_doc || self.shallow {
+        if (self.on_visit)(&self.g.reached[&digest]) == Step::Skip || !is_doc || self.shallow {
             return;
         }
         let bytes = match self

@@ -287,8 +287,8 @@ pub fn write_archive(
 
     let lazy = !plan.lazy.is_empty();
     if lazy && (compression != Compression::None || matches!(out, ArchiveOut::Stdout)) {
-        return Err(CopyError::Invalid(
-            "internal: layers to stream need an uncompressed archive file".into(),
+        return Err(CopyError::Internal(
+            "layers to stream need an uncompressed archive file".into(),
         ));
     }
     // Where lazy layers are written: the same file, at offsets kept here.
@@ -518,7 +518,7 @@ fn write_deferred(
         let store = sources[lazy.source].store;
         let mut stream = layer
             .uncompressed(store, &plan.limits)
-            .map_err(|e| CopyError::Invalid(format!("layer {digest}: {e}")))?;
+            .map_err(|e| CopyError::layer(digest, e))?;
         let mut buf = vec![0u8; COPY_CHUNK];
         let mut written = 0u64;
         loop {
@@ -528,7 +528,7 @@ fn write_deferred(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let e = crate::layer::layer_error(0)(e);
-                    return Err(CopyError::Invalid(format!("layer {digest} {e}")));
+                    return Err(CopyError::layer(digest, e));
                 }
             };
             if written + n as u64 > *size {
@@ -550,7 +550,7 @@ fn write_deferred(
         }
         layer
             .finish(stream)
-            .map_err(|e| CopyError::Invalid(format!("layer {digest} {e}")))?;
+            .map_err(|e| CopyError::layer(digest, e))?;
         Ok(())
     });
     // A wrong prediction wins over other errors: the caller starts over.

@@ -30,6 +30,7 @@ use crate::digest::{Algorithm, Digest};
 use crate::docker;
 use crate::graph::{find_referrers, Referrer};
 use crate::image::{self, Layer};
+use crate::layer::LayerError;
 use crate::layout::{Layout, LayoutError};
 use crate::limits::Limits;
 use crate::platform::PlatformSpec;
@@ -82,16 +83,63 @@ pub enum CopyError {
     /// An index whose platforms are only partly in the source.
     #[error("{0}")]
     PartialIndex(String),
-    /// The request cannot be carried out as asked.
+    /// The request cannot be carried out as asked (a target name for
+    /// several images, an index into a docker-archive, …).
     #[error("{0}")]
     Invalid(String),
+    /// A source holds no image.
+    #[error("{store} holds no images to copy")]
+    Empty {
+        /// The source.
+        store: String,
+    },
+    /// A layer is damaged, or is not what its descriptor and config say.
+    #[error("layer {digest} {source}")]
+    Layer {
+        /// The stored layer.
+        digest: Digest,
+        /// What is wrong with it.
+        source: Box<LayerError>,
+    },
+    /// A document of the source cannot be copied as it is.
+    #[error("{digest} {reason}")]
+    Document {
+        /// The document (as its descriptor names it).
+        digest: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A source blob failed verification while it was written.
+    #[error("{source_name}: {error}; nothing of it was stored")]
+    BadSource {
+        /// The source and blob, for the message.
+        source_name: String,
+        /// The verification error.
+        error: Box<StoreError>,
+    },
+    /// The target layout appeared while the copy was being staged.
+    #[error("{} appeared while the copy was being written; nothing was put there (run the copy again to add to it)", .0.display())]
+    TargetAppeared(PathBuf),
+    /// A broken invariant of ocikit itself (a bug).
+    #[error("internal: {0}")]
+    Internal(String),
     /// A layer's uncompressed size was predicted wrongly (a gzip stream of
-    /// several members); [`export`] starts over with temporary files.
+    /// several members); the copy starts over with temporary files.
     #[error("layer {layer} decompresses to another size than its gzip trailer announces")]
     Prediction {
         /// The stored layer.
         layer: Digest,
     },
+}
+
+impl CopyError {
+    /// A layer error, naming the layer.
+    pub fn layer(digest: &Digest, e: LayerError) -> CopyError {
+        CopyError::Layer {
+            digest: digest.clone(),
+            source: Box::new(e),
+        }
+    }
 }
 
 /// What to copy from one source.
@@ -238,10 +286,9 @@ pub fn plan(sources: &[Source<'_>], options: &CopyOptions) -> Result<Plan, CopyE
             }
         };
         if roots.is_empty() {
-            return Err(CopyError::Invalid(format!(
-                "{} holds no images to copy",
-                src.store.name()
-            )));
+            return Err(CopyError::Empty {
+                store: src.store.name(),
+            });
         }
         for root in roots {
             p.root(i, root)?;
@@ -344,10 +391,10 @@ impl Planner<'_, '_> {
     fn platform_subset(&mut self, i: usize, desc: &Descriptor) -> Result<Descriptor, CopyError> {
         let node = resolve::load_node(self.store(i), desc, "index")?;
         let Ok(Document::Index(index)) = spec::parse_document(&node.bytes, Kind::Index) else {
-            return Err(CopyError::Invalid(format!(
-                "{} is not a valid index",
-                node.digest
-            )));
+            return Err(CopyError::Document {
+                digest: node.digest.to_string(),
+                reason: "is not a valid index".into(),
+            });
         };
         let mut keep: Vec<usize> = Vec::new();
         for want in &self.options.platforms {
@@ -370,8 +417,11 @@ impl Planner<'_, '_> {
             // Every entry asked for: the stored index itself, digest kept.
             return Ok(desc.clone());
         }
-        let mut value: Value = serde_json::from_slice(&node.bytes)
-            .map_err(|e| CopyError::Invalid(format!("index {}: {e}", node.digest)))?;
+        let mut value: Value =
+            serde_json::from_slice(&node.bytes).map_err(|e| CopyError::Document {
+                digest: format!("index {}:", node.digest),
+                reason: e.to_string(),
+            })?;
         if let Some(list) = value.get_mut("manifests").and_then(Value::as_array_mut) {
             let all = std::mem::take(list);
             *list = all
@@ -423,10 +473,10 @@ impl Planner<'_, '_> {
     /// Adds a descriptor and everything below it, children first.
     fn add(&mut self, i: usize, desc: &Descriptor, depth: usize) -> Result<(), CopyError> {
         if depth > resolve::MAX_NESTING {
-            return Err(CopyError::Invalid(format!(
-                "{}: indexes nested too deep",
-                desc.digest
-            )));
+            return Err(CopyError::Document {
+                digest: format!("{}:", desc.digest),
+                reason: "indexes nested too deep".into(),
+            });
         }
         let digest = resolve::descriptor_digest(desc, "a descriptor")?;
         if self.seen.contains(&digest) {
@@ -536,11 +586,12 @@ fn read_planned(sources: &[Source<'_>], plan: &Plan, digest: &str) -> Result<Vec
         .blobs
         .iter()
         .find(|b| b.digest.to_string() == digest)
-        .ok_or_else(|| CopyError::Invalid(format!("internal: {digest} is not planned")))?;
+        .ok_or_else(|| CopyError::Internal(format!("{digest} is not planned")))?;
     if b.size > MAX_DOCUMENT_SIZE {
-        return Err(CopyError::Invalid(format!(
-            "{digest} is too large to be a manifest or config"
-        )));
+        return Err(CopyError::Document {
+            digest: digest.to_string(),
+            reason: "is too large to be a manifest or config".into(),
+        });
     }
     let blob = open_planned(sources, plan, b)?;
     let mut out = Vec::with_capacity(b.size as usize);
@@ -573,7 +624,7 @@ fn open_planned(sources: &[Source<'_>], plan: &Plan, b: &PlannedBlob) -> Result<
             plan.built
                 .get(&b.digest)
                 .map(|bytes| Blob::memory(bytes.clone()))
-                .ok_or_else(|| CopyError::Invalid(format!("internal: no bytes for {}", b.digest)))
+                .ok_or_else(|| CopyError::Internal(format!("no bytes for {}", b.digest)))
         }
     }
 }
@@ -628,10 +679,17 @@ fn check_layers_where(
         let Some(config) = m.config.as_ref().filter(|c| c.kind() == Kind::ImageConfig) else {
             continue;
         };
-        let config = spec::parse_config(&read_planned(sources, plan, &config.digest)?)
-            .map_err(|e| CopyError::Invalid(format!("config {}: {e}", config.digest)))?;
-        let layers = image::layers_of(&m, Some(&config))
-            .map_err(|e| CopyError::Invalid(format!("manifest {}: {e}", b.digest)))?;
+        let config =
+            spec::parse_config(&read_planned(sources, plan, &config.digest)?).map_err(|e| {
+                CopyError::Document {
+                    digest: format!("config {}:", config.digest),
+                    reason: e.to_string(),
+                }
+            })?;
+        let layers = image::layers_of(&m, Some(&config)).map_err(|e| CopyError::Document {
+            digest: format!("manifest {}:", b.digest),
+            reason: e.to_string(),
+        })?;
         for l in layers {
             if l.compression.is_none() {
                 continue;
@@ -655,7 +713,7 @@ fn check_layers_where(
             let compression = layer.compression.unwrap_or(Compression::None);
             crate::layer::digest_layer(reader, compression, limit)
                 .and_then(|got| crate::layer::check_diff_id(&got, layer.diff_id.as_ref()))
-                .map_err(|e| CopyError::Invalid(format!("layer {digest} {e}")))?;
+                .map_err(|e| CopyError::layer(digest, e))?;
             Ok(())
         })
         .collect();
@@ -706,10 +764,7 @@ pub fn write_layout(
         .map_err(io_err(staged.path()))?;
     }
     if std::fs::symlink_metadata(target).is_ok() {
-        return Err(CopyError::Invalid(format!(
-            "{} appeared while the copy was being written; nothing was put there (run the copy again to add to it)",
-            target.display()
-        )));
+        return Err(CopyError::TargetAppeared(target.to_path_buf()));
     }
     std::fs::rename(staged.path(), target).map_err(io_err(target))?;
     let _ = staged.keep();
@@ -745,10 +800,10 @@ fn write_one(
         source,
     })?;
     w.finish().map_err(|e| match e {
-        LayoutError::Verify(inner) => CopyError::Invalid(format!(
-            "{}: {inner}; nothing of it was stored",
-            source_name(sources, b)
-        )),
+        LayoutError::Verify(inner) => CopyError::BadSource {
+            source_name: source_name(sources, b),
+            error: Box::new(inner),
+        },
         other => other.into(),
     })?;
     Ok(true)

@@ -89,7 +89,7 @@ pub fn uncompress_layers_with(
             .iter()
             .find(|b| b.digest.to_string() == root.descriptor.digest)
             .cloned()
-            .ok_or_else(|| CopyError::Invalid("internal: root not planned".into()))?;
+            .ok_or_else(|| CopyError::Internal("root not planned".into()))?;
         let Some(i) = planned.source else { continue };
         let store = sources[i].store;
         let node = resolve::load_node(store, &root.descriptor, "manifest")?;
@@ -291,7 +291,7 @@ fn decompress_to_file(
     // filling the target's disk.
     let mut stream = layer
         .uncompressed(store, limits)
-        .map_err(|e| CopyError::Invalid(format!("layer {digest}: {e}")))?;
+        .map_err(|e| CopyError::layer(digest, e))?;
     let tmp_err = |source| CopyError::Io {
         path: temp_dir.to_path_buf(),
         source,
@@ -306,7 +306,7 @@ fn decompress_to_file(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let e = crate::layer::layer_error(0)(e);
-                    return Err(CopyError::Invalid(format!("layer {digest} {e}")));
+                    return Err(CopyError::layer(digest, e));
                 }
             };
             if crate::flatten::cancelled() {
@@ -320,7 +320,7 @@ fn decompress_to_file(
     }
     let digests = layer
         .finish(stream)
-        .map_err(|e| CopyError::Invalid(format!("layer {digest} {e}")))?;
+        .map_err(|e| CopyError::layer(digest, e))?;
     Ok((
         digest.clone(),
         digests.diff_id,
