@@ -1117,6 +1117,7 @@ fn copy_cmd(
         copy::check_unverified_layers(&srcs, &plan)?;
     }
     let mut files_fallback = None;
+    let mut uncompress_notes = Vec::new();
     if args.uncompressed_layers {
         // Decompressed layers are written again right away: keep them on the
         // target's file system.
@@ -1151,8 +1152,13 @@ fn copy_cmd(
         } else {
             copy::Uncompress::Files
         };
-        for n in copy::uncompress_layers_with(&srcs, &mut plan, &temp_dir, mode)? {
-            say!("ocikit: note: {n}");
+        uncompress_notes = copy::uncompress_layers_with(&srcs, &mut plan, &temp_dir, mode)?;
+        // A streamed export may start over with other sizes (and digests):
+        // its notes are told once it is written.
+        if !streamable {
+            for n in uncompress_notes.drain(..) {
+                say!("ocikit: note: {n}");
+            }
         }
     } else if matches!(
         target_kind,
@@ -1185,7 +1191,7 @@ fn copy_cmd(
                 // A gzip trailer announced the wrong size (several members):
                 // start over with temporary files.
                 (Err(copy::CopyError::Prediction { .. }), Some((mut plan, temp_dir))) => {
-                    copy::uncompress_layers(&srcs, &mut plan, &temp_dir)?;
+                    uncompress_notes = copy::uncompress_layers(&srcs, &mut plan, &temp_dir)?;
                     copy::write_archive(&srcs, &plan, *kind, *compression, out, &bar)?
                 }
                 (r, _) => r?,
@@ -1193,6 +1199,9 @@ fn copy_cmd(
         }
     };
     bar.done();
+    for n in &uncompress_notes {
+        say!("ocikit: note: {n}");
+    }
     for n in &notes {
         say!("ocikit: warning: {n}");
     }
