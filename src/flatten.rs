@@ -69,22 +69,6 @@ pub(crate) fn interrupted() -> io::Error {
     io::Error::other("interrupted by a signal; temporary files removed")
 }
 
-/// A writer that fails once [`cancel`] was called, so a copy stops at its
-/// next write and its temporary files are dropped (removed) on the way out.
-pub(crate) struct Cancellable<W>(pub(crate) W);
-
-impl<W: Write> Write for Cancellable<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if cancelled() {
-            return Err(interrupted());
-        }
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
 /// Why flattening failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FlattenError {

@@ -135,6 +135,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
 pub struct Layout {
     store: LayoutStore,
     lock_policy: LockPolicy,
+    cancel: crate::cancel::Cancel,
 }
 
 /// Warnings found while opening a layout (not errors: the layout is usable).
@@ -200,6 +201,12 @@ impl Layout {
         self
     }
 
+    /// A token that stops this layout's blob writers at their next write.
+    pub fn with_cancel(mut self, cancel: crate::cancel::Cancel) -> Layout {
+        self.cancel = cancel;
+        self
+    }
+
     /// Like [`Layout::open`], also returning what is odd but tolerated.
     ///
     /// # Errors
@@ -220,6 +227,7 @@ impl Layout {
             Layout {
                 store: LayoutStore::new(root),
                 lock_policy: LockPolicy::default(),
+                cancel: crate::cancel::Cancel::default(),
             },
             warnings,
         ))
@@ -260,6 +268,7 @@ impl Layout {
         let layout = Layout {
             store: LayoutStore::new(root),
             lock_policy: LockPolicy::default(),
+            cancel: crate::cancel::Cancel::default(),
         };
         let _lock = layout.lock()?;
         fs::create_dir_all(root.join("blobs").join("sha256")).map_err(io_err(root))?;
@@ -287,6 +296,7 @@ impl Layout {
         let staged = Layout {
             store: LayoutStore::new(tmp.path()),
             lock_policy: LockPolicy::default(),
+            cancel: crate::cancel::Cancel::default(),
         };
         fs::create_dir_all(tmp.path().join("blobs").join("sha256")).map_err(io_err(tmp.path()))?;
         staged.write_atomic(
@@ -306,6 +316,7 @@ impl Layout {
                 Ok(Some(Layout {
                     store: LayoutStore::new(root),
                     lock_policy: LockPolicy::default(),
+                    cancel: crate::cancel::Cancel::default(),
                 }))
             }
             Err(_) => {
@@ -814,9 +825,7 @@ impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // A signal stops the copy here; dropping the writer removes its
         // temporary file.
-        if crate::flatten::cancelled() {
-            return Err(crate::flatten::interrupted());
-        }
+        self.layout.cancel.check()?;
         self.out.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -71,6 +71,7 @@
 )]
 
 pub mod archive;
+pub mod cancel;
 pub mod copy;
 pub mod diff;
 pub mod digest;

@@ -643,7 +643,16 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
 
 /// SIGINT and SIGTERM make a running flatten or squash stop and remove its
 /// staging directory (exit 2, "interrupted") instead of dying mid-way.
+/// The token the signal handler sets; every cancellable call of this run
+/// holds a clone.
+static CANCEL: std::sync::OnceLock<ocikit::cancel::Cancel> = std::sync::OnceLock::new();
+
+fn cancel_token() -> ocikit::cancel::Cancel {
+    CANCEL.get_or_init(ocikit::cancel::Cancel::new).clone()
+}
+
 fn cancel_on_signals() {
+    let _ = cancel_token();
     use std::sync::atomic::{AtomicBool, Ordering};
     static SEEN: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {
@@ -654,6 +663,9 @@ fn cancel_on_signals() {
             unsafe { libc::_exit(130) };
         }
         ocikit::flatten::cancel();
+        if let Some(c) = CANCEL.get() {
+            c.cancel();
+        }
     }
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only touches atomics and calls _exit, both
@@ -1101,6 +1113,7 @@ fn copy_cmd(
         all_platforms: args.all,
         limits: ocikit::limits::Limits::from_env(),
         lock_policy: lock_policy(),
+        cancel: cancel_token(),
     };
     let mut plan = copy::plan(&srcs, &options)?;
     for n in &plan.notes {

@@ -331,7 +331,13 @@ pub fn write_archive(
         path: path_for_errors.clone(),
         source,
     };
-    let buffered = io::BufWriter::with_capacity(COPY_CHUNK, crate::flatten::Cancellable(sink));
+    let buffered = io::BufWriter::with_capacity(
+        COPY_CHUNK,
+        crate::cancel::Cancellable {
+            inner: sink,
+            cancel: plan.cancel.clone(),
+        },
+    );
     let encoder = match compression {
         Compression::None => Encoder::Plain(buffered),
         Compression::Gzip => Encoder::Gzip(
@@ -536,9 +542,7 @@ fn write_deferred(
                     layer: digest.clone(),
                 });
             }
-            if crate::flatten::cancelled() {
-                return Err(io_err(crate::flatten::interrupted()));
-            }
+            plan.cancel.check().map_err(io_err)?;
             file.write_all_at(&buf[..n], at + written).map_err(io_err)?;
             written += n as u64;
             progress.advance(n as u64);

@@ -172,6 +172,8 @@ pub struct CopyOptions {
     pub limits: Limits,
     /// How to wait for the target layout's lock.
     pub lock_policy: crate::layout::LockPolicy,
+    /// Stops the copy at its next write.
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// One image to record in the target.
@@ -225,6 +227,8 @@ pub struct Plan {
     pub limits: Limits,
     /// How to wait for the target layout's lock.
     pub lock_policy: crate::layout::LockPolicy,
+    /// Stops the copy at its next write.
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// What a copy did.
@@ -259,6 +263,7 @@ pub fn plan(sources: &[Source<'_>], options: &CopyOptions) -> Result<Plan, CopyE
         plan: Plan {
             limits: options.limits,
             lock_policy: options.lock_policy,
+            cancel: options.cancel.clone(),
             ..Plan::default()
         },
         seen: HashSet::new(),
@@ -815,7 +820,9 @@ fn write_layout_inner(
     target: &Path,
     progress: &dyn Progress,
 ) -> Result<CopyReport, CopyError> {
-    let layout = Layout::init(target)?.with_lock_policy(plan.lock_policy);
+    let layout = Layout::init(target)?
+        .with_lock_policy(plan.lock_policy)
+        .with_cancel(plan.cancel.clone());
     let lock = layout.lock()?;
     // An index.json verify refuses is refused before any blob is written.
     layout.read_index(&lock)?;

@@ -144,9 +144,9 @@ pub fn uncompress_layers_with(
             _ => to_files.push((i, layer)),
         }
     }
-    let limits = plan.limits;
+    let (limits, cancel) = (plan.limits, plan.cancel.clone());
     let results = crate::progress::largest_first(&to_files, |(i, layer)| {
-        decompress_to_file(sources[*i].store, layer, &limits, temp_dir)
+        decompress_to_file(sources[*i].store, layer, &limits, &cancel, temp_dir)
     });
     for r in results {
         let (layer, diff_id, size, file) = r?;
@@ -277,6 +277,7 @@ fn decompress_to_file(
     store: &dyn crate::store::Store,
     layer: &Layer,
     limits: &crate::limits::Limits,
+    cancel: &crate::cancel::Cancel,
     temp_dir: &Path,
 ) -> Result<(Digest, Digest, u64, File), CopyError> {
     let digest = &layer.digest;
@@ -309,9 +310,7 @@ fn decompress_to_file(
                     return Err(CopyError::layer(digest, e));
                 }
             };
-            if crate::flatten::cancelled() {
-                return Err(tmp_err(crate::flatten::interrupted()));
-            }
+            cancel.check().map_err(tmp_err)?;
             // A write error is the target's (ENOSPC names the temp file on
             // the target's file system, not the source blob).
             w.write_all(&buf[..n]).map_err(tmp_err)?;
