@@ -525,28 +525,19 @@ fn write_deferred(
         let mut stream = layer
             .uncompressed(store, &plan.limits)
             .map_err(|e| CopyError::layer(digest, e))?;
-        let mut buf = vec![0u8; COPY_CHUNK];
         let mut written = 0u64;
-        loop {
-            let n = match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let e = crate::layer::layer_error(0)(e);
-                    return Err(CopyError::layer(digest, e));
-                }
-            };
-            if written + n as u64 > *size {
+        super::uncompress::pump(&mut stream, digest, &plan.cancel, io_err, |chunk| {
+            let n = chunk.len() as u64;
+            if written + n > *size {
                 return Err(CopyError::Prediction {
                     layer: digest.clone(),
                 });
             }
-            plan.cancel.check().map_err(io_err)?;
-            file.write_all_at(&buf[..n], at + written).map_err(io_err)?;
-            written += n as u64;
-            progress.advance(n as u64);
-        }
+            file.write_all_at(chunk, at + written).map_err(io_err)?;
+            written += n;
+            progress.advance(n);
+            Ok(())
+        })?;
         if written != *size {
             return Err(CopyError::Prediction {
                 layer: digest.clone(),

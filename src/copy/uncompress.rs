@@ -22,7 +22,8 @@ use serde_json::Value;
 use super::{CopyError, Plan, PlannedBlob, Source};
 use crate::digest::Digest;
 use crate::image::Layer;
-use crate::limits::IO_BUFFER;
+use crate::layer::LayerStream;
+use crate::limits::{COPY_CHUNK, IO_BUFFER};
 use crate::resolve::{self, PlatformChoice};
 use crate::rewrite::Rewrite;
 use crate::spec::{media_type, Compression, Kind};
@@ -299,22 +300,11 @@ fn decompress_to_file(
     };
     {
         let mut w = io::BufWriter::with_capacity(IO_BUFFER, &mut tmp);
-        let mut buf = vec![0u8; IO_BUFFER];
-        loop {
-            let n = match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let e = crate::layer::layer_error(0)(e);
-                    return Err(CopyError::layer(digest, e));
-                }
-            };
-            cancel.check().map_err(tmp_err)?;
-            // A write error is the target's (ENOSPC names the temp file on
-            // the target's file system, not the source blob).
-            w.write_all(&buf[..n]).map_err(tmp_err)?;
-        }
+        // A write error is the target's (ENOSPC names the temp file on the
+        // target's file system, not the source blob).
+        pump(&mut stream, digest, cancel, tmp_err, |chunk| {
+            w.write_all(chunk).map_err(tmp_err)
+        })?;
         w.flush().map_err(tmp_err)?;
     }
     let digests = layer
@@ -326,4 +316,27 @@ fn decompress_to_file(
         digests.uncompressed_size,
         tmp,
     ))
+}
+
+/// Reads a layer's decompressed stream to its end in [`COPY_CHUNK`] steps,
+/// handing each chunk to `sink`; stops when `cancel` fires (an error made by
+/// `io_err`). Read errors name the layer.
+pub(super) fn pump(
+    stream: &mut LayerStream<'_>,
+    digest: &Digest,
+    cancel: &crate::cancel::Cancel,
+    io_err: impl Fn(io::Error) -> CopyError,
+    mut sink: impl FnMut(&[u8]) -> Result<(), CopyError>,
+) -> Result<(), CopyError> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::layer(digest, crate::layer::layer_error(0)(e))),
+        };
+        cancel.check().map_err(&io_err)?;
+        sink(&buf[..n])?;
+    }
 }
