@@ -25,6 +25,8 @@ use std::str::FromStr;
 
 use sha2::Digest as _;
 
+use crate::limits::HASH_BUFFER;
+
 /// Longest encoded part accepted for any algorithm. File names longer than 255
 /// bytes cannot be stored, and no real algorithm needs more.
 const MAX_ENCODED_LEN: usize = 255;
@@ -284,9 +286,6 @@ fn hex(bytes: &[u8]) -> String {
 pub fn hash_reader<R: Read>(algorithm: Algorithm, reader: R) -> io::Result<(Digest, u64)> {
     crate::verified::Verified::hashing(reader, algorithm).drain()
 }
-
-/// Read size when hashing files.
-const HASH_BUFFER: usize = 128 << 10;
 
 /// Hashes an open file from its start (whatever its current offset), with
 /// positioned reads into a reused 128 KiB buffer (it stays in the CPU's L2

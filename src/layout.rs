@@ -147,15 +147,16 @@ pub struct OpenWarnings {
 
 fn check_oci_layout(root: &Path) -> Result<OpenWarnings, StoreError> {
     let path = root.join("oci-layout");
-    let bytes = store::read_small_file(&path, 64 << 10).map_err(|e| match e {
-        StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
-            StoreError::NotALayout {
-                path: root.to_path_buf(),
-                reason: "it has no oci-layout file".into(),
+    let bytes =
+        store::read_small_file(&path, crate::limits::MAX_SMALL_FILE).map_err(|e| match e {
+            StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                StoreError::NotALayout {
+                    path: root.to_path_buf(),
+                    reason: "it has no oci-layout file".into(),
+                }
             }
-        }
-        e => e,
-    })?;
+            e => e,
+        })?;
     let bad = |reason: String| StoreError::NotALayout {
         path: root.to_path_buf(),
         reason,

@@ -10,6 +10,9 @@ pub const IO_BUFFER: usize = 256 << 10;
 pub const COPY_CHUNK: usize = 1 << 20;
 /// Read size when hashing files (stays in the CPU's L2 cache).
 pub const HASH_BUFFER: usize = 128 << 10;
+/// The most one extended-attribute list or value may hold (the kernel's
+/// `XATTR_SIZE_MAX`).
+pub const XATTR_BUFFER: usize = 64 << 10;
 /// The most a small control file (`oci-layout`, a lock file) may hold.
 pub const MAX_SMALL_FILE: u64 = 64 << 10;
 /// The least a compressed stream may always decompress to.

@@ -47,7 +47,7 @@ pub fn write_tree_tar<W: Write>(
     let walker = walkdir::WalkDir::new(dir)
         .follow_links(false)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; crate::limits::COPY_CHUNK];
     for entry in walker {
         if flatten::cancelled() {
             return Err(io::Error::other("interrupted"));
@@ -226,7 +226,7 @@ fn pax_time(sec: i64, nsec: i64) -> String {
 /// A path's xattrs (not following a symlink), sorted by name.
 fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let mut names = vec![0u8; 64 << 10];
+    let mut names = vec![0u8; crate::limits::XATTR_BUFFER];
     // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
     let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
     if n < 0 {
@@ -240,7 +240,7 @@ fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let cn = CString::new(name).map_err(io::Error::other)?;
-        let mut val = vec![0u8; 64 << 10];
+        let mut val = vec![0u8; crate::limits::XATTR_BUFFER];
         let m =
             // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
             unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len()) };

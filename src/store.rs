@@ -224,7 +224,7 @@ impl Blob {
     /// # Errors
     /// Read or write errors.
     pub fn copy_to(&self, out: &mut dyn io::Write) -> io::Result<u64> {
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = vec![0u8; crate::limits::IO_BUFFER];
         let mut pos = 0u64;
         loop {
             let n = match self.read_at(&mut buf, pos) {

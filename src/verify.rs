@@ -119,7 +119,7 @@ pub fn verify_layout_with_progress(
         });
     }
     let mut pre = Vec::new();
-    match store::read_small_file(&root.join("oci-layout"), 64 << 10) {
+    match store::read_small_file(&root.join("oci-layout"), crate::limits::MAX_SMALL_FILE) {
         Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => pre
             .push(finding(
                 IssueKind::Missing,

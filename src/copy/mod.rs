@@ -797,7 +797,7 @@ fn write_one(
     let mut w = layout.blob_writer(Some((b.digest.clone(), b.size)))?;
     let advance = |n| progress.advance(n);
     let mut reader = crate::digest::ProgressReader::new(
-        io::BufReader::with_capacity(1 << 20, blob.into_reader()),
+        io::BufReader::with_capacity(crate::limits::COPY_CHUNK, blob.into_reader()),
         &advance,
     );
     io::copy(&mut reader, &mut w).map_err(|source| CopyError::Io {
