@@ -753,12 +753,11 @@ pub fn umask() -> u32 {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         });
         from_proc.unwrap_or_else(|| {
-            // SAFETY: umask(2) only swaps the process's file-mode creation
-            // mask; it touches no memory. The old mask is put back at once.
-            let old = unsafe { libc::umask(0o022) };
-            // SAFETY: as above.
-            unsafe { libc::umask(old) };
-            old
+            // umask(2) only swaps the process's mask; the old one is put
+            // back at once.
+            let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+            rustix::process::umask(old);
+            old.as_raw_mode()
         })
     })
 }

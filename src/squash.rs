@@ -225,29 +225,19 @@ fn pax_time(sec: i64, nsec: i64) -> String {
 
 /// A path's xattrs (not following a symlink), sorted by name.
 fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let mut names = vec![0u8; crate::limits::XATTR_BUFFER];
-    // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOTSUP) {
-            return Ok(Vec::new());
-        }
-        return Err(e);
-    }
-    names.truncate(n as usize);
+    let n = match rustix::fs::llistxattr(path, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    names.truncate(n);
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let cn = CString::new(name).map_err(io::Error::other)?;
         let mut val = vec![0u8; crate::limits::XATTR_BUFFER];
-        let m =
-            // SAFETY: FFI call on descriptors that stay open for the whole call and on pointers into live, NUL-terminated CStrings or buffers passed with their true lengths; nothing is retained past the call.
-            unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
-        if m < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        val.truncate(m as usize);
+        let m = rustix::fs::lgetxattr(path, cn.as_c_str(), &mut val[..])?;
+        val.truncate(m);
         out.push((name.to_vec(), val));
     }
     out.sort();
@@ -280,8 +270,7 @@ pub fn flatten_to_tar<W: Write>(
         options,
         Some(&mut recorded),
     )?;
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
+    let rootless = options.rootless || !rustix::process::geteuid().is_root();
     let (out, _) =
         write_tree_tar(&staging.root, out, rootless.then_some(&recorded)).map_err(|e| {
             FlattenError::Output {
@@ -490,8 +479,7 @@ pub fn squash(
         &fopts,
         Some(&mut recorded),
     )?;
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    let rootless = options.rootless || unsafe { libc::geteuid() } != 0;
+    let rootless = options.rootless || !rustix::process::geteuid().is_root();
 
     // Layer: tar → (DiffID hash) → compression → blob writer.
     let io_out = |e: io::Error| out_err(format!("writing the squashed layer: {e}"));
