@@ -14,6 +14,7 @@ use crate::layer::{self, LayerError};
 use crate::spec::{Descriptor, Kind};
 use crate::store::Store;
 use crate::tarstream::EntryKind;
+use crate::whiteout::{self, Marker};
 
 /// A decoded layer: its entries in order, and its DiffID.
 pub(super) type Decoded = (Vec<(Box<str>, Sig)>, Digest);
@@ -179,25 +180,9 @@ pub(super) fn decode_layer(
                     t.extend_from_slice(chunk);
                 }
             })?;
-            let path = entry_path(&e.path);
-            let base = path.rsplit('/').next().unwrap_or("");
-            let (key, kind) = if base == ".wh..wh..opq" {
-                (path.clone(), K::Opaque)
-            } else if let Some(t) = base.strip_prefix(".wh.") {
-                let parent = &path[..path.len() - base.len()];
-                (format!("{parent}{t}"), K::Whiteout)
-            } else {
-                let k = match e.kind {
-                    EntryKind::Regular => K::File,
-                    EntryKind::Directory => K::Dir,
-                    EntryKind::Symlink => K::Symlink,
-                    EntryKind::Hardlink => K::Hardlink,
-                    EntryKind::Char => K::Char,
-                    EntryKind::Block => K::Block,
-                    EntryKind::Fifo => K::Fifo,
-                    EntryKind::Other(_) => K::Other,
-                };
-                (path, k)
+            let Some((key, kind)) = entry_key(entry_path(&e.path), e.kind) else {
+                // AUFS metadata or an invalid whiteout name: not in the tree.
+                return Ok(layer::Visit::Continue);
             };
             let whiteout = kind == K::Whiteout || kind == K::Opaque;
             let link = match e.kind {
@@ -246,6 +231,46 @@ pub(super) fn decode_layer(
     )?;
     let d = walked.ok_or_else(|| LayerError::Io(io::Error::other("the walk stopped early")))?;
     Ok((out, d.diff_id))
+}
+
+/// The key and type an entry (at its normalised path) is compared under,
+/// by the rules of [`crate::whiteout`]: a whiteout is keyed by the path it
+/// deletes, an opaque marker by its own path. AUFS metadata (`.wh..wh.*`
+/// other than the opaque marker) and names that delete nothing (`.wh.`,
+/// `.wh..`, `.wh...`) are no part of the tree: `None`, as flatten ignores
+/// them (flatten refuses the invalid names; diff only compares).
+fn entry_key(path: String, kind: EntryKind) -> Option<(String, K)> {
+    let deletes = match whiteout::classify_path(path.as_bytes()) {
+        Marker::None => None,
+        Marker::Opaque => return Some((path, K::Opaque)),
+        Marker::Delete(target) => Some(String::from_utf8_lossy(target).into_owned()),
+        Marker::Metadata | Marker::Invalid => return None,
+    };
+    if let Some(target) = deletes {
+        let parent = &path[..path.len() - whiteout::base_name(path.as_bytes()).len()];
+        return Some((format!("{parent}{target}"), K::Whiteout));
+    }
+    let k = match kind {
+        EntryKind::Regular => K::File,
+        EntryKind::Directory => K::Dir,
+        EntryKind::Symlink => K::Symlink,
+        EntryKind::Hardlink => K::Hardlink,
+        EntryKind::Char => K::Char,
+        EntryKind::Block => K::Block,
+        EntryKind::Fifo => K::Fifo,
+        EntryKind::Other(_) => K::Other,
+    };
+    Some((path, k))
+}
+
+/// The directory a marker at `path` (a normalised entry path) is in: `/`
+/// for a marker at the root.
+fn parent_dir(path: &str) -> &str {
+    let base = whiteout::base_name(path.as_bytes()).len();
+    match path[..path.len() - base].trim_end_matches('/') {
+        "" => "/",
+        dir => dir,
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -321,9 +346,7 @@ pub(super) fn apply_layer(tree: &mut Tree, entries: Vec<(Box<str>, Sig)>) {
         match sig.kind {
             K::Whiteout => note(path, sig.pos, true),
             K::Opaque => {
-                let dir = path.trim_end_matches("/.wh..wh..opq");
-                let dir = if dir.is_empty() { "/" } else { dir };
-                note(dir, sig.pos, false);
+                note(parent_dir(path), sig.pos, false);
             }
             kind => {
                 if kind == K::Hardlink {
@@ -548,5 +571,138 @@ mod tests {
                 ("/h2", "hardlink", 0)
             ]
         );
+    }
+
+    /// A layer's tar from `(path, type, bytes)` entries.
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// One uncompressed layer blob, as a store holds it.
+    struct OneBlob(Digest, std::sync::Arc<[u8]>);
+
+    impl Store for OneBlob {
+        fn name(&self) -> String {
+            "memory".into()
+        }
+        fn index_bytes(&self) -> Result<Vec<u8>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+        fn open_blob(
+            &self,
+            digest: &Digest,
+        ) -> Result<crate::store::Blob, crate::store::StoreError> {
+            assert_eq!(digest, &self.0);
+            Ok(crate::store::Blob::memory(self.1.clone()))
+        }
+        fn blob_location(&self, digest: &Digest) -> std::path::PathBuf {
+            digest.to_string().into()
+        }
+        fn list_blobs(&self) -> Result<Vec<crate::store::BlobEntry>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The entries diff reads from a layer holding `entries`, sorted.
+    fn decoded(entries: &[(&str, tar::EntryType, &[u8])]) -> Tree {
+        let bytes = tar_of(entries);
+        let digest = Digest::of_bytes(Algorithm::Sha256, &bytes);
+        let desc = crate::docker::descriptor(
+            crate::spec::media_type::OCI_LAYER_TAR,
+            &digest,
+            bytes.len() as u64,
+        );
+        let store = OneBlob(digest, bytes.into());
+        let (map, _) = decode_layer(&store, &desc, None, false, &()).unwrap();
+        last_wins(map)
+    }
+
+    fn differences(a: &Tree, b: &Tree) -> Vec<(String, Change)> {
+        let mut out = Vec::new();
+        compare_entries(
+            a,
+            b,
+            Level::Layer,
+            Some(1),
+            &DiffOptions::default(),
+            &mut out,
+        );
+        out.into_iter().map(|d| (d.path, d.kind)).collect()
+    }
+
+    fn keys(t: &Tree) -> Vec<&str> {
+        t.iter().map(|(k, _)| &**k).collect()
+    }
+
+    use tar::EntryType::{Directory as D, Regular as F};
+
+    #[test]
+    fn aufs_metadata_names_are_ignored() {
+        let plain: &[(&str, tar::EntryType, &[u8])] = &[("d/", D, b""), ("d/f", F, b"x")];
+        let with_aufs: &[(&str, tar::EntryType, &[u8])] = &[
+            ("d/", D, b""),
+            ("d/.wh..wh.plnk/", D, b""),
+            ("d/f", F, b"x"),
+            (".wh..wh.aufs", F, b""),
+            ("d/.wh..wh.orph/", D, b""),
+        ];
+        let (a, b) = (decoded(plain), decoded(with_aufs));
+        // Not part of the tree: no entry, no deletion.
+        assert_eq!(keys(&b), vec!["/d", "/d/f"]);
+        assert_eq!(differences(&a, &b), vec![]);
+        let mut tree = a.clone();
+        apply_layer(&mut tree, b);
+        assert_eq!(keys(&tree), vec!["/d", "/d/f"]);
+        assert_eq!(
+            entry_key("/d/.wh..wh.plnk".into(), EntryKind::Directory).map(|k| k.1),
+            None
+        );
+    }
+
+    #[test]
+    fn invalid_whiteout_names_are_ignored() {
+        let plain: &[(&str, tar::EntryType, &[u8])] = &[("d/", D, b""), ("d/f", F, b"x")];
+        let with_invalid: &[(&str, tar::EntryType, &[u8])] = &[
+            ("d/", D, b""),
+            ("d/f", F, b"x"),
+            ("d/.wh.", F, b""),
+            ("d/.wh..", F, b""),
+            ("d/.wh...", F, b""),
+            (".wh..", F, b""),
+        ];
+        let (a, b) = (decoded(plain), decoded(with_invalid));
+        assert_eq!(keys(&b), vec!["/d", "/d/f"]);
+        assert_eq!(differences(&a, &b), vec![]);
+        // A real whiteout beside them still deletes.
+        let c = decoded(&[("d/", D, b""), ("d/.wh.", F, b""), ("d/.wh.f", F, b"")]);
+        assert_eq!(keys(&c), vec!["/d", "/d/f"]);
+        assert_eq!(c[1].1.kind, K::Whiteout);
+        let mut tree = a.clone();
+        apply_layer(&mut tree, c);
+        assert_eq!(keys(&tree), vec!["/d"]);
+    }
+
+    #[test]
+    fn opaque_markers_clear_their_own_directory() {
+        let lower = decoded(&[("a/", D, b""), ("a/x", F, b"1"), ("b/y", F, b"2")]);
+        let mut t = lower.clone();
+        apply_layer(
+            &mut t,
+            decoded(&[("a/.wh..wh..opq", F, b""), ("a/z", F, b"3")]),
+        );
+        assert_eq!(keys(&t), vec!["/a", "/a/z", "/b/y"]);
+        let mut t = lower;
+        apply_layer(&mut t, decoded(&[(".wh..wh..opq", F, b""), ("n", F, b"")]));
+        assert_eq!(keys(&t), vec!["/n"]);
+        assert_eq!(parent_dir("/a/.wh..wh..opq"), "/a");
+        assert_eq!(parent_dir("/.wh..wh..opq"), "/");
     }
 }
