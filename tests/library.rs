@@ -206,7 +206,10 @@ fn verify_clean_layout_then_corrupted_blob_names_its_digest() {
 fn verify_deep_checks_layer_contents_against_diff_ids() {
     // The demo is clean deep too, and its layers were decompressed.
     let layout = Layout::open(demo()).unwrap();
-    let deep = VerifyOptions { deep: true };
+    let deep = VerifyOptions {
+        deep: true,
+        ..Default::default()
+    };
     let report = verify::verify(layout.store(), &deep);
     assert!(report.is_clean(), "{:?}", report.findings);
     assert!(report.deep);
@@ -436,7 +439,13 @@ fn export_to_oci_archive_and_docker_archive_then_read_back() {
     let back = resolve::resolve_image(&store, Some(&tag("1.0")), &platform("linux/arm64")).unwrap();
     assert_eq!(back.manifest.digest, arm.manifest.digest);
     assert_eq!(back.indexes[0].digest, arm.indexes[0].digest);
-    let v = verify::verify(&store, &VerifyOptions { deep: true });
+    let v = verify::verify(
+        &store,
+        &VerifyOptions {
+            deep: true,
+            ..Default::default()
+        },
+    );
     assert!(v.is_clean(), "{:?}", v.findings);
 
     // docker-archive: one image (the arm64 one), under a docker name.
