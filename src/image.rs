@@ -105,6 +105,49 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// Layer `index` (from 0) of `count`, from its descriptor and the DiffID
+    /// its config lists (if any). [`layers_of`] is the usual way in; this is
+    /// for readers that pair layers with DiffIDs themselves (diff compares
+    /// images whose configs may disagree with their manifests).
+    ///
+    /// # Errors
+    /// [`ImageError::BadDigest`], [`ImageError::BadSize`].
+    pub fn new(
+        index: usize,
+        count: usize,
+        d: &Descriptor,
+        diff_id: Option<Digest>,
+    ) -> Result<Layer, ImageError> {
+        let digest = d.digest().map_err(|e| ImageError::BadDigest {
+            index,
+            count,
+            digest: d.digest.clone(),
+            reason: e.to_string(),
+        })?;
+        let size = u64::try_from(d.size).map_err(|_| ImageError::BadSize {
+            index,
+            count,
+            digest: digest.clone(),
+            size: d.size,
+        })?;
+        let (compression, foreign) = match d.kind() {
+            Kind::Layer {
+                compression,
+                foreign,
+            } => (Some(compression), foreign),
+            _ => (None, false),
+        };
+        Ok(Layer {
+            index,
+            descriptor: d.clone(),
+            digest,
+            size,
+            compression,
+            diff_id,
+            foreign,
+        })
+    }
+
     /// The media type.
     pub fn media_type(&self) -> &str {
         &self.descriptor.media_type
@@ -237,25 +280,6 @@ pub fn layers_of(
     }
     let mut out = Vec::with_capacity(count);
     for (index, d) in descs.iter().enumerate() {
-        let digest = d.digest().map_err(|e| ImageError::BadDigest {
-            index,
-            count,
-            digest: d.digest.clone(),
-            reason: e.to_string(),
-        })?;
-        let size = u64::try_from(d.size).map_err(|_| ImageError::BadSize {
-            index,
-            count,
-            digest: digest.clone(),
-            size: d.size,
-        })?;
-        let (compression, foreign) = match d.kind() {
-            Kind::Layer {
-                compression,
-                foreign,
-            } => (Some(compression), foreign),
-            _ => (None, false),
-        };
         let diff_id = match diff_ids {
             Some(ids) => Some(
                 ids[index]
@@ -268,15 +292,7 @@ pub fn layers_of(
             ),
             None => None,
         };
-        out.push(Layer {
-            index,
-            descriptor: d.clone(),
-            digest,
-            size,
-            compression,
-            diff_id,
-            foreign,
-        });
+        out.push(Layer::new(index, count, d, diff_id)?);
     }
     Ok(out)
 }

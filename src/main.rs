@@ -830,6 +830,7 @@ fn diff_cmd(
         content,
         platform: platform.map(PlatformChoice::Specific),
         progress: Some(bar.clone()),
+        limits: ocikit::limits::Limits::from_env(),
     };
     let report = ocikit::diff::diff(
         &sa,

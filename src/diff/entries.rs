@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use super::text::unified;
 use super::{Change, DiffOptions, Difference, Level, MAX_TEXT};
 use crate::digest::{Algorithm, Digest, Hasher};
+use crate::image::Layer;
 use crate::layer::{self, LayerError};
-use crate::spec::{Descriptor, Kind};
+use crate::limits::{Limits, IO_BUFFER};
 use crate::store::Store;
 use crate::tarstream::EntryKind;
 use crate::whiteout::{self, Marker};
@@ -143,92 +144,71 @@ fn sha_bytes(d: &Digest) -> [u8; 32] {
 
 pub(super) fn decode_layer(
     store: &dyn Store,
-    desc: &Descriptor,
-    diff_id: Option<&Digest>,
+    layer: &Layer,
+    limits: &Limits,
     keep_text: bool,
-    progress: &dyn crate::verify::Progress,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<Decoded, LayerError> {
-    let digest: Digest = desc
-        .digest
-        .parse()
-        .map_err(|e| LayerError::Io(io::Error::other(format!("bad digest: {e}"))))?;
-    let compression = match desc.kind() {
-        Kind::Layer { compression, .. } => compression,
-        _ => {
-            return Err(LayerError::Io(io::Error::other(format!(
-                "has media type {:?}, not a layer type",
-                desc.media_type
-            ))))
-        }
-    };
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let walked = layer::walk_stored_layer(
-        store,
-        &digest,
-        desc.size,
-        compression,
-        diff_id,
-        progress,
-        |tar, e| {
-            let mut hasher = Hasher::new(Algorithm::Sha256);
-            let mut text: Option<Vec<u8>> =
-                (keep_text && e.kind == EntryKind::Regular && e.size <= MAX_TEXT).then(Vec::new);
-            layer::read_entry_data(tar, &mut buf, |chunk| {
-                hasher.update(chunk);
-                if let Some(t) = &mut text {
-                    t.extend_from_slice(chunk);
-                }
-            })?;
-            let Some((key, kind)) = entry_key(entry_path(&e.path), e.kind) else {
-                // AUFS metadata or an invalid whiteout name: not in the tree.
-                return Ok(layer::Visit::Continue);
-            };
-            let whiteout = kind == K::Whiteout || kind == K::Opaque;
-            let link = match e.kind {
-                EntryKind::Hardlink => entry_path(&e.link),
-                EntryKind::Symlink => String::from_utf8_lossy(&e.link).into_owned(),
-                _ => String::new(),
-            };
-            let xattrs: BTreeMap<String, String> = e
-                .xattrs
-                .iter()
-                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
-                .collect();
-            let text = text.and_then(|t| String::from_utf8(t).ok());
-            let extra = (!link.is_empty() || !xattrs.is_empty() || text.is_some()).then(|| {
-                Box::new(Extra {
-                    link: link.into_boxed_str(),
-                    xattrs,
-                    text: text.map(String::into_boxed_str),
-                })
-            });
-            let (mtime, nsec) = if whiteout {
-                (0, 0)
+    let mut buf = vec![0u8; IO_BUFFER];
+    let walked = layer.walk(store, limits, progress, |tar, e| {
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut text: Option<Vec<u8>> =
+            (keep_text && e.kind == EntryKind::Regular && e.size <= MAX_TEXT).then(Vec::new);
+        layer::read_entry_data(tar, &mut buf, |chunk| {
+            hasher.update(chunk);
+            if let Some(t) = &mut text {
+                t.extend_from_slice(chunk);
+            }
+        })?;
+        let Some((key, kind)) = entry_key(entry_path(&e.path), e.kind) else {
+            // AUFS metadata or an invalid whiteout name: not in the tree.
+            return Ok(layer::Visit::Continue);
+        };
+        let whiteout = kind == K::Whiteout || kind == K::Opaque;
+        let link = match e.kind {
+            EntryKind::Hardlink => entry_path(&e.link),
+            EntryKind::Symlink => String::from_utf8_lossy(&e.link).into_owned(),
+            _ => String::new(),
+        };
+        let xattrs: BTreeMap<String, String> = e
+            .xattrs
+            .iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
+            .collect();
+        let text = text.and_then(|t| String::from_utf8(t).ok());
+        let extra = (!link.is_empty() || !xattrs.is_empty() || text.is_some()).then(|| {
+            Box::new(Extra {
+                link: link.into_boxed_str(),
+                xattrs,
+                text: text.map(String::into_boxed_str),
+            })
+        });
+        let (mtime, nsec) = if whiteout {
+            (0, 0)
+        } else {
+            (e.mtime, e.mtime_nsec)
+        };
+        let sig = Sig {
+            kind,
+            size: if kind == K::File { e.size } else { 0 },
+            has_sha: kind == K::File,
+            sha256: if kind == K::File {
+                sha_bytes(&hasher.finish())
             } else {
-                (e.mtime, e.mtime_nsec)
-            };
-            let sig = Sig {
-                kind,
-                size: if kind == K::File { e.size } else { 0 },
-                has_sha: kind == K::File,
-                sha256: if kind == K::File {
-                    sha_bytes(&hasher.finish())
-                } else {
-                    [0; 32]
-                },
-                mode: if whiteout { 0 } else { e.mode },
-                uid: if whiteout { 0 } else { e.uid },
-                gid: if whiteout { 0 } else { e.gid },
-                mtime,
-                nsec,
-                extra,
-                pos: u32::try_from(out.len()).unwrap_or(u32::MAX),
-            };
-            out.push((key.into_boxed_str(), sig));
-            Ok(layer::Visit::Continue)
-        },
-    )?;
+                [0; 32]
+            },
+            mode: if whiteout { 0 } else { e.mode },
+            uid: if whiteout { 0 } else { e.uid },
+            gid: if whiteout { 0 } else { e.gid },
+            mtime,
+            nsec,
+            extra,
+            pos: u32::try_from(out.len()).unwrap_or(u32::MAX),
+        };
+        out.push((key.into_boxed_str(), sig));
+        Ok(layer::Visit::Continue)
+    })?;
     let d = walked.ok_or_else(|| LayerError::Io(io::Error::other("the walk stopped early")))?;
     Ok((out, d.diff_id))
 }
@@ -621,7 +601,8 @@ mod tests {
             bytes.len() as u64,
         );
         let store = OneBlob(digest, bytes.into());
-        let (map, _) = decode_layer(&store, &desc, None, false, &()).unwrap();
+        let layer = Layer::new(0, 1, &desc, None).unwrap();
+        let (map, _) = decode_layer(&store, &layer, &Limits::default(), false, &()).unwrap();
         last_wins(map)
     }
 

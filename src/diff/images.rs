@@ -11,6 +11,8 @@ use super::{
     Ignore, Level,
 };
 use crate::digest::Digest;
+use crate::image::Layer;
+use crate::layer::LayerError;
 use crate::resolve::Image;
 use crate::spec::Descriptor;
 use crate::store::Store;
@@ -306,7 +308,7 @@ impl Sides<'_> {
         decoded: &mut usize,
     ) -> Result<Vec<Decoded>, DiffError> {
         *decoded += jobs.len();
-        let progress: &dyn crate::verify::Progress = match &options.progress {
+        let progress: &dyn crate::progress::Progress = match &options.progress {
             Some(p) => p.as_ref(),
             None => &(),
         };
@@ -320,19 +322,23 @@ impl Sides<'_> {
         jobs.par_iter()
             .map(|j| {
                 let side = if j.side == 0 { "A" } else { "B" };
-                decode_layer(
-                    self.store(j.side),
-                    &j.desc,
-                    j.diff_id.as_ref(),
-                    options.content,
-                    progress,
-                )
-                .map_err(|source| DiffError::Layer {
-                    side,
-                    index: j.index,
-                    digest: j.desc.digest.clone(),
-                    source,
-                })
+                Layer::new(j.index - 1, 0, &j.desc, j.diff_id.clone())
+                    .map_err(|e| LayerError::Io(std::io::Error::other(e.to_string())))
+                    .and_then(|layer| {
+                        decode_layer(
+                            self.store(j.side),
+                            &layer,
+                            &options.limits,
+                            options.content,
+                            progress,
+                        )
+                    })
+                    .map_err(|source| DiffError::Layer {
+                        side,
+                        index: j.index,
+                        digest: j.desc.digest.clone(),
+                        source,
+                    })
             })
             .collect()
     }

@@ -84,7 +84,9 @@ pub struct DiffOptions {
     pub platform: Option<PlatformChoice>,
     /// Told the stored size of the layers about to be decoded, then each
     /// byte read.
-    pub progress: Option<std::sync::Arc<dyn crate::verify::Progress + Send>>,
+    pub progress: Option<std::sync::Arc<dyn crate::progress::Progress + Send>>,
+    /// Caps for every layer read (the decompression limit).
+    pub limits: crate::limits::Limits,
 }
 
 impl std::fmt::Debug for DiffOptions {
@@ -93,6 +95,7 @@ impl std::fmt::Debug for DiffOptions {
             .field("ignore", &self.ignore)
             .field("content", &self.content)
             .field("platform", &self.platform)
+            .field("limits", &self.limits)
             .finish()
     }
 }
