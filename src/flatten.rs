@@ -64,11 +64,6 @@ pub(crate) fn cancelled() -> bool {
     CANCEL.load(Ordering::Relaxed)
 }
 
-/// The error a write returns once [`cancel`] was called.
-pub(crate) fn interrupted() -> io::Error {
-    io::Error::other("interrupted by a signal; temporary files removed")
-}
-
 /// Why flattening failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FlattenError {

@@ -1281,7 +1281,11 @@ fn open_location(loc: &Location) -> Result<Box<dyn Store>> {
     match expect {
         None => Ok(Box::new(open_layout(loc)?.store().clone())),
         Some(expect) => {
-            let store = ArchiveStore::open(&loc.path, expect)?;
+            let open = ocikit::archive::OpenOptions::new(
+                ocikit::limits::Limits::from_env(),
+                cancel_token(),
+            );
+            let store = ArchiveStore::open_with(&loc.path, expect, &open)?;
             for n in store.notes() {
                 say!("ocikit: note: {n}");
             }

@@ -279,7 +279,8 @@ pub fn verify_archive(
     options: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, ArchiveError> {
-    let store = match ArchiveStore::open(path, expect) {
+    let open = crate::archive::OpenOptions::new(options.limits, Default::default());
+    let store = match ArchiveStore::open_with(path, expect, &open) {
         Ok(s) => s,
         Err(
             e @ (ArchiveError::Io { .. }

@@ -13,7 +13,7 @@
 //! [`MAX_LINK_HOPS`] hops. Two members with one name and different content are
 //! an error (`docker load` takes the last, skopeo the first: a parser
 //! differential). Decompression stops at a stated limit
-//! ([`decompression_limit`]).
+//! ([`OpenOptions`]).
 
 mod scan;
 mod store;
@@ -172,19 +172,31 @@ pub enum Member {
     Dir,
 }
 
-/// The most bytes a compressed archive may decompress to: 100 × its size, at
-/// least 1 GiB; `OCIKIT_MAX_DECOMPRESSED` (bytes) overrides. Image archives
-/// hold mostly compressed layers (ratio near 1); uncompressed docker layers
-/// rarely pass 10; a bomb is in the thousands.
-pub fn decompression_limit(compressed: u64) -> u64 {
-    if let Some(v) = std::env::var("OCIKIT_MAX_DECOMPRESSED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return v;
-    }
-    compressed.saturating_mul(100).max(1 << 30)
+/// How to open an archive: the cap on decompressing a compressed archive
+/// (see [`crate::limits::Limits::decompression`]: 100 × its size, at least
+/// 1 GiB; image archives hold mostly compressed layers, ratio near 1, and a
+/// bomb is in the thousands) and a token that stops the decompression.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// Caps for the decompression.
+    pub limits: crate::limits::Limits,
+    /// Stops the decompression at its next block.
+    pub cancel: crate::cancel::Cancel,
 }
+
+impl OpenOptions {
+    /// With these limits and this token.
+    pub fn new(limits: crate::limits::Limits, cancel: crate::cancel::Cancel) -> OpenOptions {
+        OpenOptions { limits, cancel }
+    }
+}
+
+/// Transitional: flatten's reader until it takes `FlattenOptions::limits`.
+pub(crate) fn decompression_limit(compressed: u64) -> u64 {
+    crate::limits::Limits::from_env().decompression(compressed)
+}
+
 /// Normalises a member name: drops `./` and `.` components and trailing `/`;
 /// refuses absolute names, `..` components and empty names.
 pub fn normalize_member(name: &str) -> Result<String, &'static str> {

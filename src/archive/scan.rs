@@ -7,7 +7,7 @@ use std::io::{self, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{decompression_limit, normalize_member, ArchiveError, Member, MAX_LINK_HOPS};
+use super::{normalize_member, ArchiveError, Member, OpenOptions, MAX_LINK_HOPS};
 use crate::digest::{Algorithm, Digest};
 use crate::spec::Compression;
 use crate::store::Blob;
@@ -90,11 +90,20 @@ pub(super) fn resolve_target(base: &str, target: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 impl Archive {
-    /// Opens and indexes an archive.
+    /// Opens and indexes an archive, with the default limits.
     ///
     /// # Errors
     /// See [`ArchiveError`].
     pub fn open(path: &Path) -> Result<Archive, ArchiveError> {
+        Archive::open_with(path, &OpenOptions::default())
+    }
+
+    /// Opens and indexes an archive; a compressed one is decompressed under
+    /// `options`' cap, stopping when its token fires.
+    ///
+    /// # Errors
+    /// See [`ArchiveError`].
+    pub fn open_with(path: &Path, options: &OpenOptions) -> Result<Archive, ArchiveError> {
         let io_err = |source: io::Error| {
             if source.kind() == io::ErrorKind::PermissionDenied {
                 return ArchiveError::Denied(path.to_path_buf());
@@ -126,7 +135,13 @@ impl Archive {
         file.rewind().map_err(io_err)?;
         let (file, compression) = match Compression::sniff(&head) {
             Some(c) => (
-                decompress_to_temp(path, file, c, decompression_limit(len))?,
+                decompress_to_temp(
+                    path,
+                    file,
+                    c,
+                    options.limits.decompression(len),
+                    &options.cancel,
+                )?,
                 c,
             ),
             None => (file, Compression::None),
@@ -473,6 +488,7 @@ fn decompress_to_temp(
     file: File,
     compression: Compression,
     limit: u64,
+    cancel: &crate::cancel::Cancel,
 ) -> Result<File, ArchiveError> {
     // An unnamed file (O_TMPFILE, or unlinked at once): it is only ever read
     // through this descriptor, so nothing is left in $TMPDIR however ocikit
@@ -487,16 +503,16 @@ fn decompress_to_temp(
         compression,
         source,
     };
-    let reader = BufReader::with_capacity(256 << 10, file);
+    let reader = BufReader::with_capacity(crate::limits::IO_BUFFER, file);
     let mut dec = crate::layer::decoder(reader, compression).map_err(decompress_err)?;
-    let mut w = io::BufWriter::with_capacity(256 << 10, &out);
-    let mut buf = vec![0u8; 256 << 10];
+    let mut w = io::BufWriter::with_capacity(crate::limits::IO_BUFFER, &out);
+    let mut buf = vec![0u8; crate::limits::IO_BUFFER];
     let mut total = 0u64;
     loop {
-        if crate::flatten::cancelled() {
+        if let Err(source) = cancel.check() {
             return Err(ArchiveError::Io {
                 path: path.to_path_buf(),
-                source: crate::flatten::interrupted(),
+                source,
             });
         }
         let n = match dec.read(&mut buf) {

@@ -57,7 +57,19 @@ impl ArchiveStore {
     /// Unreadable archives, and archives that are not image archives of the
     /// expected kind.
     pub fn open(path: &Path, expect: Expect) -> Result<ArchiveStore, ArchiveError> {
-        let archive = Archive::open(path)?;
+        ArchiveStore::open_with(path, expect, &super::OpenOptions::default())
+    }
+
+    /// [`ArchiveStore::open`] with the caller's limits and cancellation token.
+    ///
+    /// # Errors
+    /// As [`ArchiveStore::open`].
+    pub fn open_with(
+        path: &Path,
+        expect: Expect,
+        options: &super::OpenOptions,
+    ) -> Result<ArchiveStore, ArchiveError> {
+        let archive = Archive::open_with(path, options)?;
         // A metadata member that is there but is no file (a directory, a link
         // loop, a link to nothing) is named as what it is, not taken as absent.
         for name in ["oci-layout", "index.json", "manifest.json"] {
