@@ -18,6 +18,9 @@
 //! documents are an index holding a subset of platforms (when several of many
 //! are asked for) and, for `--uncompressed-layers`, nothing yet.
 
+mod run;
+pub use run::*;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
