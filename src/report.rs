@@ -497,3 +497,56 @@ impl<'a> GcDocument<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Layout;
+
+    fn demo() -> Layout {
+        Layout::open(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/demo")).unwrap()
+    }
+
+    #[test]
+    fn ls_lists_the_demo_images_in_schema_order() {
+        let layout = demo();
+        let report = ls(layout.store()).unwrap();
+        let tags: Vec<_> = report.images.iter().map(|i| i.tag.as_deref()).collect();
+        assert_eq!(tags, [Some("1.0"), Some("legacy")]);
+        let v = serde_json::to_value(&report).unwrap();
+        let keys: Vec<_> = v["images"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "tag",
+                "name",
+                "digest",
+                "mediaType",
+                "artifactType",
+                "platforms",
+                "size",
+                "totalSize",
+                "annotations"
+            ]
+        );
+    }
+
+    #[test]
+    fn verify_document_counts() {
+        let layout = demo();
+        let report = crate::verify::verify(layout.store(), &Default::default());
+        let doc = VerifyDocument::new(&report, 0.12345);
+        assert!(doc.ok);
+        assert_eq!(doc.seconds, 0.123);
+        let v = serde_json::to_value(&doc).unwrap();
+        assert_eq!(
+            v.as_object().unwrap().keys().next().unwrap(),
+            "schemaVersion"
+        );
+    }
+}
