@@ -45,9 +45,11 @@ use crate::store::{Blob, Store, StoreError};
 use crate::verified::Verified;
 
 mod archive;
+mod run;
 mod uncompress;
 pub(crate) use archive::Encoder;
 pub use archive::{write_archive, ArchiveKind, ArchiveOut};
+pub use run::*;
 pub use uncompress::{uncompress_layers, uncompress_layers_with, LazyLayer, Uncompress};
 
 /// Why a copy failed. Each names the blob, file or reference at fault.

@@ -1,0 +1,324 @@
+//! The command line: clap definitions and help text (`ocikit --help`, the
+//! man pages and the completion scripts are generated from these).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use ocikit::platform::PlatformSpec;
+
+/// Offline OCI image-layout toolkit.
+#[derive(Parser)]
+#[command(name = "ocikit", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Commands that change a layout wait for its writer lock at most this
+    /// many seconds (default: as long as it takes).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub lock_timeout: Option<f64>,
+    /// Print only results and errors: no warnings, notes, summaries or progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more on stderr (repeatable): -v adds the time taken.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create an empty OCI image layout (no-op on an existing layout).
+    #[command(after_help = "Example:\n  ocikit init ./images")]
+    Init {
+        /// Directory to create.
+        dir: PathBuf,
+    },
+    /// List the images in a location: tag, digest, media type, platforms, size.
+    #[command(after_help = "Example:\n  ocikit ls testdata/demo")]
+    Ls {
+        /// LOCATION: [oci:]PATH.
+        location: String,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarise one image: index, manifest, config and layers.
+    #[command(after_help = "Example:\n  ocikit inspect testdata/demo:1.0 --platform linux/arm64")]
+    Inspect {
+        /// LOCATION[:REF].
+        location: String,
+        /// Platform to choose in a multi-platform index (os/arch[/variant]); default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the exact stored bytes of an index, manifest or config.
+    #[command(
+        after_help = "Examples:\n  ocikit cat testdata/demo index          # index.json itself\n  ocikit cat testdata/demo:1.0 index      # the image index tagged 1.0\n  ocikit cat testdata/demo:1.0 manifest --platform linux/arm64"
+    )]
+    Cat {
+        /// LOCATION[:REF].
+        location: String,
+        /// What to print.
+        what: CatWhat,
+        /// Platform to choose in a multi-platform index; default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+    },
+    /// Print the exact stored bytes of one blob (verified before it is printed).
+    #[command(
+        after_help = "Example:\n  ocikit blob testdata/demo sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    )]
+    Blob {
+        /// LOCATION.
+        location: String,
+        /// The blob's digest (alg:encoded).
+        digest: String,
+    },
+    /// Add a tag to an image in a layout (moving it if another image has it).
+    #[command(
+        after_help = "Example:\n  ocikit tag ./images:1.0 stable\n  ocikit tag ./images@sha256:… pinned"
+    )]
+    Tag {
+        /// LAYOUT[:REF] naming the image to tag.
+        source: String,
+        /// The new tag.
+        tag: String,
+    },
+    /// Remove a tag from a layout.
+    #[command(after_help = "Example:\n  ocikit untag ./images:stable")]
+    Untag {
+        /// LAYOUT:TAG.
+        target: String,
+    },
+    /// Copy images from any location to any location (layout, oci-archive, docker-archive).
+    #[command(
+        after_help = "TARGET is a layout directory unless its transport or name says archive:\n  oci:DIR, oci-archive:FILE, docker-archive:FILE, or a FILE ending in .tar, .tar.gz, .tgz, .tar.zst.\nA REF on TARGET names the copy (a tag, or a docker name for docker-archive).\nExamples:\n  ocikit copy testdata/demo:1.0 /tmp/one --platform linux/arm64\n  ocikit copy testdata/demo:legacy docker-archive:/tmp/legacy.tar:demo/legacy:1.0"
+    )]
+    Copy {
+        /// SOURCE[:REF] (every image when no REF).
+        source: String,
+        /// TARGET[:REF].
+        target: String,
+        #[command(flatten)]
+        opts: CopyArgs,
+        #[command(flatten)]
+        archive: ArchiveArgs,
+    },
+    /// Copy images into a layout directory (created if absent).
+    #[command(
+        after_help = "Examples:\n  ocikit import saved.tar ./images            # every image of a docker save or oci-archive\n  ocikit import docker-archive:saved.tar:busybox:1.36 ./images:busybox"
+    )]
+    Import {
+        /// SOURCE[:REF].
+        source: String,
+        /// LAYOUT[:TAG].
+        layout: String,
+        #[command(flatten)]
+        opts: CopyArgs,
+    },
+    /// Write images into one archive file (or - for stdout).
+    #[command(
+        after_help = "Examples:\n  ocikit export testdata/demo:1.0 testdata/demo:legacy /tmp/demo.tar\n  ocikit export testdata/demo:legacy docker-archive:/tmp/d.tar:demo/app:1.0\n  ocikit export testdata/demo:1.0 - --compress zstd > demo.tar.zst"
+    )]
+    Export {
+        /// SOURCE[:REF]... then FILE (or -). Options may stand anywhere
+        /// among them.
+        #[arg(required = true, num_args = 1.., action = clap::ArgAction::Append)]
+        locations: Vec<String>,
+        #[command(flatten)]
+        opts: CopyArgs,
+        #[command(flatten)]
+        archive: ArchiveArgs,
+    },
+    /// Apply an image's layers to a new directory or a tar stream: its root filesystem.
+    #[command(
+        after_help = "Whiteouts, hardlinks, owners, modes, xattrs and times are applied as the image\nmeans them; no entry can write outside the output. --output DIR must not exist\nor be empty; the tree is built beside it and renamed into place on success.\nAs non-root (or with --rootless) owners are recorded in the user.rootlesscontainers\nxattr instead of set, and device nodes are skipped.\nExamples:\n  ocikit flatten testdata/demo:1.0 --platform linux/amd64 --output rootfs\n  ocikit flatten docker-archive:app.tar --tar - | tar -tv"
+    )]
+    Flatten {
+        /// LOCATION[:REF].
+        location: String,
+        /// Directory to create with the tree.
+        #[arg(long, conflicts_with = "tar", required_unless_present = "tar")]
+        output: Option<PathBuf>,
+        /// Write the tree as one tar stream to FILE (`-` for stdout).
+        #[arg(long)]
+        tar: Option<PathBuf>,
+        /// Platform to choose in a multi-platform index; default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Do not set owners or create device nodes, even as root (as `umoci unpack --rootless`).
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Squash an image into one layer, written into a layout under a new tag.
+    #[command(
+        after_help = "The layer is the flattened tree as a reproducible tar (same input, same digest).\nThe config keeps every field but rootfs.diff_ids (one) and history (one entry).\nExamples:\n  ocikit squash ./images:1.0 --tag 1.0-squashed\n  ocikit squash app.tar --tag app --layout ./images --compress zstd"
+    )]
+    Squash {
+        /// LOCATION[:REF].
+        location: String,
+        /// Tag for the squashed image.
+        #[arg(long)]
+        tag: String,
+        /// Layout to write into (default: LOCATION, when it is a layout).
+        #[arg(long)]
+        layout: Option<PathBuf>,
+        /// Compression of the new layer.
+        #[arg(long, value_enum, default_value = "gzip")]
+        compress: CompressArg,
+        /// Platform to choose in a multi-platform index; default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Do not set owners or create device nodes while staging, even as root.
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Explain how two images differ: index, manifest, config fields, layers, entries.
+    #[command(
+        after_help = "The first line says `identical` or where the first difference is; then one line per\ndifference (`LEVEL: PATH: WHAT`) and a summary. Identical layers are never decompressed.\n--ignore takes a comma list: timestamps, history, annotations, layer-boundaries, compression.\nExit status: 0 identical, 1 different, 2 error.\nExamples:\n  ocikit diff ./builds:run1 ./builds:run2\n  ocikit diff ./images:1.0 app.tar --ignore compression\n  ocikit diff a.tar b.tar --ignore timestamps,history --json"
+    )]
+    Diff {
+        /// A: LOCATION[:REF].
+        a: String,
+        /// B: LOCATION[:REF].
+        b: String,
+        /// Compare only this platform of multi-platform images.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Differences to leave out (comma list).
+        #[arg(long, value_name = "LIST")]
+        ignore: Option<String>,
+        /// Show a unified diff of changed small text files.
+        #[arg(long)]
+        content: bool,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  ocikit completions bash > /etc/bash_completion.d/ocikit\n  ocikit completions zsh > \"${fpath[1]}/_ocikit\"\n  ocikit completions fish > ~/.config/fish/completions/ocikit.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(
+        after_help = "Examples:\n  ocikit man | man -l -\n  ocikit man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write ocikit.1 and ocikit-COMMAND.1 here instead of printing ocikit.1.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Remove blobs that nothing in index.json reaches (plan, then apply).
+    #[command(
+        after_help = "Keeps everything reachable from index.json (tagged or untagged entries),\nand referrers whose subject is kept. Refuses a damaged graph (exit 2, nothing deleted).\nExamples:\n  ocikit gc ./images --dry-run\n  ocikit gc ./images --prune-untagged"
+    )]
+    Gc {
+        /// LAYOUT.
+        layout: String,
+        /// List what would be removed and the bytes freed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+        /// Go on despite a damaged graph or non-regular blob paths (they are kept).
+        #[arg(long)]
+        force: bool,
+        /// Drop untagged index.json entries first (what they alone reach goes too).
+        #[arg(long)]
+        prune_untagged: bool,
+    },
+    /// Check every reachable blob's existence, size and digest, and the documents' structure.
+    #[command(
+        after_help = "Exit status: 0 clean (warnings allowed), 1 problems found, 2 could not run.\nExample:\n  ocikit verify testdata/demo --deep"
+    )]
+    Verify {
+        /// LOCATION.
+        location: String,
+        /// Also decompress every layer and check its diff_id and tar stream.
+        #[arg(long)]
+        deep: bool,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct CopyArgs {
+    /// Keep only this platform of multi-platform indexes (repeatable); a
+    /// docker-archive holds one image per name: default the host's.
+    #[arg(long = "platform")]
+    pub platforms: Vec<PlatformSpec>,
+    /// Copy every platform (the default; for skopeo's spelling).
+    #[arg(long, conflicts_with = "platforms")]
+    pub all: bool,
+    /// Leave out referrers (signatures, SBOMs) of the copied images.
+    #[arg(long)]
+    pub no_referrers: bool,
+    /// Before writing anything, decompress every layer and check its diff_id
+    /// and tar stream (like verify --deep).
+    #[arg(long)]
+    pub deep: bool,
+    /// Write layers uncompressed, as `docker save` does (each image then gets
+    /// a new manifest; its config, image ID and diff_ids are unchanged).
+    #[arg(long)]
+    pub uncompressed_layers: bool,
+}
+
+/// How an archive target is written (copy to a file, export).
+#[derive(clap::Args)]
+pub struct ArchiveArgs {
+    /// Archive format for a file target (default: from its transport, else oci-archive).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Compress a file target as a whole (default: from its extension, else none).
+    #[arg(long, value_enum)]
+    pub compress: Option<CompressArg>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    OciArchive,
+    DockerArchive,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CompressArg {
+    None,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CatWhat {
+    Index,
+    Manifest,
+    Config,
+}
+
+impl From<FormatArg> for ocikit::copy::ArchiveKind {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::OciArchive => ocikit::copy::ArchiveKind::OciArchive,
+            FormatArg::DockerArchive => ocikit::copy::ArchiveKind::DockerArchive,
+        }
+    }
+}
+
+impl From<CompressArg> for ocikit::spec::Compression {
+    fn from(c: CompressArg) -> Self {
+        match c {
+            CompressArg::None => ocikit::spec::Compression::None,
+            CompressArg::Gzip => ocikit::spec::Compression::Gzip,
+            CompressArg::Zstd => ocikit::spec::Compression::Zstd,
+        }
+    }
+}

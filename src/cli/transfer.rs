@@ -1,0 +1,55 @@
+//! Commands that copy images: `copy`, `import`, `export` (all
+//! [`ocikit::copy::run`]).
+
+use anyhow::Result;
+
+use ocikit::copy::{self, Mode, RunOptions};
+
+use super::args::{ArchiveArgs, CopyArgs};
+use super::output::{human, notice, say, Bar};
+use crate::cancel_on_signals;
+
+/// Copies `sources` to `target` under `mode`'s rules and says what was copied.
+pub fn copy_cmd(
+    sources: Vec<String>,
+    target: String,
+    mode: Mode,
+    args: &CopyArgs,
+    archive: Option<&ArchiveArgs>,
+) -> Result<()> {
+    // SIGINT/SIGTERM stop the copy at its next write and remove its
+    // temporary files (blobs in .ocikit-tmp, the archive beside FILE).
+    cancel_on_signals();
+    let options = RunOptions {
+        sources,
+        target,
+        mode,
+        format: archive.and_then(|a| a.format).map(Into::into),
+        compress: archive.and_then(|a| a.compress).map(Into::into),
+        platforms: args.platforms.clone(),
+        all: args.all,
+        no_referrers: args.no_referrers,
+        deep: args.deep,
+        uncompressed_layers: args.uncompressed_layers,
+        limits: super::output::limits(),
+        lock_policy: super::output::lock_policy(),
+        cancel: super::output::cancel_token(),
+    };
+    let bar = Bar::lazy("copying");
+    let result = copy::run(&options, &bar, &mut notice);
+    bar.done();
+    let done = result?;
+    for n in &done.warnings {
+        say!("ocikit: warning: {n}");
+    }
+    let report = &done.copy;
+    say!(
+        "copied {} image{} ({} blobs written, {} already there, {})",
+        report.images.len(),
+        if report.images.len() == 1 { "" } else { "s" },
+        report.blobs_written,
+        report.blobs_skipped,
+        human(report.bytes_written)
+    );
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The whole of a copy, as `ocikit copy`, `import` and `export` run it: open
+//! the sources, decide the target, plan, check layers, uncompress them if
+//! asked, write the layout or archive.
+
+use std::path::{Path, PathBuf};
+
+use crate::guard::{self, OutputError};
+use crate::open::{Notice, OpenError, Target};
+use crate::platform::PlatformSpec;
+use crate::progress::Progress;
+use crate::reference::{Location, LocationError, Reference, Transport};
+use crate::spec::Compression;
+
+use super::{
+    check_layers, check_unverified_layers, plan, uncompress_layers, uncompress_layers_with,
+    write_archive, write_layout, ArchiveKind, ArchiveOut, CopyError, CopyOptions, CopyReport,
+    Source, Uncompress,
+};
+
+/// Which command's rules apply to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Mode {
+    /// `copy`: a layout or an archive, by transport and name.
+    #[default]
+    Copy,
+    /// `import`: a layout directory, always.
+    Import,
+    /// `export`: an archive file (or `-`), always.
+    Export,
+}
+
+/// What to copy where, and how.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The sources, as LOCATION[:REF] strings ([`Location::parse`]).
+    pub sources: Vec<String>,
+    /// The target, TARGET[:REF].
+    pub target: String,
+    /// Which command's rules apply to the target.
+    pub mode: Mode,
+    /// Archive format for a file target (`--format`; default: from its
+    /// transport, else oci-archive).
+    pub format: Option<ArchiveKind>,
+    /// Compression of a file target as a whole (`--compress`; default: from
+    /// its extension).
+    pub compress: Option<Compression>,
+    /// Platforms to keep (`--platform`).
+    pub platforms: Vec<PlatformSpec>,
+    /// Every platform asked for explicitly (`--all`).
+    pub all: bool,
+    /// Leave out referrers.
+    pub no_referrers: bool,
+    /// Decompress and check every layer before writing anything.
+    pub deep: bool,
+    /// Write layers uncompressed (new manifests; configs unchanged).
+    pub uncompressed_layers: bool,
+    /// Caps for every read (the decompression limit).
+    pub limits: crate::limits::Limits,
+    /// How to wait for the target layout's lock.
+    pub lock_policy: crate::layout::LockPolicy,
+    /// Stops the copy at its next write (and an archive's decompression).
+    pub cancel: crate::cancel::Cancel,
+}
+
+/// Why a copy failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A location string is malformed.
+    #[error(transparent)]
+    Location(#[from] LocationError),
+    /// A source cannot be opened, or the target is not what the command writes.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The target would overwrite a source.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// Planning, checking or writing failed.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
+    /// A temporary directory could not be made.
+    #[error("{}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// Blobs and bytes written, images recorded.
+    pub copy: CopyReport,
+    /// What the user should know about the written archive (the CLI prints
+    /// them as warnings once the progress bar is gone).
+    pub warnings: Vec<String>,
+}
+
+/// Runs a copy: parses and opens the sources, decides the target
+/// ([`Location::target`]), refuses a target that would overwrite a source,
+/// plans, checks layers (all with `deep`, else those whose DiffID is their
+/// only check), uncompresses layers if asked, and writes. Notes and warnings
+/// go to `notice` as they arise; `progress` sees the bytes written.
+///
+/// # Errors
+/// See [`RunError`]; a failed copy leaves the target as it was.
+pub fn run(
+    options: &RunOptions,
+    progress: &dyn Progress,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<RunReport, RunError> {
+    let target = match options.mode {
+        Mode::Import => {
+            let loc = Location::parse(&options.target)?;
+            if matches!(
+                loc.transport,
+                Transport::OciArchive | Transport::DockerArchive
+            ) {
+                return Err(RunError::Invalid(
+                    "import writes a layout directory; to write an archive use export".into(),
+                ));
+            }
+            format!("oci:{}", options.target)
+        }
+        Mode::Copy | Mode::Export => options.target.clone(),
+    };
+    let target_loc = Location::parse(&target)?;
+    let (format, compress) = match options.mode {
+        Mode::Import => (None, None),
+        Mode::Copy | Mode::Export => (options.format, options.compress),
+    };
+    let target_kind = target_loc.target(format, compress, options.mode == Mode::Export)?;
+    let target_name = match &target_loc.reference {
+        Some(Reference::Tag(t)) => Some(t.clone()),
+        Some(Reference::Digest(d)) => {
+            return Err(RunError::Invalid(format!(
+                "{target}: a target cannot be named by a digest ({d}); name it with a tag"
+            )))
+        }
+        None => None,
+    };
+    let mut opened = Vec::new();
+    let mut source_paths = Vec::new();
+    let open = crate::archive::OpenOptions::new(options.limits, options.cancel.clone());
+    for s in &options.sources {
+        let loc = Location::parse(s)?;
+        let store = loc.open(&open, notice)?;
+        opened.push((store, loc.reference));
+        source_paths.push(loc.path);
+    }
+    // Nothing is written (not even a temporary file) where it would
+    // overwrite a source.
+    let source_paths: Vec<&Path> = source_paths.iter().map(PathBuf::as_path).collect();
+    match &target_kind {
+        Target::Layout(dir) => guard::check_output(guard::Output::Layout(dir), &source_paths)?,
+        Target::Archive { path: Some(p), .. } => {
+            guard::check_output(guard::Output::File(p), &source_paths)?
+        }
+        Target::Archive { path: None, .. } => {}
+    }
+    let srcs: Vec<Source<'_>> = opened
+        .iter()
+        .map(|(store, reference)| Source {
+            store: &**store,
+            reference: reference.clone(),
+        })
+        .collect();
+    let single_image = matches!(
+        target_kind,
+        Target::Archive {
+            kind: ArchiveKind::DockerArchive,
+            ..
+        }
+    );
+    if single_image && options.platforms.len() > 1 {
+        return Err(RunError::Invalid(format!(
+            "a docker-archive holds one image per name, so it takes one --platform, not {}; export each platform under its own name",
+            options.platforms.len()
+        )));
+    }
+    if options.uncompressed_layers && !options.no_referrers {
+        notice(Notice::Note("--uncompressed-layers rewrites manifests, so their referrers (signatures, SBOMs) would no longer apply; they are left out".into()));
+    }
+    let copy_options = CopyOptions {
+        platforms: options.platforms.clone(),
+        single_image,
+        target_name,
+        no_referrers: options.no_referrers || options.uncompressed_layers,
+        all_platforms: options.all,
+        limits: options.limits,
+        lock_policy: options.lock_policy,
+        cancel: options.cancel.clone(),
+    };
+    let mut plan = plan(&srcs, &copy_options)?;
+    for n in &plan.notes {
+        notice(Notice::Note(n.clone()));
+    }
+    if options.deep {
+        let n = check_layers(&srcs, &plan)?;
+        notice(Notice::Info(format!(
+            "checked {n} layer{} (--deep)",
+            if n == 1 { "" } else { "s" }
+        )));
+    } else {
+        // Layers whose only digest is their DiffID are always checked.
+        check_unverified_layers(&srcs, &plan)?;
+    }
+    // Into an uncompressed archive file, layers whose size their gzip trailer
+    // announces are decompressed straight into their places; if one was
+    // announced wrongly, the export starts over with temporary files.
+    let streamable = matches!(
+        target_kind,
+        Target::Archive {
+            path: Some(_),
+            compression: Compression::None,
+            ..
+        }
+    );
+    let mut files_fallback = None;
+    let mut uncompress_notes = Vec::new();
+    if options.uncompressed_layers {
+        let temp_dir = temp_dir(&target_kind)?;
+        let mode = if streamable {
+            files_fallback = Some((plan.clone(), temp_dir.clone()));
+            Uncompress::Predict
+        } else {
+            Uncompress::Files
+        };
+        uncompress_notes = uncompress_layers_with(&srcs, &mut plan, &temp_dir, mode)?;
+        // A streamed export may start over with other sizes (and digests):
+        // its notes are told once it is written.
+        if !streamable {
+            for n in uncompress_notes.drain(..) {
+                notice(Notice::Note(n));
+            }
+        }
+    } else if single_image {
+        if let Some(b) = plan.blobs.iter().find(|b| b.media_type.ends_with("+zstd")) {
+            notice(Notice::Warning(format!(
+                "layer {} is zstd-compressed; Docker Engine 20.10 and older cannot load it (add --uncompressed-layers for them)",
+                b.digest
+            )));
+        }
+    }
+    let (copy, warnings) = match &target_kind {
+        Target::Layout(dir) => (write_layout(&srcs, &plan, dir, progress)?, Vec::new()),
+        Target::Archive {
+            path,
+            kind,
+            compression,
+        } => {
+            let out = match path {
+                Some(p) => ArchiveOut::File(p),
+                None => ArchiveOut::Stdout,
+            };
+            let written = write_archive(&srcs, &plan, *kind, *compression, out, progress);
+            match (written, files_fallback.take()) {
+                (Err(CopyError::Prediction { .. }), Some((mut plan, temp_dir))) => {
+                    uncompress_notes = uncompress_layers(&srcs, &mut plan, &temp_dir)?;
+                    write_archive(&srcs, &plan, *kind, *compression, out, progress)?
+                }
+                (r, _) => r?,
+            }
+        }
+    };
+    for n in uncompress_notes {
+        notice(Notice::Note(n));
+    }
+    Ok(RunReport { copy, warnings })
+}
+
+/// Where decompressed layers wait: on the target's file system, since they
+/// are written again right away.
+fn temp_dir(target: &Target) -> Result<PathBuf, RunError> {
+    Ok(match target {
+        Target::Layout(dir) => {
+            let t = dir.join(crate::layout::TMP_DIR);
+            std::fs::create_dir_all(&t).map_err(|source| RunError::Io {
+                path: t.clone(),
+                source,
+            })?;
+            t
+        }
+        Target::Archive { path: Some(p), .. } => crate::output::parent_dir(p),
+        Target::Archive { path: None, .. } => std::env::temp_dir(),
+    })
+}
