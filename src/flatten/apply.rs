@@ -18,6 +18,7 @@ use super::pipeline::{Msg, Shared, Spooled};
 use super::{cancelled, clean_name, cstring, EntryResult, Record, Recorded, MAX_DEPTH, MAX_LINKS};
 use crate::layer::{LayerDigests, LayerError};
 use crate::tarstream::{display_bytes, Entry, EntryKind};
+use crate::whiteout::{self, Marker};
 
 #[derive(Debug, Clone)]
 struct DirMeta {
@@ -171,8 +172,13 @@ impl<'s> Applier<'s> {
             self.dirs.insert(self.root_ino, meta_of(e));
             return Ok(());
         };
-        if let Some(target) = base.strip_prefix(b".wh.") {
-            return self.whiteout(parents, target);
+        match whiteout::classify(base) {
+            Marker::None => {}
+            Marker::Opaque => return self.opaque(parents),
+            Marker::Delete(target) => return self.delete(parents, target),
+            // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): never part of the tree.
+            Marker::Metadata => return Ok(()),
+            Marker::Invalid => return Err("invalid whiteout name".into()),
         }
         if let EntryKind::Other(_) = e.kind {
             self.unknown_types += 1;
@@ -286,24 +292,20 @@ impl<'s> Applier<'s> {
         }
     }
 
-    fn whiteout(&mut self, parents: &[Vec<u8>], target: &[u8]) -> EntryResult<()> {
-        if target == b".wh..opq" {
-            let Some(dir) = self.open_dir(parents, false)? else {
-                return Ok(());
-            };
-            let created = &self.created;
-            fs::clear_dir(dir.as_fd(), &mut |ino, name| {
-                created.contains(&(ino, name.to_vec()))
-            })?;
+    /// `.wh..wh..opq`: hides every lower child of the directory `parents`.
+    fn opaque(&mut self, parents: &[Vec<u8>]) -> EntryResult<()> {
+        let Some(dir) = self.open_dir(parents, false)? else {
             return Ok(());
-        }
-        if target.starts_with(b".wh.") {
-            // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): never part of the tree.
-            return Ok(());
-        }
-        if target.is_empty() || target == b"." || target == b".." {
-            return Err("invalid whiteout name".into());
-        }
+        };
+        let created = &self.created;
+        fs::clear_dir(dir.as_fd(), &mut |ino, name| {
+            created.contains(&(ino, name.to_vec()))
+        })?;
+        Ok(())
+    }
+
+    /// `.wh.<target>`: deletes the lower `target` in the directory `parents`.
+    fn delete(&mut self, parents: &[Vec<u8>], target: &[u8]) -> EntryResult<()> {
         let Some(dir) = self.open_dir(parents, false)? else {
             return Ok(());
         };

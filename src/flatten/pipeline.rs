@@ -24,6 +24,7 @@ use crate::resolve::{self, Image};
 use crate::spec::{Compression, Descriptor, Kind};
 use crate::store::Store;
 use crate::tarstream::{Entry, EntryKind, TarReader};
+use crate::whiteout;
 
 const CHUNK: usize = 256 << 10;
 /// Entry headers queued per layer ahead of the applier (about 300 bytes
@@ -293,11 +294,8 @@ fn decode_layer(
                         return Err(LayerError::TooLarge { limit });
                     }
                 }
-                let whiteout = e
-                    .path
-                    .rsplit(|&c| c == b'/')
-                    .find(|c| !c.is_empty())
-                    .is_some_and(|b| b.starts_with(b".wh."));
+                // Whiteout names (also invalid and AUFS ones) carry no data.
+                let whiteout = whiteout::classify_path(&e.path).is_marker();
                 let spooled = if e.kind == EntryKind::Regular && !whiteout {
                     let name = format!("{index}-{}", tar.entries());
                     let s = shared.spool(tar, &e, &name, &mut buf).map_err(|reason| {
