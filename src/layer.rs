@@ -517,30 +517,6 @@ impl<R: Read> Read for ProgressRead<'_, R> {
     }
 }
 
-/// [`walk_layer`] over a stored blob: opens it with
-/// [`crate::Store::open_verified`] (size and digest checked), caps
-/// decompression with [`crate::archive::decompression_limit`], reports
-/// progress, and checks the DiffID when given.
-///
-/// # Errors
-/// See [`LayerError`]; a missing or unreadable blob is [`LayerError::Io`].
-pub fn walk_stored_layer<F>(
-    store: &dyn crate::store::Store,
-    digest: &Digest,
-    size: i64,
-    compression: Compression,
-    diff_id: Option<&Digest>,
-    progress: &dyn crate::progress::Progress,
-    visit: F,
-) -> Result<Option<LayerDigests>, LayerError>
-where
-    F: for<'s, 'a> FnMut(&mut LayerEntries<'s, 'a>, Entry) -> Result<Visit, LayerError>,
-{
-    let (reader, len) = open_stored(store, digest, size, progress)?;
-    let limit = crate::archive::decompression_limit(len);
-    walk_layer(reader, compression, limit, diff_id, visit)
-}
-
 /// Reads the rest of the current entry's data into `sink`, in `buf`-sized
 /// steps (decompression errors surface here, naming the entry count).
 ///
@@ -565,7 +541,7 @@ pub fn read_entry_data<R: Read>(
 /// decompresses, hashes the decompressed bytes (sha256) and walks the tar
 /// entries (with [`crate::tarstream`]), draining both streams to their ends.
 /// The decompressed size is capped at `limit` (see
-/// [`crate::archive::decompression_limit`]), as every decompression is.
+/// [`crate::limits::Limits::decompression`]), as every decompression is.
 ///
 /// # Errors
 /// See [`LayerError`]; [`LayerError::TooLarge`] past `limit`.

@@ -128,7 +128,6 @@ pub(crate) fn cancel_on_signals() {
             // SAFETY: _exit is async-signal-safe.
             unsafe { libc::_exit(130) };
         }
-        ocikit::flatten::cancel();
         cli::output::cancel_run();
     }
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;

@@ -40,6 +40,7 @@ pub fn write_tree_tar<W: Write>(
     dir: &Path,
     out: W,
     recorded: Option<&Recorded>,
+    cancel: &crate::cancel::Cancel,
 ) -> io::Result<(W, u64)> {
     let mut tar = tar::Builder::new(out);
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
@@ -49,7 +50,7 @@ pub fn write_tree_tar<W: Write>(
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     let mut buf = vec![0u8; crate::limits::COPY_CHUNK];
     for entry in walker {
-        if flatten::cancelled() {
+        if cancel.is_cancelled() {
             return Err(io::Error::other("interrupted"));
         }
         let entry = entry.map_err(|e| io::Error::other(e.to_string()))?;
@@ -271,13 +272,16 @@ pub fn flatten_to_tar<W: Write>(
         Some(&mut recorded),
     )?;
     let rootless = options.rootless || !rustix::process::geteuid().is_root();
-    let (out, _) =
-        write_tree_tar(&staging.root, out, rootless.then_some(&recorded)).map_err(|e| {
-            FlattenError::Output {
-                path: PathBuf::from("tar output"),
-                reason: e.to_string(),
-            }
-        })?;
+    let (out, _) = write_tree_tar(
+        &staging.root,
+        out,
+        rootless.then_some(&recorded),
+        &options.cancel,
+    )
+    .map_err(|e| FlattenError::Output {
+        path: PathBuf::from("tar output"),
+        reason: e.to_string(),
+    })?;
     Ok((out, report))
 }
 
@@ -288,6 +292,10 @@ pub struct SquashOptions {
     pub compression: Compression,
     /// See [`FlattenOptions::rootless`].
     pub rootless: bool,
+    /// Caps for every layer read (the decompression limit).
+    pub limits: crate::limits::Limits,
+    /// Stops the squash at its next entry (nothing is tagged).
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// What a squash wrote.
@@ -470,6 +478,8 @@ pub fn squash(
         rootless: options.rootless,
         keep_readable: true,
         progress: None,
+        limits: options.limits,
+        cancel: options.cancel.clone(),
     };
     let report = flatten::flatten_into(
         store,
@@ -492,8 +502,13 @@ pub fn squash(
     };
     // The DiffID: the tar stream, hashed by the one verified stream.
     let hashing = Verified::hashing(encoder, Algorithm::Sha256);
-    let (hashing, _) =
-        write_tree_tar(&staging.root, hashing, rootless.then_some(&recorded)).map_err(io_out)?;
+    let (hashing, _) = write_tree_tar(
+        &staging.root,
+        hashing,
+        rootless.then_some(&recorded),
+        &options.cancel,
+    )
+    .map_err(io_out)?;
     let (encoder, diff_id, _) = hashing
         .finish()
         .map_err(|e| out_err(format!("writing the squashed layer: {e}")))?;

@@ -192,11 +192,6 @@ impl OpenOptions {
     }
 }
 
-/// Transitional: flatten's reader until it takes `FlattenOptions::limits`.
-pub(crate) fn decompression_limit(compressed: u64) -> u64 {
-    crate::limits::Limits::from_env().decompression(compressed)
-}
-
 /// Normalises a member name: drops `./` and `.` components and trailing `/`;
 /// refuses absolute names, `..` components and empty names.
 pub fn normalize_member(name: &str) -> Result<String, &'static str> {

@@ -47,6 +47,8 @@ pub fn flatten_cmd(
         rootless,
         keep_readable: false,
         progress: Some(bar.clone()),
+        limits: super::output::limits(),
+        cancel: super::output::cancel_token(),
     };
     let report = match (output, tar) {
         (Some(dir), _) => ocikit::flatten::flatten_to_dir(&store, &image, &dir, &options)?,
@@ -101,6 +103,8 @@ pub fn squash_cmd(
         &ocikit::squash::SquashOptions {
             compression: compress.into(),
             rootless,
+            limits: super::output::limits(),
+            cancel: super::output::cancel_token(),
         },
     )?;
     for w in &report.warnings {
