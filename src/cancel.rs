@@ -27,6 +27,12 @@ impl Cancel {
         }
     }
 
+    /// The shared flag itself (`None` for the default token), for a signal
+    /// handler that sets it (the binary registers it with `signal-hook`).
+    pub fn flag(&self) -> Option<Arc<AtomicBool>> {
+        self.0.clone()
+    }
+
     /// Whether [`Cancel::cancel`] was called.
     pub fn is_cancelled(&self) -> bool {
         self.0.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))

@@ -117,24 +117,16 @@ fn main() -> ExitCode {
 /// SIGINT and SIGTERM make a running flatten or squash stop and remove its
 /// staging directory (exit 2, "interrupted") instead of dying mid-way.
 pub(crate) fn cancel_on_signals() {
-    // Made before the handler can run, so the handler never allocates.
-    let _ = cli::output::cancel_token();
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static SEEN: AtomicBool = AtomicBool::new(false);
-    extern "C" fn on_signal(_: libc::c_int) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let Some(cancel) = cli::output::cancel_token().flag() else {
+        return;
+    };
+    for sig in [SIGINT, SIGTERM] {
         // A second signal (say, while blocked waiting for a lock) ends the
-        // process at once: nothing of its own is on disk then.
-        if SEEN.swap(true, Ordering::SeqCst) {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(130) };
-        }
-        cli::output::cancel_run();
-    }
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only touches atomics and calls _exit, both
-    // async-signal-safe; signal(2) itself has no memory-safety preconditions.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
+        // process at once (exit 130): nothing of its own is on disk then.
+        // The order matters: the exit is armed by the first signal's flag.
+        let _ = flag::register_conditional_shutdown(sig, 130, cancel.clone());
+        let _ = flag::register(sig, cancel.clone());
     }
 }

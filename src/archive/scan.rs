@@ -449,18 +449,9 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
 
 /// Clears `O_NONBLOCK` again on a file known to be regular.
 fn clear_nonblocking(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this function borrows (open for the
-    // whole call); F_GETFL/F_SETFL take and return plain integers.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let flags = fcntl_getfl(file)?;
+    fcntl_setfl(file, flags & !OFlags::NONBLOCK)?;
     Ok(())
 }
 

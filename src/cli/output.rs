@@ -108,14 +108,6 @@ pub fn cancel_token() -> Cancel {
     CANCEL.get_or_init(Cancel::new).clone()
 }
 
-/// Cancels this run's token (from a signal handler: one atomic load and
-/// one atomic store, nothing allocated).
-pub fn cancel_run() {
-    if let Some(c) = CANCEL.get() {
-        c.cancel();
-    }
-}
-
 /// This run's limits: `OCIKIT_MAX_DECOMPRESSED` when set.
 pub fn limits() -> Limits {
     Limits::from_env()
