@@ -307,7 +307,7 @@ pair() {
 if ((ocikit_ok)); then
     pair "export-oci-archive" 0.5 "$OCIKIT" export "oci:$IMAGE:base" "$OUT/base.tar" -- \
         skopeo copy "oci:$IMAGE:base" "oci-archive:$OUT/base.tar:base"
-    pair "export-docker-archive" 0.34 "$OCIKIT" export "oci:$IMAGE:base" "docker-archive:$OUT/base.tar:bench/base:1" --uncompressed-layers -- \
+    pair "export-docker-archive" 0.33 "$OCIKIT" export "oci:$IMAGE:base" "docker-archive:$OUT/base.tar:bench/base:1" --uncompressed-layers -- \
         skopeo copy "oci:$IMAGE:base" "docker-archive:$OUT/base.tar:bench/base:1"
     # The import row reads skopeo's own docker-archive, made once outside the timings.
     SKOPEO_DA=$BENCH_DIR/skopeo-docker-archive.tar
