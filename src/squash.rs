@@ -464,11 +464,12 @@ pub fn squash(
             ))
         }
     };
-    let config = image
-        .config(store)?
-        .ok_or_else(|| FlattenError::Image("the image has no config".into()))?;
-    let cfg: Value = serde_json::from_slice(&config.bytes)
-        .map_err(|e| FlattenError::Image(format!("the config is not JSON: {e}")))?;
+    let config = image.config(store)?.ok_or(FlattenError::NoConfig)?;
+    let cfg: Value =
+        serde_json::from_slice(&config.bytes).map_err(|e| FlattenError::BadConfig {
+            digest: config.digest.clone(),
+            reason: e.to_string(),
+        })?;
 
     let lock = layout.lock().map_err(|e| out_err(e.to_string()))?;
     let tmp = layout.tmp_dir().map_err(|e| out_err(e.to_string()))?;
@@ -563,27 +564,23 @@ pub fn squash(
         "{} layers ({} history entries) squashed into one",
         report.layers, old_history
     );
-    rewrite
-        .edit(cfg_id, |obj| {
-            let rootfs = obj
-                .entry("rootfs")
-                .or_insert_with(|| json!({"type": "layers"}));
-            if let Some(r) = rootfs.as_object_mut() {
-                r.insert("type".into(), json!("layers"));
-                r.insert("diff_ids".into(), json!([diff_id.to_string()]));
-            }
-            let mut h = serde_json::Map::new();
-            if let Some(created) = obj.get("created").cloned() {
-                h.insert("created".into(), created);
-            }
-            h.insert("created_by".into(), json!("ocikit squash"));
-            h.insert("comment".into(), json!(comment));
-            obj.insert("history".into(), json!([Value::Object(h)]));
-        })
-        .map_err(|e| FlattenError::Image(format!("the config {e}")))?;
-    let rewritten = rewrite
-        .finish()
-        .map_err(|e| FlattenError::Image(e.to_string()))?;
+    rewrite.edit(cfg_id, |obj| {
+        let rootfs = obj
+            .entry("rootfs")
+            .or_insert_with(|| json!({"type": "layers"}));
+        if let Some(r) = rootfs.as_object_mut() {
+            r.insert("type".into(), json!("layers"));
+            r.insert("diff_ids".into(), json!([diff_id.to_string()]));
+        }
+        let mut h = serde_json::Map::new();
+        if let Some(created) = obj.get("created").cloned() {
+            h.insert("created".into(), created);
+        }
+        h.insert("created_by".into(), json!("ocikit squash"));
+        h.insert("comment".into(), json!(comment));
+        obj.insert("history".into(), json!([Value::Object(h)]));
+    })?;
+    let rewritten = rewrite.finish()?;
     let mut man_bytes = built;
     for doc in &rewritten {
         if doc.old == built_digest {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,15 +22,7 @@ fn copy_waiting_for_a_lock(sig: libc::c_int) -> (std::process::ExitStatus, Vec<S
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec. A test run
-    // in the background inherits SIGINT ignored: give ocikit the default
-    // disposition, as a terminal would.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::signal(sig, libc::SIG_DFL);
-            Ok(())
-        });
-    }
+    default_disposition(&mut cmd, sig);
     let mut child = cmd.spawn().unwrap();
     // Let it reach the lock and block there.
     std::thread::sleep(Duration::from_millis(500));

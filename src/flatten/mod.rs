@@ -63,9 +63,20 @@ pub enum FlattenError {
     /// The image could not be resolved or its config read.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    /// The image cannot be flattened as it is (not a layer image).
-    #[error("{0}")]
-    Image(String),
+    /// The image has no config (squash needs one to edit).
+    #[error("the image has no config")]
+    NoConfig,
+    /// The image's config is not a JSON object.
+    #[error("the config {digest} is not JSON: {reason}")]
+    BadConfig {
+        /// The config.
+        digest: crate::Digest,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// Rewriting the image's documents failed.
+    #[error(transparent)]
+    Rewrite(#[from] crate::rewrite::RewriteError),
     /// The image's layers do not agree with its config, or one is no layer.
     #[error(transparent)]
     Layers(#[from] crate::image::ImageError),

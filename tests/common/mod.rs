@@ -666,3 +666,16 @@ pub fn cases_from(var: &str, default: u32) -> proptest::test_runner::Config {
         ..proptest::test_runner::Config::default()
     }
 }
+
+/// Gives the child the default disposition for `sig`: a test run in the
+/// background inherits SIGINT ignored, where a terminal would not.
+pub fn default_disposition(cmd: &mut Command, sig: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(sig, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+}
