@@ -27,7 +27,7 @@ pub enum Transport {
 
 impl Transport {
     /// The prefix as written, without the colon (`""` for [`Transport::Auto`]).
-    pub fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             Transport::Oci => "oci",
             Transport::OciArchive => "oci-archive",
@@ -207,7 +207,7 @@ fn looks_like_digest(tail: &str) -> bool {
 
 /// Whether `name` is valid as an `org.opencontainers.image.ref.name` that
 /// ocikit writes (the annotations.md grammar).
-pub fn is_valid_ref_name(name: &str) -> bool {
+pub(crate) fn is_valid_ref_name(name: &str) -> bool {
     // ref ::= component ("/" component)*; component ::= alnum (sep alnum)*;
     // sep ::= [-._:@+] | "--"
     if name.is_empty() || name.len() > 4096 {
@@ -245,7 +245,7 @@ pub fn is_valid_ref_name(name: &str) -> bool {
 /// A docker image name normalised as docker does (`busybox` →
 /// `docker.io/library/busybox:latest`), or `None` if `name` is not a docker
 /// reference. Digest references (`name@sha256:…`) keep their digest.
-pub fn normalize_docker_name(name: &str) -> Option<String> {
+pub(crate) fn normalize_docker_name(name: &str) -> Option<String> {
     let (rest, digest) = match name.split_once('@') {
         Some((r, d)) => (r, Some(d)),
         None => (name, None),

@@ -194,7 +194,7 @@ impl OpenOptions {
 
 /// Normalises a member name: drops `./` and `.` components and trailing `/`;
 /// refuses absolute names, `..` components and empty names.
-pub fn normalize_member(name: &str) -> Result<String, &'static str> {
+pub(crate) fn normalize_member(name: &str) -> Result<String, &'static str> {
     if name.starts_with('/') {
         return Err("is an absolute path");
     }

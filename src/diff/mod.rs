@@ -26,7 +26,7 @@ use crate::store::Store;
 use images::Sides;
 
 /// Largest text file whose bytes `--content` keeps for a unified diff.
-pub const MAX_TEXT: u64 = 64 << 10;
+pub(crate) const MAX_TEXT: u64 = 64 << 10;
 
 /// What to leave out of the comparison.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
