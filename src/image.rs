@@ -10,7 +10,7 @@
 //! of the call's [`Limits`].
 
 use crate::digest::Digest;
-use crate::layer::{self, LayerDigests, LayerEntries, LayerError, LayerStream, Visit};
+use crate::layer::{self, LayerEntries};
 use crate::limits::Limits;
 use crate::progress::Progress;
 use crate::resolve::{Image, ResolveError};
@@ -18,6 +18,12 @@ use crate::spec::{Compression, Descriptor, ImageConfig, ImageManifest, Kind};
 use crate::store::{BlobReader, Store};
 use crate::tarstream::Entry;
 use crate::verified::Verified;
+
+// The layer reader lives in a private module; its types are part of
+// [`Layer`]'s API.
+pub use crate::layer::{
+    list_entries, DiffIdMismatch, EntrySummary, LayerDigests, LayerError, LayerStream, Visit,
+};
 
 /// Why an image's layer list cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, DigestError};
 
+// Opening a location (the methods on [`Location`] in the private `open`
+// module) and Docker's familiar names.
+pub use crate::docker::familiar;
+pub use crate::open::{Notice, OpenError, Target};
+
 /// How a location's content is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
