@@ -69,6 +69,7 @@ impl fmt::Display for Algorithm {
 
 /// Why a string is not a valid digest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DigestError {
     /// The string does not follow `algorithm ":" encoded` from the OCI grammar.
     #[error("{0:?} is not a valid digest (expected algorithm:encoded, e.g. sha256:<64 hex>)")]

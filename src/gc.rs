@@ -48,6 +48,7 @@ pub struct GcOptions {
 
 /// Why gc refused or failed. Nothing was deleted when it refuses.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GcError {
     /// Taking the lock, reading or writing the layout failed.
     #[error(transparent)]

@@ -17,6 +17,7 @@ use crate::verified::{Mismatch, Outcome, Verified};
 
 /// A problem reading a layer stream.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LayerError {
     /// The bytes are not in the compression the media type announces.
     #[error("its media type says {announced} but its bytes are {found}")]

@@ -38,6 +38,7 @@ pub(crate) const TMP_DIR: &str = ".ocikit-tmp";
 
 /// An error writing or opening a layout. Each names the path or ref at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// Reading failed.
     #[error(transparent)]

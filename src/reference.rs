@@ -73,6 +73,7 @@ pub struct Location {
 
 /// Why a LOCATION string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LocationError {
     /// Nothing before the REF.
     #[error("location {0:?} has no path")]

@@ -41,6 +41,7 @@ pub enum PlatformChoice {
 /// Why a reference could not be resolved. Each names what was looked for and,
 /// where there are choices, lists them.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ResolveError {
     /// Reading failed.
     #[error(transparent)]

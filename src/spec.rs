@@ -410,6 +410,7 @@ pub const MAX_DOCUMENT_SIZE: u64 = 4 << 20;
 
 /// A problem with a JSON document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DocumentError {
     /// Not JSON, not UTF-8, trailing data, or not of the expected shape.
     #[error("is not valid JSON: {0}")]

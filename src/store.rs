@@ -16,6 +16,7 @@ use crate::verified::{Mismatch, Verified};
 
 /// An error reading from a store. Every variant names the file or digest at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// An I/O error on a file.
     #[error("{}: {source}", path.display())]

@@ -32,6 +32,7 @@ const BLOCK: usize = 512;
 
 /// Why a tar stream cannot be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TarError {
     /// The stream is not a tar header where one should be.
     #[error("bad tar header at offset {offset}: {reason}")]

@@ -32,6 +32,7 @@ pub const MAX_LINK_HOPS: usize = 8;
 /// Why an archive cannot be read. Each names the archive and, where it
 /// applies, the member.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArchiveError {
     /// I/O error.
     #[error("{}: {source}", path.display())]

@@ -54,6 +54,7 @@ pub(crate) use uncompress::{uncompress_layers, uncompress_layers_with, LazyLayer
 
 /// Why a copy failed. Each names the blob, file or reference at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CopyError {
     /// Reading the source failed.
     #[error(transparent)]

@@ -291,6 +291,7 @@ impl DiffReport {
 
 /// Why a diff could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiffError {
     /// A reference or document could not be resolved.
     #[error("{side}: {source}")]

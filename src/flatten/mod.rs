@@ -57,6 +57,7 @@ const MAX_DEPTH: usize = 2048;
 
 /// Why flattening failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FlattenError {
     /// The image could not be resolved or its config read.
     #[error(transparent)]
