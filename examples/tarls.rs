@@ -18,7 +18,7 @@ fn main() {
                 continue;
             }
         };
-        match ocikit::layer::list_entries(f, c, len) {
+        match ocikit::image::list_entries(f, c, len) {
             Ok(v) => {
                 println!("{p}: ok {} entries", v.len());
                 for e in v {

@@ -47,7 +47,7 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// The algorithm's name as written in a digest string.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Algorithm::Sha256 => "sha256",
             Algorithm::Sha512 => "sha512",
@@ -69,6 +69,7 @@ impl fmt::Display for Algorithm {
 
 /// Why a string is not a valid digest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DigestError {
     /// The string does not follow `algorithm ":" encoded` from the OCI grammar.
     #[error("{0:?} is not a valid digest (expected algorithm:encoded, e.g. sha256:<64 hex>)")]
@@ -303,7 +304,7 @@ pub fn hash_file(algorithm: Algorithm, file: &File) -> io::Result<(Digest, u64)>
 ///
 /// # Errors
 /// Any read error.
-pub fn hash_file_with_progress(
+pub(crate) fn hash_file_with_progress(
     algorithm: Algorithm,
     file: &File,
     progress: &dyn Fn(u64),
@@ -317,7 +318,7 @@ pub fn hash_file_with_progress(
 ///
 /// # Errors
 /// Any read error.
-pub fn hash_at(
+pub(crate) fn hash_at(
     algorithm: Algorithm,
     read_at: &dyn Fn(&mut [u8], u64) -> io::Result<usize>,
     progress: &dyn Fn(u64),
@@ -340,14 +341,14 @@ pub fn hash_at(
 }
 
 /// A reader that reports how many bytes pass through it.
-pub struct ProgressReader<'a, R> {
+pub(crate) struct ProgressReader<'a, R> {
     inner: R,
     progress: &'a dyn Fn(u64),
 }
 
 impl<'a, R: Read> ProgressReader<'a, R> {
     /// Wraps `inner`.
-    pub fn new(inner: R, progress: &'a dyn Fn(u64)) -> Self {
+    pub(crate) fn new(inner: R, progress: &'a dyn Fn(u64)) -> Self {
         ProgressReader { inner, progress }
     }
 }

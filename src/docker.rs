@@ -18,11 +18,11 @@ use crate::spec::{
 };
 
 /// Largest `manifest.json` read (containers/image's limit; CVE-2023-25153).
-pub const MAX_MANIFEST_JSON: u64 = 1 << 20;
+pub(crate) const MAX_MANIFEST_JSON: u64 = 1 << 20;
 
 /// One image in `manifest.json`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ManifestItem {
+pub(crate) struct ManifestItem {
     /// Path of the config member.
     #[serde(rename = "Config")]
     pub config: String,
@@ -41,25 +41,20 @@ pub struct ManifestItem {
     pub layer_sources: Option<BTreeMap<String, Descriptor>>,
 }
 
-/// Parses `manifest.json`: a JSON array (`null` is refused, as `docker load` does).
-///
-/// # Errors
-/// A sentence saying what is wrong.
-pub fn parse_manifest_json(bytes: &[u8]) -> Result<Vec<ManifestItem>, String> {
-    parse_manifest_json_noted(bytes).map(|(items, _)| items)
-}
-
 /// The keys of a `manifest.json` item, as Docker writes them.
 const MANIFEST_KEYS: [&str; 4] = ["Config", "RepoTags", "Layers", "LayerSources"];
 
-/// [`parse_manifest_json`], also returning notes. Keys are matched as Go's
+/// Parses `manifest.json`: a JSON array (`null` is refused, as `docker load`
+/// does), also returning notes. Keys are matched as Go's
 /// `encoding/json` matches them (which `docker load` and skopeo use): an exact
 /// match first, else one that differs only in case. Jib writes `config`,
 /// `repoTags` and `layers`; such archives are read, with a note.
 ///
 /// # Errors
 /// A sentence saying what is wrong.
-pub fn parse_manifest_json_noted(bytes: &[u8]) -> Result<(Vec<ManifestItem>, Vec<String>), String> {
+pub(crate) fn parse_manifest_json_noted(
+    bytes: &[u8],
+) -> Result<(Vec<ManifestItem>, Vec<String>), String> {
     crate::spec::check_json(bytes).map_err(|e| format!("manifest.json {e}"))?;
     let mut v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| format!("manifest.json is not valid JSON: {e}"))?;
@@ -100,7 +95,7 @@ pub fn parse_manifest_json_noted(bytes: &[u8]) -> Result<(Vec<ManifestItem>, Vec
 }
 
 /// The tag part of a docker reference (`registry:5000/app:1.2` → `1.2`).
-pub fn tag_part(reference: &str) -> Option<&str> {
+pub(crate) fn tag_part(reference: &str) -> Option<&str> {
     let slash = reference.rfind('/').map_or(0, |i| i + 1);
     reference[slash..]
         .rfind(':')
@@ -110,7 +105,7 @@ pub fn tag_part(reference: &str) -> Option<&str> {
 
 /// Annotations for an `index.json` entry of a RepoTag, as Docker 25 writes:
 /// the tag as `ref.name`, the normalised name as `io.containerd.image.name`.
-pub fn tag_annotations(repo_tag: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) fn tag_annotations(repo_tag: &str) -> Option<BTreeMap<String, String>> {
     let full = normalize_docker_name(repo_tag)?;
     let tag = tag_part(&full)?.to_string();
     Some(BTreeMap::from([
@@ -131,7 +126,7 @@ pub fn familiar(full: &str) -> String {
 }
 
 /// The media type for a layer stored with `compression`.
-pub fn layer_media_type(compression: Compression) -> &'static str {
+pub(crate) fn layer_media_type(compression: Compression) -> &'static str {
     match compression {
         Compression::None => media_type::OCI_LAYER_TAR,
         Compression::Gzip => media_type::OCI_LAYER_GZIP,
@@ -140,7 +135,7 @@ pub fn layer_media_type(compression: Compression) -> &'static str {
 }
 
 /// A descriptor with just the three required fields.
-pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
+pub(crate) fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
     Descriptor {
         media_type: media_type.to_string(),
         digest: digest.to_string(),
@@ -155,7 +150,7 @@ pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
 }
 
 /// The manifest ocikit builds for an image that has none: deterministic bytes.
-pub fn build_manifest(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
+pub(crate) fn build_manifest(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
     let m = json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_MANIFEST,
@@ -167,7 +162,7 @@ pub fn build_manifest(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
 
 /// `repositories`: `{"familiar name": {"tag": "<top layer diff_id hex>"}}`, as
 /// Docker 25 writes it.
-pub fn repositories(images: &[(Vec<String>, Option<String>)]) -> Vec<u8> {
+pub(crate) fn repositories(images: &[(Vec<String>, Option<String>)]) -> Vec<u8> {
     let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (tags, top) in images {
         let Some(top) = top else { continue };
@@ -199,7 +194,7 @@ mod tests {
         let a = tag_annotations("busybox").unwrap();
         assert_eq!(a[ANNOTATION_IMAGE_NAME], "docker.io/library/busybox:latest");
         assert_eq!(a[ANNOTATION_REF_NAME], "latest");
-        assert!(parse_manifest_json(b"null").is_err());
-        assert!(parse_manifest_json(b"[]").unwrap().is_empty());
+        assert!(parse_manifest_json_noted(b"null").is_err());
+        assert!(parse_manifest_json_noted(b"[]").unwrap().0.is_empty());
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! # Safety
 //! gc runs only on a graph `verify` accepts. `index.json` is checked as every
-//! writer checks it ([`crate::graph::check_index`]); then any error met while
+//! writer checks it (`graph::check_index`); then any error met while
 //! walking the indexes and manifests (missing, unparsable or schema-invalid
 //! documents, invalid descriptors, nesting beyond the cap) means what the
 //! graph keeps alive is not known for sure, so nothing is deleted (unless
@@ -48,6 +48,7 @@ pub struct GcOptions {
 
 /// Why gc refused or failed. Nothing was deleted when it refuses.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GcError {
     /// Taking the lock, reading or writing the layout failed.
     #[error(transparent)]

@@ -64,7 +64,7 @@ pub enum IssueKind {
 
 impl IssueKind {
     /// Whether this kind is only a warning (never fails verify).
-    pub fn is_warning(self) -> bool {
+    pub(crate) fn is_warning(self) -> bool {
         matches!(
             self,
             IssueKind::UnknownMediaType
@@ -76,7 +76,7 @@ impl IssueKind {
     }
 
     /// The kind's name as printed (`size-mismatch`, …).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             IssueKind::Missing => "missing",
             IssueKind::SizeMismatch => "size-mismatch",
@@ -229,7 +229,7 @@ impl Default for WalkOptions {
 
 /// What a walk's visitor wants after seeing a descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Go on (into the document's children, if it is an index or manifest).
     Continue,
     /// Do not load or descend into this document.
@@ -258,7 +258,7 @@ fn issue(kind: IssueKind, digest: Option<String>, path: &str, message: String) -
 }
 
 /// Turns a store error reading a blob into an issue.
-pub fn store_issue(e: &StoreError, digest: &Digest, path: &str) -> Issue {
+pub(crate) fn store_issue(e: &StoreError, digest: &Digest, path: &str) -> Issue {
     let kind = match e {
         StoreError::Missing { .. } => IssueKind::Missing,
         StoreError::SizeMismatch { .. } => IssueKind::SizeMismatch,
@@ -282,7 +282,7 @@ pub fn walk(store: &dyn Store, options: WalkOptions) -> Graph {
 /// descriptor reached (once per digest, in walk order) and may skip a
 /// document's children. gc, verify and `ls` see the graph through this one
 /// walk and its one validator.
-pub fn walk_with(
+pub(crate) fn walk_with(
     store: &dyn Store,
     options: WalkOptions,
     on_visit: &mut dyn FnMut(&Reached) -> Step,
@@ -327,7 +327,7 @@ pub fn walk_with(
 /// no blob. Returns the problems, errors and warnings alike (see
 /// [`IssueKind::is_warning`]); writers refuse to edit on any error, since a
 /// rewrite would carry along, or a gc act on, entries verify refuses.
-pub fn check_index(store: &dyn Store, bytes: &[u8]) -> Vec<Issue> {
+pub(crate) fn check_index(store: &dyn Store, bytes: &[u8]) -> Vec<Issue> {
     let mut w = Walker {
         store,
         on_visit: &mut |_| Step::Continue,
@@ -833,7 +833,7 @@ fn layer_count_issue(img: &ImageInfo, diff_ids: usize) -> Option<Issue> {
 /// configs (gc's): each image config is read, verified and parsed, in
 /// parallel, and the first mismatch returned. A config that cannot be read
 /// or parsed is a leaf problem (see [`Graph::leaf_issues`]) and is skipped.
-pub fn check_layer_counts(store: &dyn Store, graph: &Graph) -> Option<Issue> {
+pub(crate) fn check_layer_counts(store: &dyn Store, graph: &Graph) -> Option<Issue> {
     use rayon::prelude::*;
     let mut found: Vec<Issue> = graph
         .images
@@ -855,7 +855,7 @@ pub fn check_layer_counts(store: &dyn Store, graph: &Graph) -> Option<Issue> {
 
 /// A stored manifest or index with a `subject`.
 #[derive(Debug, Clone)]
-pub struct Referrer {
+pub(crate) struct Referrer {
     /// The referrer's digest.
     pub digest: Digest,
     /// A descriptor for it (its own media type and artifact type).
@@ -868,7 +868,7 @@ pub struct Referrer {
 /// small blobs that start with `{` (a layout has no referrers index; this is
 /// how the spec's weak association is found). `skip` excludes blobs already
 /// known not to be of interest.
-pub fn find_referrers(store: &dyn Store, skip: impl Fn(&Digest) -> bool) -> Vec<Referrer> {
+pub(crate) fn find_referrers(store: &dyn Store, skip: impl Fn(&Digest) -> bool) -> Vec<Referrer> {
     let Ok(entries) = store.list_blobs() else {
         return Vec::new();
     };

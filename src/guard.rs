@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 /// An output that would overwrite what is being read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OutputError {
     /// The output lies inside (or is) a source layout directory.
     #[error("refusing to write {}: it is inside the source layout {} (the output would overwrite what is being read)", output.display(), source_path.display())]

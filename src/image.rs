@@ -10,7 +10,7 @@
 //! of the call's [`Limits`].
 
 use crate::digest::Digest;
-use crate::layer::{self, LayerDigests, LayerEntries, LayerError, LayerStream, Visit};
+use crate::layer::{self, LayerEntries};
 use crate::limits::Limits;
 use crate::progress::Progress;
 use crate::resolve::{Image, ResolveError};
@@ -18,6 +18,12 @@ use crate::spec::{Compression, Descriptor, ImageConfig, ImageManifest, Kind};
 use crate::store::{BlobReader, Store};
 use crate::tarstream::Entry;
 use crate::verified::Verified;
+
+// The layer reader lives in a private module; its types are part of
+// [`Layer`]'s API.
+pub use crate::layer::{
+    list_entries, DiffIdMismatch, EntrySummary, LayerDigests, LayerError, LayerStream, Visit,
+};
 
 /// Why an image's layer list cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +118,7 @@ impl Layer {
     ///
     /// # Errors
     /// [`ImageError::BadDigest`], [`ImageError::BadSize`].
-    pub fn new(
+    pub(crate) fn new(
         index: usize,
         count: usize,
         d: &Descriptor,
@@ -171,7 +177,7 @@ impl Layer {
     ///
     /// # Errors
     /// A missing, unreadable or wrongly sized blob.
-    pub fn open(&self, store: &dyn Store) -> Result<Verified<BlobReader>, LayerError> {
+    pub(crate) fn open(&self, store: &dyn Store) -> Result<Verified<BlobReader>, LayerError> {
         store
             .open_verified(&self.digest, self.size as i64)
             .map_err(|e| LayerError::Io(std::io::Error::other(e.to_string())))
@@ -186,7 +192,7 @@ impl Layer {
         })
     }
 
-    /// Walks the layer's tar entries (see [`layer::walk_layer`]): stored
+    /// Walks the layer's tar entries (see `layer::walk_layer`): stored
     /// bytes verified, decompression capped by `limits`, the DiffID checked
     /// when the config lists one, `progress` told of every stored byte.
     /// `Ok(None)` when the visitor stopped early (nothing checked then).
@@ -258,7 +264,7 @@ impl Layer {
 ///
 /// # Errors
 /// See [`ImageError`].
-pub fn layers_of(
+pub(crate) fn layers_of(
     manifest: &ImageManifest,
     config: Option<&ImageConfig>,
 ) -> Result<Vec<Layer>, ImageError> {
@@ -299,7 +305,7 @@ pub fn layers_of(
 
 impl Image {
     /// The image's layers, base first, validated once against its config
-    /// (see [`layers_of`]).
+    /// (see `layers_of`).
     ///
     /// # Errors
     /// Config read errors and [`ImageError`]s.

@@ -17,6 +17,7 @@ use crate::verified::{Mismatch, Outcome, Verified};
 
 /// A problem reading a layer stream.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LayerError {
     /// The bytes are not in the compression the media type announces.
     #[error("its media type says {announced} but its bytes are {found}")]
@@ -93,7 +94,7 @@ pub struct LayerDigests {
 ///
 /// # Errors
 /// Decoder set-up errors (zstd).
-pub fn decoder<'a, R: BufRead + 'a>(
+pub(crate) fn decoder<'a, R: BufRead + 'a>(
     reader: R,
     compression: Compression,
 ) -> io::Result<Box<dyn Read + 'a>> {
@@ -111,7 +112,7 @@ pub fn decoder<'a, R: BufRead + 'a>(
 ///
 /// # Errors
 /// Decoder set-up errors (zstd).
-pub fn layer_decoder<'a, R: BufRead + 'a>(
+pub(crate) fn layer_decoder<'a, R: BufRead + 'a>(
     reader: R,
     compression: Compression,
 ) -> io::Result<Box<dyn Read + 'a>> {
@@ -247,7 +248,7 @@ impl<R: BufRead> Read for GzipMembers<R> {
 /// reader so that it can be told apart from a tar problem.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot be decompressed as {compression}: {source}")]
-pub struct DecodeError {
+pub(crate) struct DecodeError {
     /// The compression.
     pub compression: Compression,
     /// The decoder's error.
@@ -257,7 +258,7 @@ pub struct DecodeError {
 /// The decompressed stream passed the size limit, carried like [`DecodeError`].
 #[derive(Debug, thiserror::Error)]
 #[error("decompresses to more than {limit} bytes; refusing (a decompression bomb?). Set OCIKIT_MAX_DECOMPRESSED to raise the limit")]
-pub struct TooLarge {
+pub(crate) struct TooLarge {
     /// The limit in bytes.
     pub limit: u64,
 }
@@ -282,7 +283,7 @@ impl<'a> LayerStream<'a> {
     ///
     /// # Errors
     /// [`LayerError::CompressionMismatch`], read and decoder set-up errors.
-    pub fn open<R: Read + 'a>(
+    pub(crate) fn open<R: Read + 'a>(
         reader: Verified<R>,
         compression: Compression,
         limit: u64,
@@ -325,7 +326,7 @@ impl<'a> LayerStream<'a> {
     ///
     /// # Errors
     /// Read and decompression errors.
-    pub fn finish(mut self, entries: u64) -> Result<LayerDigests, LayerError> {
+    pub(crate) fn finish(mut self, entries: u64) -> Result<LayerDigests, LayerError> {
         io::copy(&mut self, &mut io::sink()).map_err(layer_error(entries))?;
         let LayerStream {
             reader,
@@ -378,7 +379,7 @@ impl Read for LayerStream<'_> {
 }
 
 /// Turns an I/O error from a layer stream into the right [`LayerError`].
-pub fn layer_error(entries: u64) -> impl Fn(io::Error) -> LayerError {
+pub(crate) fn layer_error(entries: u64) -> impl Fn(io::Error) -> LayerError {
     move |e| classify_io(e, entries)
 }
 
@@ -407,7 +408,7 @@ fn classify_io(e: io::Error, entries: u64) -> LayerError {
 }
 
 /// Turns a tar reader error into a [`LayerError`].
-pub fn tar_error(e: TarError, entries: u64) -> LayerError {
+pub(crate) fn tar_error(e: TarError, entries: u64) -> LayerError {
     match e {
         TarError::Io(io) => classify_io(io, entries),
         other => LayerError::Tar {
@@ -419,9 +420,9 @@ pub fn tar_error(e: TarError, entries: u64) -> LayerError {
 
 /// The tar reader a [`walk_layer`] visitor gets, positioned at the data of
 /// the entry it is given.
-pub type LayerEntries<'s, 'a> = TarReader<BufReader<&'s mut LayerStream<'a>>>;
+pub(crate) type LayerEntries<'s, 'a> = TarReader<BufReader<&'s mut LayerStream<'a>>>;
 
-/// What a [`walk_layer`] visitor wants next.
+/// What a [`crate::image::Layer::walk`] visitor wants next.
 pub enum Visit {
     /// Go on with the next entry.
     Continue,
@@ -438,7 +439,7 @@ pub enum Visit {
 ///
 /// # Errors
 /// See [`LayerError`]; a visitor's error ends the walk.
-pub fn walk_layer<'a, R, F>(
+pub(crate) fn walk_layer<'a, R, F>(
     reader: Verified<R>,
     compression: Compression,
     limit: u64,
@@ -473,7 +474,7 @@ where
 ///
 /// # Errors
 /// [`LayerError::DiffIdMismatch`].
-pub fn check_diff_id(d: &LayerDigests, expected: Option<&Digest>) -> Result<(), LayerError> {
+pub(crate) fn check_diff_id(d: &LayerDigests, expected: Option<&Digest>) -> Result<(), LayerError> {
     match expected {
         Some(expected) if &d.diff_id != expected => {
             Err(LayerError::DiffIdMismatch(Box::new(DiffIdMismatch {
@@ -491,7 +492,7 @@ pub fn check_diff_id(d: &LayerDigests, expected: Option<&Digest>) -> Result<(), 
 ///
 /// # Errors
 /// A missing, unreadable or wrongly sized blob is [`LayerError::Io`] naming it.
-pub fn open_stored<'s>(
+pub(crate) fn open_stored<'s>(
     store: &'s dyn crate::store::Store,
     digest: &Digest,
     size: i64,
@@ -522,7 +523,7 @@ impl<R: Read> Read for ProgressRead<'_, R> {
 ///
 /// # Errors
 /// Read and decompression errors.
-pub fn read_entry_data<R: Read>(
+pub(crate) fn read_entry_data<R: Read>(
     tar: &mut TarReader<R>,
     buf: &mut [u8],
     mut sink: impl FnMut(&[u8]),
@@ -545,7 +546,7 @@ pub fn read_entry_data<R: Read>(
 ///
 /// # Errors
 /// See [`LayerError`]; [`LayerError::TooLarge`] past `limit`.
-pub fn digest_layer<R: Read>(
+pub(crate) fn digest_layer<R: Read>(
     reader: Verified<R>,
     compression: Compression,
     limit: u64,

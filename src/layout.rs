@@ -30,14 +30,15 @@ use crate::store::{self, LayoutStore, Store, StoreError};
 use crate::verified::{Mismatch, Verified};
 
 /// The only `imageLayoutVersion` ocikit writes (and the only one the schema allows).
-pub const IMAGE_LAYOUT_VERSION: &str = "1.0.0";
+pub(crate) const IMAGE_LAYOUT_VERSION: &str = "1.0.0";
 /// Name of the lock file in the layout root.
-pub const LOCK_FILE: &str = ".ocikit.lock";
+pub(crate) const LOCK_FILE: &str = ".ocikit.lock";
 /// Name of the temporary directory in the layout root.
-pub const TMP_DIR: &str = ".ocikit-tmp";
+pub(crate) const TMP_DIR: &str = ".ocikit-tmp";
 
 /// An error writing or opening a layout. Each names the path or ref at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// Reading failed.
     #[error(transparent)]
@@ -328,7 +329,7 @@ impl Layout {
     }
 
     /// The layout's root directory.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.store.root()
     }
 
@@ -341,7 +342,7 @@ impl Layout {
     ///
     /// # Errors
     /// I/O errors creating or locking the lock file.
-    pub fn lock(&self) -> Result<LayoutLock, LayoutError> {
+    pub(crate) fn lock(&self) -> Result<LayoutLock, LayoutError> {
         let lock = self.lock_keeping_tmp()?;
         self.sweep_stale_tmp();
         Ok(lock)
@@ -352,7 +353,7 @@ impl Layout {
     ///
     /// # Errors
     /// As [`Layout::lock`].
-    pub fn lock_keeping_tmp(&self) -> Result<LayoutLock, LayoutError> {
+    pub(crate) fn lock_keeping_tmp(&self) -> Result<LayoutLock, LayoutError> {
         use std::os::unix::fs::FileExt;
         let path = self.root().join(LOCK_FILE);
         let file = fs::OpenOptions::new()
@@ -445,7 +446,7 @@ impl Layout {
     ///
     /// # Errors
     /// [`LayoutError::Io`] naming the path.
-    pub fn tmp_dir(&self) -> Result<PathBuf, LayoutError> {
+    pub(crate) fn tmp_dir(&self) -> Result<PathBuf, LayoutError> {
         let tmp_dir = self.root().join(TMP_DIR);
         match fs::symlink_metadata(&tmp_dir) {
             Ok(m) if m.is_dir() => {}
@@ -477,7 +478,7 @@ impl Layout {
     ///
     /// # Errors
     /// I/O errors creating the temporary file.
-    pub fn blob_writer(
+    pub(crate) fn blob_writer(
         &self,
         expected: Option<(Digest, u64)>,
     ) -> Result<BlobWriter<'_>, LayoutError> {
@@ -526,7 +527,7 @@ impl Layout {
     ///
     /// # Errors
     /// Unreadable `index.json`, or [`LayoutError::InvalidIndex`].
-    pub fn read_index(&self, _lock: &LayoutLock) -> Result<IndexFile, LayoutError> {
+    pub(crate) fn read_index(&self, _lock: &LayoutLock) -> Result<IndexFile, LayoutError> {
         self.read_checked_index()
     }
 
@@ -571,7 +572,11 @@ impl Layout {
     ///
     /// # Errors
     /// [`LayoutError::InvalidIndex`] (nothing written) and I/O errors.
-    pub fn write_index(&self, _lock: &LayoutLock, index: &IndexFile) -> Result<(), LayoutError> {
+    pub(crate) fn write_index(
+        &self,
+        _lock: &LayoutLock,
+        index: &IndexFile,
+    ) -> Result<(), LayoutError> {
         let bytes = index.to_bytes();
         self.check_index_bytes(bytes.as_bytes(), "refusing to write ")?;
         self.write_atomic("index.json", bytes.as_bytes())
@@ -712,7 +717,7 @@ impl Layout {
 
 /// Whether two identities (containerd names or `ref.name`s) name the same
 /// image: equal, or equal once normalised as docker names.
-pub fn same_identity(a: &str, b: &str) -> bool {
+pub(crate) fn same_identity(a: &str, b: &str) -> bool {
     a == b
         || matches!(
             (resolve::docker_name_of(a), resolve::docker_name_of(b)),
@@ -744,7 +749,7 @@ fn check_source(desc: &Descriptor) -> Result<(), LayoutError> {
 /// `/proc/self/status`); where that is unavailable, read by setting and
 /// restoring it, which is racy only against another thread creating files
 /// at that instant.
-pub fn umask() -> u32 {
+pub(crate) fn umask() -> u32 {
     static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *UMASK.get_or_init(|| {
         let from_proc = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
@@ -763,18 +768,18 @@ pub fn umask() -> u32 {
 }
 
 /// The mode a new file gets: 0666 less the umask, as `open(2)` would give it.
-pub fn new_file_mode() -> u32 {
+pub(crate) fn new_file_mode() -> u32 {
     0o666 & !umask()
 }
 
 /// The mode a new directory gets: 0777 less the umask.
-pub fn new_dir_mode() -> u32 {
+pub(crate) fn new_dir_mode() -> u32 {
     0o777 & !umask()
 }
 
 /// The mode for a file about to replace `dest`: the existing regular file's
 /// own mode (a private 0600 `index.json` stays private), else a new file's.
-pub fn replacement_mode(dest: &Path) -> u32 {
+pub(crate) fn replacement_mode(dest: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     match fs::symlink_metadata(dest) {
         Ok(m) if m.is_file() => m.permissions().mode() & 0o7777,
@@ -810,12 +815,12 @@ pub struct LockPolicy {
 }
 
 /// The exclusive writer lock on a layout; released when dropped.
-pub struct LayoutLock {
+pub(crate) struct LayoutLock {
     _file: File,
 }
 
 /// Writes one blob atomically; see [`Layout::blob_writer`].
-pub struct BlobWriter<'a> {
+pub(crate) struct BlobWriter<'a> {
     layout: &'a Layout,
     out: Verified<BufWriter<tempfile::NamedTempFile>>,
     expected: Option<(Digest, u64)>,
@@ -839,7 +844,7 @@ impl BlobWriter<'_> {
     ///
     /// # Errors
     /// [`LayoutError::Verify`] on a digest or size mismatch; I/O errors.
-    pub fn finish(self) -> Result<(Digest, u64), LayoutError> {
+    pub(crate) fn finish(self) -> Result<(Digest, u64), LayoutError> {
         let (out, actual, written) = self.out.finish().map_err(|m| {
             LayoutError::Verify(match (m, &self.expected) {
                 (Mismatch::SizeMismatch { expected, actual }, Some((digest, _))) => {
@@ -882,7 +887,7 @@ impl BlobWriter<'_> {
 /// One `index.json` entry: its original bytes (kept verbatim unless edited) and
 /// its parsed descriptor.
 #[derive(Debug, Clone)]
-pub struct IndexEntry {
+pub(crate) struct IndexEntry {
     raw: Box<RawValue>,
     /// The parsed descriptor.
     pub descriptor: Descriptor,
@@ -891,7 +896,7 @@ pub struct IndexEntry {
 impl IndexEntry {
     /// Sets (`Some`) or removes (`None`) an annotation, re-serialising only this
     /// entry and keeping its other fields in order.
-    pub fn set_annotation(&mut self, key: &str, value: Option<&str>) {
+    pub(crate) fn set_annotation(&mut self, key: &str, value: Option<&str>) {
         let Ok(mut obj) = serde_json::from_str::<Map<String, Value>>(self.raw.get()) else {
             return;
         };
@@ -924,7 +929,7 @@ impl IndexEntry {
 /// `index.json` opened for editing. Top-level fields and untouched entries are
 /// written back byte for byte; only edited entries are re-serialised.
 #[derive(Debug, Clone)]
-pub struct IndexFile {
+pub(crate) struct IndexFile {
     fields: Vec<(String, Box<RawValue>)>,
     /// The `manifests` entries.
     pub entries: Vec<IndexEntry>,
@@ -957,7 +962,7 @@ impl IndexFile {
     ///
     /// # Errors
     /// JSON hazards, or entries that are not descriptors.
-    pub fn parse(bytes: &[u8]) -> Result<IndexFile, DocumentError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<IndexFile, DocumentError> {
         spec::check_json(bytes)?;
         let RawObject(fields) =
             serde_json::from_slice(bytes).map_err(|e| DocumentError::Syntax(e.to_string()))?;
@@ -989,7 +994,7 @@ impl IndexFile {
     }
 
     /// The bytes to write.
-    pub fn to_bytes(&self) -> String {
+    pub(crate) fn to_bytes(&self) -> String {
         let mut out = String::from("{");
         for (i, (k, raw)) in self.fields.iter().enumerate() {
             if i > 0 {
@@ -1015,7 +1020,7 @@ impl IndexFile {
     }
 
     /// Appends a new entry.
-    pub fn push(&mut self, desc: &Descriptor) {
+    pub(crate) fn push(&mut self, desc: &Descriptor) {
         let text = serde_json::to_string(desc).unwrap_or_default();
         if let Ok(raw) = RawValue::from_string(text) {
             self.entries.push(IndexEntry {
@@ -1026,19 +1031,11 @@ impl IndexFile {
     }
 
     /// Every tag, in order.
-    pub fn tags(&self) -> Vec<String> {
+    pub(crate) fn tags(&self) -> Vec<String> {
         self.entries
             .iter()
             .filter_map(|e| e.descriptor.ref_name().map(str::to_string))
             .collect()
-    }
-
-    /// Removes `name` from every entry holding it (with its now stale
-    /// `io.containerd.image.name`). An entry left untagged is dropped if another
-    /// entry lists the same digest; otherwise it stays. Returns whether any entry
-    /// held the name.
-    pub fn remove_name(&mut self, name: &str) -> bool {
-        self.untag_where(|d| d.ref_name() == Some(name))
     }
 
     /// Moves a name: takes `ref_name` (and `name`, the containerd name) off
@@ -1046,13 +1043,16 @@ impl IndexFile {
     /// `name` where given, else `ref_name`. Entries of other identities that
     /// share the `ref.name` (Docker 25 writes the tag part there) keep it.
     /// Returns whether any entry held it.
-    pub fn move_name(&mut self, ref_name: &str, name: Option<&str>) -> bool {
+    pub(crate) fn move_name(&mut self, ref_name: &str, name: Option<&str>) -> bool {
         let identity = name.unwrap_or(ref_name);
         self.untag_where(|d| resolve::identity(d).is_some_and(|i| same_identity(i, identity)))
     }
 
-    /// Untags every entry `pred` selects (see [`IndexFile::remove_name`]).
-    pub fn untag_where(&mut self, pred: impl Fn(&Descriptor) -> bool) -> bool {
+    /// Untags every entry `pred` selects: removes its `ref.name` (with its now
+    /// stale `io.containerd.image.name`). An entry left untagged is dropped if
+    /// another entry lists the same digest; otherwise it stays. Returns whether
+    /// any entry was selected.
+    pub(crate) fn untag_where(&mut self, pred: impl Fn(&Descriptor) -> bool) -> bool {
         let mut found = false;
         let mut i = 0;
         while i < self.entries.len() {
@@ -1150,10 +1150,10 @@ mod tests {
         let out = idx.to_bytes();
         assert!(out.contains(r#"{"keep": [1, 2.50]}"#));
         assert!(out.contains(r#"{"mediaType":"a/b","digest":"sha256:aa","size":1, "x":"\u00e9"}"#));
-        assert!(idx.remove_name("t"));
+        assert!(idx.untag_where(|d| d.ref_name() == Some("t")));
         let out = idx.to_bytes();
         assert!(out.contains(r#""annotations":{"z":"1"}"#), "{out}");
         assert!(out.contains(r#""x":"\u00e9"}"#));
-        assert!(!idx.remove_name("t"));
+        assert!(!idx.untag_where(|d| d.ref_name() == Some("t")));
     }
 }

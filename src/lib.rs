@@ -10,6 +10,27 @@
 //! parsed only to navigate; every blob read is checked against its digest and
 //! size; every write is atomic.
 //!
+//! # Modules
+//! The main types are re-exported at the crate root ([`Layout`], [`Store`],
+//! [`Digest`], [`Descriptor`], [`Location`], [`Reference`], [`PlatformChoice`],
+//! [`Image`], [`Layer`], [`Limits`], [`Cancel`], [`Verified`], and each
+//! operation's options, report and error).
+//!
+//! - Locations and stores: [`reference`](mod@reference) (LOCATION strings and opening them),
+//!   [`layout`] (the writable layout), [`archive`] (image archives, read-only),
+//!   [`store`] (the [`Store`] trait).
+//! - The model: [`spec`] (OCI and Docker documents), [`digest`], [`platform`],
+//!   [`resolve`] (REF and platform to one [`Image`]), [`image`] (its typed
+//!   layers), [`graph`] (reachability), [`tarstream`] (layer contents).
+//! - Operations: [`verify`], [`gc`], [`copy`], [`flatten`], [`squash`],
+//!   [`diff`], [`rewrite`] (document edits), [`report`] (the documents the
+//!   binary prints).
+//! - Per-call settings and safety: [`limits`], [`cancel`], [`verified`] (the
+//!   hashing adapter every read goes through).
+//!
+//! `guard` and `output` are public only for the `ocikit` binary (hidden from
+//! these docs).
+//!
 //! # Example: resolve and verify a layout
 //! ```
 //! use ocikit::{Layout, PlatformChoice, Reference};
@@ -75,19 +96,21 @@ pub mod cancel;
 pub mod copy;
 pub mod diff;
 pub mod digest;
-pub mod docker;
+mod docker;
 pub mod flatten;
 pub mod gc;
 pub mod graph;
+#[doc(hidden)]
 pub mod guard;
 pub mod image;
-pub mod layer;
+mod layer;
 pub mod layout;
 pub mod limits;
-pub mod open;
+mod open;
+#[doc(hidden)]
 pub mod output;
 pub mod platform;
-pub mod progress;
+mod progress;
 pub mod reference;
 pub mod report;
 pub mod resolve;
@@ -98,11 +121,26 @@ pub mod store;
 pub mod tarstream;
 pub mod verified;
 pub mod verify;
-pub mod whiteout;
+mod whiteout;
 
+// The main types, at the crate root.
+pub use cancel::Cancel;
 pub use digest::{Algorithm, Digest};
-pub use layout::Layout;
+pub use image::Layer;
+pub use layout::{Layout, LayoutError};
+pub use limits::Limits;
+pub use platform::PlatformSpec;
+pub use progress::Progress;
 pub use reference::{Location, Reference};
-pub use resolve::PlatformChoice;
+pub use resolve::{Image, PlatformChoice, ResolveError};
 pub use spec::{Descriptor, ImageIndex, ImageManifest};
-pub use store::Store;
+pub use store::{Store, StoreError};
+pub use verified::{Mismatch, Verified};
+
+// The operations' options, reports and errors.
+pub use copy::{CopyError, CopyOptions, CopyReport, RunError, RunOptions, RunReport};
+pub use diff::{DiffError, DiffOptions, DiffReport};
+pub use flatten::{FlattenError, FlattenOptions, FlattenReport};
+pub use gc::{GcError, GcOptions, GcReport};
+pub use squash::{SquashOptions, SquashReport};
+pub use verify::{VerifyOptions, VerifyReport};

@@ -4,23 +4,23 @@
 //! from `OCIKIT_MAX_DECOMPRESSED` ([`Limits::from_env`]) and passes it down.
 
 /// Buffer for sequential blob I/O (readers and writers of stored blobs).
-pub const IO_BUFFER: usize = 256 << 10;
+pub(crate) const IO_BUFFER: usize = 256 << 10;
 /// Copy step for large sequential copies (layers into archives): tar's own
 /// copy goes 8 KiB at a time, which cost seconds on gigabyte layers.
-pub const COPY_CHUNK: usize = 1 << 20;
+pub(crate) const COPY_CHUNK: usize = 1 << 20;
 /// Read size when hashing files (stays in the CPU's L2 cache).
-pub const HASH_BUFFER: usize = 128 << 10;
+pub(crate) const HASH_BUFFER: usize = 128 << 10;
 /// The most one extended-attribute list or value may hold (the kernel's
 /// `XATTR_SIZE_MAX`).
-pub const XATTR_BUFFER: usize = 64 << 10;
+pub(crate) const XATTR_BUFFER: usize = 64 << 10;
 /// The most a small control file (`oci-layout`, a lock file) may hold.
-pub const MAX_SMALL_FILE: u64 = 64 << 10;
+pub(crate) const MAX_SMALL_FILE: u64 = 64 << 10;
 /// The least a compressed stream may always decompress to.
 pub const MIN_DECOMPRESSED: u64 = 1 << 30;
 /// How many times its compressed size a stream may decompress to.
 pub const DECOMPRESSION_RATIO: u64 = 100;
 /// The environment variable the binary reads for [`Limits::max_decompressed`].
-pub const MAX_DECOMPRESSED_VAR: &str = "OCIKIT_MAX_DECOMPRESSED";
+pub(crate) const MAX_DECOMPRESSED_VAR: &str = "OCIKIT_MAX_DECOMPRESSED";
 
 /// Caps that apply to one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

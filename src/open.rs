@@ -83,7 +83,7 @@ pub enum OpenError {
 ///
 /// # Errors
 /// [`OpenError::Denied`] and [`OpenError::Missing`].
-pub fn check_exists(path: &Path) -> Result<Metadata, OpenError> {
+pub(crate) fn check_exists(path: &Path) -> Result<Metadata, OpenError> {
     std::fs::metadata(path).map_err(|e| match e.kind() {
         io::ErrorKind::PermissionDenied => OpenError::Denied {
             path: path.to_path_buf(),
@@ -247,7 +247,7 @@ pub enum Target {
 
 /// How an archive file is compressed as a whole: `flag` when given, else by
 /// its extension (`.gz`, `.tgz`: gzip; `.zst`, `.tzst`: zstd; else none).
-pub fn compression_of(path: &Path, flag: Option<Compression>) -> Compression {
+pub(crate) fn compression_of(path: &Path, flag: Option<Compression>) -> Compression {
     match flag {
         Some(c) => c,
         None => {

@@ -1,6 +1,6 @@
 //! Writing an output file atomically: into a temporary file beside it, renamed
 //! over it only when complete. A failed or interrupted write (the writer
-//! returns an error, say after [`crate::flatten::cancel`]) removes the
+//! returns an error, say after [`crate::cancel::Cancel::cancel`]) removes the
 //! temporary file and leaves the target as it was.
 
 use std::fs::File;
@@ -58,7 +58,7 @@ impl Write for AtomicFile {
 }
 
 /// The directory a file is written in (`.` for a bare name).
-pub fn parent_dir(path: &Path) -> PathBuf {
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

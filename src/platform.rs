@@ -64,17 +64,17 @@ fn normalize(os: &str, arch: &str, variant: &str) -> PlatformSpec {
 
 impl PlatformSpec {
     /// The platform of the machine ocikit runs on (`linux/<arch>` on Linux).
-    pub fn host() -> PlatformSpec {
+    pub(crate) fn host() -> PlatformSpec {
         normalize(std::env::consts::OS, std::env::consts::ARCH, "")
     }
 
     /// Normalises a platform from a document.
-    pub fn of(p: &Platform) -> PlatformSpec {
+    pub(crate) fn of(p: &Platform) -> PlatformSpec {
         normalize(&p.os, &p.architecture, p.variant.as_deref().unwrap_or(""))
     }
 
     /// Whether `p` (from an index entry or config) is this platform.
-    pub fn matches(&self, p: &Platform) -> bool {
+    pub(crate) fn matches(&self, p: &Platform) -> bool {
         &PlatformSpec::of(p) == self
     }
 }

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, DigestError};
 
+// Opening a location (the methods on [`Location`] in the private `open`
+// module) and Docker's familiar names.
+pub use crate::docker::familiar;
+pub use crate::open::{Notice, OpenError, Target};
+
 /// How a location's content is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -27,7 +32,7 @@ pub enum Transport {
 
 impl Transport {
     /// The prefix as written, without the colon (`""` for [`Transport::Auto`]).
-    pub fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             Transport::Oci => "oci",
             Transport::OciArchive => "oci-archive",
@@ -68,6 +73,7 @@ pub struct Location {
 
 /// Why a LOCATION string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LocationError {
     /// Nothing before the REF.
     #[error("location {0:?} has no path")]
@@ -207,7 +213,7 @@ fn looks_like_digest(tail: &str) -> bool {
 
 /// Whether `name` is valid as an `org.opencontainers.image.ref.name` that
 /// ocikit writes (the annotations.md grammar).
-pub fn is_valid_ref_name(name: &str) -> bool {
+pub(crate) fn is_valid_ref_name(name: &str) -> bool {
     // ref ::= component ("/" component)*; component ::= alnum (sep alnum)*;
     // sep ::= [-._:@+] | "--"
     if name.is_empty() || name.len() > 4096 {
@@ -245,7 +251,7 @@ pub fn is_valid_ref_name(name: &str) -> bool {
 /// A docker image name normalised as docker does (`busybox` →
 /// `docker.io/library/busybox:latest`), or `None` if `name` is not a docker
 /// reference. Digest references (`name@sha256:…`) keep their digest.
-pub fn normalize_docker_name(name: &str) -> Option<String> {
+pub(crate) fn normalize_docker_name(name: &str) -> Option<String> {
     let (rest, digest) = match name.split_once('@') {
         Some((r, d)) => (r, Some(d)),
         None => (name, None),

@@ -314,7 +314,7 @@ pub fn inspect(
 ///
 /// # Errors
 /// An unreadable config, or one that does not parse.
-pub fn inspect_image(
+pub(crate) fn inspect_image(
     store: &dyn Store,
     location: &Location,
     image: &Image,

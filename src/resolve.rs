@@ -41,6 +41,7 @@ pub enum PlatformChoice {
 /// Why a reference could not be resolved. Each names what was looked for and,
 /// where there are choices, lists them.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ResolveError {
     /// Reading failed.
     #[error(transparent)]
@@ -176,7 +177,10 @@ impl Image {
     ///
     /// # Errors
     /// Read, verification or parse errors.
-    pub fn image_config(&self, store: &dyn Store) -> Result<Option<ImageConfig>, ResolveError> {
+    pub(crate) fn image_config(
+        &self,
+        store: &dyn Store,
+    ) -> Result<Option<ImageConfig>, ResolveError> {
         match self.config(store)? {
             Some(node) if node.descriptor.kind() == Kind::ImageConfig => {
                 let parsed =
@@ -196,7 +200,7 @@ impl Image {
 ///
 /// # Errors
 /// [`ResolveError::BadDigest`].
-pub fn descriptor_digest(desc: &Descriptor, context: &str) -> Result<Digest, ResolveError> {
+pub(crate) fn descriptor_digest(desc: &Descriptor, context: &str) -> Result<Digest, ResolveError> {
     desc.digest().map_err(|source| ResolveError::BadDigest {
         context: context.to_string(),
         source,
@@ -207,7 +211,11 @@ pub fn descriptor_digest(desc: &Descriptor, context: &str) -> Result<Digest, Res
 ///
 /// # Errors
 /// Read and verification errors.
-pub fn load_node(store: &dyn Store, desc: &Descriptor, what: &str) -> Result<Node, ResolveError> {
+pub(crate) fn load_node(
+    store: &dyn Store,
+    desc: &Descriptor,
+    what: &str,
+) -> Result<Node, ResolveError> {
     let digest = descriptor_digest(desc, &format!("the {what} descriptor"))?;
     let bytes = store.read_verified(&digest, desc.size, MAX_DOCUMENT_SIZE)?;
     Ok(Node {
@@ -221,7 +229,7 @@ pub fn load_node(store: &dyn Store, desc: &Descriptor, what: &str) -> Result<Nod
 ///
 /// # Errors
 /// Read errors and malformed JSON.
-pub fn read_index_json(store: &dyn Store) -> Result<(Vec<u8>, ImageIndex), ResolveError> {
+pub(crate) fn read_index_json(store: &dyn Store) -> Result<(Vec<u8>, ImageIndex), ResolveError> {
     let bytes = store.index_bytes()?;
     let index_err = |source| ResolveError::IndexJson {
         location: store.name(),
@@ -236,7 +244,7 @@ pub fn read_index_json(store: &dyn Store) -> Result<(Vec<u8>, ImageIndex), Resol
 }
 
 /// A human label for an `index.json` entry: `tag (sha256:0123…, media type)`.
-pub fn entry_label(d: &Descriptor) -> String {
+pub(crate) fn entry_label(d: &Descriptor) -> String {
     let short = d
         .digest()
         .map(|d| d.short())
@@ -264,7 +272,7 @@ fn labels(entries: &[Descriptor]) -> Vec<String> {
 /// where present, else its `ref.name`. Docker 25 and containerd write several
 /// entries with one `ref.name` (the tag part) and different containerd names:
 /// those are different images.
-pub fn identity(d: &Descriptor) -> Option<&str> {
+pub(crate) fn identity(d: &Descriptor) -> Option<&str> {
     d.annotation(spec::ANNOTATION_IMAGE_NAME)
         .or_else(|| d.ref_name())
 }
@@ -272,7 +280,7 @@ pub fn identity(d: &Descriptor) -> Option<&str> {
 /// The normalised docker name a user-typed name stands for, if it is written
 /// as one (it has a `/` or a `:`, and a tag): `acc/app:1.0` →
 /// `docker.io/acc/app:1.0`. A bare `latest` is a tag, not a name.
-pub fn docker_name_of(typed: &str) -> Option<String> {
+pub(crate) fn docker_name_of(typed: &str) -> Option<String> {
     if !typed.contains('/') && !typed.contains(':') {
         return None;
     }
@@ -286,7 +294,7 @@ pub fn docker_name_of(typed: &str) -> Option<String> {
 /// one is another image when its name differs). Several entries that share a
 /// `ref.name` but have different identities are all returned (the caller
 /// lists them); plain duplicates resolve to the first.
-pub fn match_tag<'a>(entries: &'a [Descriptor], tag: &str) -> Vec<&'a Descriptor> {
+pub(crate) fn match_tag<'a>(entries: &'a [Descriptor], tag: &str) -> Vec<&'a Descriptor> {
     let exact: Vec<&Descriptor> = entries
         .iter()
         .filter(|d| d.ref_name() == Some(tag))
@@ -344,7 +352,7 @@ pub fn match_tag<'a>(entries: &'a [Descriptor], tag: &str) -> Vec<&'a Descriptor
 /// sentence saying which platforms the store holds and how to proceed:
 /// "the archive holds linux/amd64 only of index X (linux/arm64 is missing);
 /// use --platform linux/amd64". `None` when nothing or everything is absent.
-pub fn partial_index_hint(
+pub(crate) fn partial_index_hint(
     store: &dyn Store,
     index: &str,
     entries: &[Descriptor],
@@ -380,7 +388,10 @@ pub fn partial_index_hint(
 /// Docker 25 saves name an index and, separately, one of its platform
 /// manifests with the same name. They are one image: the index (through
 /// which `--platform` still chooses).
-pub fn without_children<'a>(store: &dyn Store, found: Vec<&'a Descriptor>) -> Vec<&'a Descriptor> {
+pub(crate) fn without_children<'a>(
+    store: &dyn Store,
+    found: Vec<&'a Descriptor>,
+) -> Vec<&'a Descriptor> {
     if found.len() < 2 {
         return found;
     }
@@ -402,7 +413,10 @@ pub fn without_children<'a>(store: &dyn Store, found: Vec<&'a Descriptor>) -> Ve
 /// The entries of `index.json` as one image each: an entry that is a child
 /// of another entry's index under the same identity (containerd exports and
 /// Docker 25 saves list both) is the same image and is left out.
-pub fn listed_entries<'a>(store: &dyn Store, entries: &'a [Descriptor]) -> Vec<&'a Descriptor> {
+pub(crate) fn listed_entries<'a>(
+    store: &dyn Store,
+    entries: &'a [Descriptor],
+) -> Vec<&'a Descriptor> {
     let mut children: HashSet<(String, Option<&str>)> = HashSet::new();
     for d in entries.iter().filter(|d| d.kind() == Kind::Index) {
         let Ok(node) = load_node(store, d, "index") else {
@@ -587,7 +601,7 @@ pub fn resolve_node(
 }
 
 /// The kind of a loaded document: its descriptor's, or sniffed when unknown.
-pub fn node_kind(node: &Node) -> Kind {
+pub(crate) fn node_kind(node: &Node) -> Kind {
     match node.descriptor.kind() {
         k @ (Kind::Index | Kind::Manifest | Kind::Schema1) => k,
         _ => serde_json::from_slice::<serde_json::Value>(&node.bytes)
@@ -598,7 +612,7 @@ pub fn node_kind(node: &Node) -> Kind {
 
 /// Whether an index entry is an image a user might ask for (not a Docker
 /// attestation manifest or another `unknown/unknown` entry).
-pub fn is_candidate(d: &Descriptor) -> bool {
+pub(crate) fn is_candidate(d: &Descriptor) -> bool {
     let attestation = d.annotation("vnd.docker.reference.type") == Some("attestation-manifest");
     let unknown = d
         .platform
@@ -615,7 +629,7 @@ fn platform_label(d: &Descriptor) -> String {
 }
 
 /// Chooses an entry of an index by platform.
-pub fn choose<'a>(
+pub(crate) fn choose<'a>(
     what: &str,
     entries: &'a [Descriptor],
     platform: &PlatformChoice,
@@ -703,7 +717,7 @@ fn check_platform(
 ///
 /// # Errors
 /// See [`ResolveError`].
-pub fn image_of_descriptor(
+pub(crate) fn image_of_descriptor(
     store: &dyn Store,
     desc: &Descriptor,
     platform: &PlatformChoice,

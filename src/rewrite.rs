@@ -60,7 +60,7 @@ pub struct Rewritten {
 
 impl Rewritten {
     /// The new size in bytes.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.bytes.len() as u64
     }
 }
@@ -95,7 +95,7 @@ impl Rewrite {
     }
 
     /// Records that `parent` holds a descriptor of `child`.
-    pub fn link(&mut self, parent: DocId, child: DocId) {
+    pub(crate) fn link(&mut self, parent: DocId, child: DocId) {
         if !self.docs[child.0].parents.contains(&parent.0) {
             self.docs[child.0].parents.push(parent.0);
         }

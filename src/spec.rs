@@ -127,7 +127,7 @@ pub enum Kind {
 
 impl Kind {
     /// Classifies a media type string.
-    pub fn of(media_type: &str) -> Kind {
+    pub(crate) fn of(media_type: &str) -> Kind {
         match media_type {
             mt::OCI_INDEX | mt::DOCKER_LIST => Kind::Index,
             mt::OCI_MANIFEST | mt::DOCKER_MANIFEST => Kind::Manifest,
@@ -163,7 +163,7 @@ impl Kind {
     }
 
     /// Whether blobs of this kind are JSON documents ocikit parses.
-    pub fn is_document(self) -> bool {
+    pub(crate) fn is_document(self) -> bool {
         matches!(
             self,
             Kind::Index | Kind::Manifest | Kind::ImageConfig | Kind::Empty
@@ -221,23 +221,23 @@ impl Descriptor {
     }
 
     /// The media-type classification.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         Kind::of(&self.media_type)
     }
 
     /// An annotation's value.
-    pub fn annotation(&self, key: &str) -> Option<&str> {
+    pub(crate) fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.as_ref()?.get(key).map(String::as_str)
     }
 
     /// The `org.opencontainers.image.ref.name` annotation.
-    pub fn ref_name(&self) -> Option<&str> {
+    pub(crate) fn ref_name(&self) -> Option<&str> {
         self.annotation(ANNOTATION_REF_NAME)
     }
 
     /// Whether this descriptor names a layer whose absence is legitimate:
     /// non-distributable/foreign media types, or any layer with `urls`.
-    pub fn is_foreign(&self) -> bool {
+    pub(crate) fn is_foreign(&self) -> bool {
         match self.kind() {
             Kind::Layer { foreign, .. } => {
                 foreign || self.urls.as_ref().is_some_and(|u| !u.is_empty())
@@ -350,7 +350,7 @@ pub struct ImageIndex {
 
 impl ImageIndex {
     /// The entries (empty when absent or `null`).
-    pub fn entries(&self) -> &[Descriptor] {
+    pub(crate) fn entries(&self) -> &[Descriptor] {
         self.manifests.as_deref().unwrap_or(&[])
     }
 }
@@ -383,7 +383,7 @@ pub struct ImageConfig {
 
 impl ImageConfig {
     /// The platform the config declares.
-    pub fn platform(&self) -> Platform {
+    pub(crate) fn platform(&self) -> Platform {
         Platform {
             architecture: self.architecture.clone().unwrap_or_default(),
             os: self.os.clone().unwrap_or_default(),
@@ -410,6 +410,7 @@ pub const MAX_DOCUMENT_SIZE: u64 = 4 << 20;
 
 /// A problem with a JSON document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DocumentError {
     /// Not JSON, not UTF-8, trailing data, or not of the expected shape.
     #[error("is not valid JSON: {0}")]
@@ -620,7 +621,7 @@ pub fn parse_document(bytes: &[u8], expected: Kind) -> Result<Document, Document
 ///
 /// # Errors
 /// See [`DocumentError`].
-pub fn document_from_value(value: Value, expected: Kind) -> Result<Document, DocumentError> {
+pub(crate) fn document_from_value(value: Value, expected: Kind) -> Result<Document, DocumentError> {
     let obj = value
         .as_object()
         .ok_or_else(|| DocumentError::Syntax("the document is not a JSON object".into()))?;

@@ -36,7 +36,7 @@ use crate::verified::Verified;
 ///
 /// # Errors
 /// I/O errors, naming the path.
-pub fn write_tree_tar<W: Write>(
+pub(crate) fn write_tree_tar<W: Write>(
     dir: &Path,
     out: W,
     recorded: Option<&Recorded>,
@@ -339,7 +339,7 @@ impl<W: Write> Write for LayerEncoder<W> {
 /// members written in order. A multi-member gzip is one valid gzip stream
 /// (RFC 1952; Go, zlib, skopeo, umoci and containerd read it whole), and
 /// since the pieces depend only on the bytes, the output is reproducible.
-pub struct ParallelGzip<W: Write> {
+pub(crate) struct ParallelGzip<W: Write> {
     out: W,
     pending: Vec<Vec<u8>>,
     current: Vec<u8>,
@@ -350,7 +350,7 @@ const GZ_PIECE: usize = 4 << 20;
 
 impl<W: Write> ParallelGzip<W> {
     /// A compressor writing to `out`.
-    pub fn new(out: W) -> ParallelGzip<W> {
+    pub(crate) fn new(out: W) -> ParallelGzip<W> {
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
@@ -397,7 +397,7 @@ impl<W: Write> ParallelGzip<W> {
     ///
     /// # Errors
     /// Write errors.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         if !self.current.is_empty() || (self.pending.is_empty() && self.current.is_empty()) {
             let last = std::mem::take(&mut self.current);
             self.pending.push(last);

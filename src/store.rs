@@ -16,6 +16,7 @@ use crate::verified::{Mismatch, Verified};
 
 /// An error reading from a store. Every variant names the file or digest at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// An I/O error on a file.
     #[error("{}: {source}", path.display())]
@@ -122,7 +123,7 @@ impl StoreError {
 
     /// Whether this is [`StoreError::Denied`] (the CLI fails with exit 2
     /// rather than reporting the layout as damaged).
-    pub fn is_denied(&self) -> bool {
+    pub(crate) fn is_denied(&self) -> bool {
         matches!(self, StoreError::Denied { .. })
     }
 }
@@ -144,12 +145,12 @@ enum BlobSource {
 
 impl Blob {
     /// A whole file.
-    pub fn from_file(file: File, len: u64) -> Blob {
+    pub(crate) fn from_file(file: File, len: u64) -> Blob {
         Blob::slice(Arc::new(file), 0, len)
     }
 
     /// `len` bytes of `file` from `offset`.
-    pub fn slice(file: Arc<File>, offset: u64, len: u64) -> Blob {
+    pub(crate) fn slice(file: Arc<File>, offset: u64, len: u64) -> Blob {
         Blob {
             src: BlobSource::File { file, offset },
             len,
@@ -157,7 +158,7 @@ impl Blob {
     }
 
     /// Bytes in memory.
-    pub fn memory(bytes: Arc<[u8]>) -> Blob {
+    pub(crate) fn memory(bytes: Arc<[u8]>) -> Blob {
         Blob {
             len: bytes.len() as u64,
             src: BlobSource::Memory(bytes),
@@ -178,7 +179,7 @@ impl Blob {
     ///
     /// # Errors
     /// Read errors.
-    pub fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    pub(crate) fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
         if pos >= self.len {
             return Ok(0);
@@ -206,7 +207,7 @@ impl Blob {
     ///
     /// # Errors
     /// Read errors.
-    pub fn hash_with_progress(
+    pub(crate) fn hash_with_progress(
         &self,
         algorithm: digest::Algorithm,
         progress: &dyn Fn(u64),
@@ -215,7 +216,7 @@ impl Blob {
     }
 
     /// A reader over the blob's bytes.
-    pub fn into_reader(self) -> BlobReader {
+    pub(crate) fn into_reader(self) -> BlobReader {
         BlobReader { blob: self, pos: 0 }
     }
 
@@ -398,7 +399,7 @@ fn file_type_name(ft: &fs::FileType) -> &'static str {
 ///
 /// # Errors
 /// [`StoreError::NotRegular`], or [`StoreError::Io`] (with `NotFound` when absent).
-pub fn open_regular(path: &Path) -> Result<(File, u64), StoreError> {
+pub(crate) fn open_regular(path: &Path) -> Result<(File, u64), StoreError> {
     const ATTEMPTS: usize = 8;
     for _ in 1..ATTEMPTS {
         match open_regular_once(path) {
@@ -442,7 +443,7 @@ fn open_regular_once(path: &Path) -> Result<(File, u64), StoreError> {
 ///
 /// # Errors
 /// [`StoreError::NotRegular`] naming the symlink (or other non-directory).
-pub fn check_blob_dirs(root: &Path, alg: Option<&str>) -> Result<(), StoreError> {
+pub(crate) fn check_blob_dirs(root: &Path, alg: Option<&str>) -> Result<(), StoreError> {
     let blobs = root.join("blobs");
     let mut dirs = vec![blobs.clone()];
     if let Some(a) = alg {
@@ -472,7 +473,7 @@ pub fn check_blob_dirs(root: &Path, alg: Option<&str>) -> Result<(), StoreError>
 ///
 /// # Errors
 /// As [`open_regular`], plus [`StoreError::TooLarge`].
-pub fn read_small_file(path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn read_small_file(path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
     let (file, len) = open_regular(path)?;
     if len > limit {
         return Err(StoreError::TooLarge {
@@ -504,12 +505,12 @@ pub struct LayoutStore {
 impl LayoutStore {
     /// A store over `root`, without checking anything (see
     /// [`crate::layout::Layout::open`] for the checked way in).
-    pub fn new(root: impl Into<PathBuf>) -> LayoutStore {
+    pub(crate) fn new(root: impl Into<PathBuf>) -> LayoutStore {
         LayoutStore { root: root.into() }
     }
 
     /// The layout's root directory.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 }

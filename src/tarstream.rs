@@ -32,6 +32,7 @@ const BLOCK: usize = 512;
 
 /// Why a tar stream cannot be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TarError {
     /// The stream is not a tar header where one should be.
     #[error("bad tar header at offset {offset}: {reason}")]
@@ -130,13 +131,13 @@ pub struct Entry {
 
 impl Entry {
     /// The name for messages (lossy UTF-8, shortened past 200 characters).
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         display_bytes(&self.path)
     }
 }
 
 /// Lossy UTF-8, shortened for messages.
-pub fn display_bytes(b: &[u8]) -> String {
+pub(crate) fn display_bytes(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     if s.chars().count() > 200 {
         let mut t: String = s.chars().take(200).collect();
@@ -862,7 +863,7 @@ fn pax_number(v: &[u8], what: &str, offset: u64) -> Result<u64, TarError> {
 }
 
 /// PAX time: `[-]seconds[.fraction]`.
-pub fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
+pub(crate) fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
     let (neg, s) = match s.strip_prefix('-') {
         Some(r) => (true, r),

@@ -58,11 +58,11 @@ impl Mismatch {
 /// What a stream turned out to be: its digest and length, known once its
 /// end was read (see [`Verified::outcome`]).
 #[derive(Clone, Default)]
-pub struct Outcome(Arc<OnceLock<(Digest, u64)>>);
+pub(crate) struct Outcome(Arc<OnceLock<(Digest, u64)>>);
 
 impl Outcome {
     /// The digest and byte count, once the stream has been read to its end.
-    pub fn get(&self) -> Option<(Digest, u64)> {
+    pub(crate) fn get(&self) -> Option<(Digest, u64)> {
         self.0.get().cloned()
     }
 }
@@ -123,7 +123,7 @@ impl<T> Verified<T> {
 
     /// A handle that holds the digest and count once the end has been read,
     /// for readers that are moved into a decoder chain.
-    pub fn outcome(&self) -> Outcome {
+    pub(crate) fn outcome(&self) -> Outcome {
         self.outcome.clone()
     }
 

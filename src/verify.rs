@@ -31,7 +31,7 @@ pub struct VerifyOptions {
 pub use crate::progress::Progress;
 
 /// A verify finding: an [`Issue`] with its severity.
-pub type Finding = Issue;
+pub(crate) type Finding = Issue;
 
 /// The result of [`verify`].
 #[derive(Debug, Clone, Serialize)]
@@ -353,7 +353,7 @@ pub fn verify(store: &dyn Store, options: &VerifyOptions) -> VerifyReport {
 }
 
 /// [`verify`] reporting progress.
-pub fn verify_with_progress(
+pub(crate) fn verify_with_progress(
     store: &dyn Store,
     options: &VerifyOptions,
     progress: &dyn Progress,

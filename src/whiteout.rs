@@ -9,13 +9,13 @@
 //! layers only, never an entry of its own layer.
 
 /// The prefix of every whiteout name.
-pub const PREFIX: &[u8] = b".wh.";
+pub(crate) const PREFIX: &[u8] = b".wh.";
 /// The name of the opaque-directory marker.
-pub const OPAQUE: &[u8] = b".wh..wh..opq";
+pub(crate) const OPAQUE: &[u8] = b".wh..wh..opq";
 
 /// What a base name (the last path component) means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Marker<'a> {
+pub(crate) enum Marker<'a> {
     /// An ordinary entry.
     None,
     /// `.wh..wh..opq`: the parent directory's lower children are hidden.
@@ -30,13 +30,13 @@ pub enum Marker<'a> {
 
 impl Marker<'_> {
     /// True for every name that is not an ordinary entry.
-    pub fn is_marker(&self) -> bool {
+    pub(crate) fn is_marker(&self) -> bool {
         !matches!(self, Marker::None)
     }
 }
 
 /// Classifies one base name.
-pub fn classify(base: &[u8]) -> Marker<'_> {
+pub(crate) fn classify(base: &[u8]) -> Marker<'_> {
     let Some(target) = base.strip_prefix(PREFIX) else {
         return Marker::None;
     };
@@ -52,14 +52,14 @@ pub fn classify(base: &[u8]) -> Marker<'_> {
 }
 
 /// The base name of a tar path (`a/b/` → `b`; empty for the root).
-pub fn base_name(path: &[u8]) -> &[u8] {
+pub(crate) fn base_name(path: &[u8]) -> &[u8] {
     path.rsplit(|&c| c == b'/')
         .find(|c| !c.is_empty())
         .unwrap_or(b"")
 }
 
 /// Classifies the last component of a tar path.
-pub fn classify_path(path: &[u8]) -> Marker<'_> {
+pub(crate) fn classify_path(path: &[u8]) -> Marker<'_> {
     classify(base_name(path))
 }
 

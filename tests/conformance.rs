@@ -571,7 +571,7 @@ fn sniff(path: &Path) -> ocikit::spec::Compression {
 fn check_tar(row: &Row, full: &Path) -> Result<(), String> {
     let len = std::fs::metadata(full).map_err(|e| e.to_string())?.len();
     let file = std::fs::File::open(full).map_err(|e| e.to_string())?;
-    let result = ocikit::layer::list_entries(file, sniff(full), len);
+    let result = ocikit::image::list_entries(file, sniff(full), len);
     match (row.status.as_str(), &result) {
         ("ok" | "valid", Ok(entries)) => {
             let want = TAR_ENTRIES
@@ -607,7 +607,7 @@ fn check_tar(row: &Row, full: &Path) -> Result<(), String> {
 
 /// Flattens a layer tar as a one-layer image through the CLI; every entry
 /// that is not a whiteout must exist in the tree.
-fn flatten_layer(full: &Path, entries: &[ocikit::layer::EntrySummary]) -> Result<(), String> {
+fn flatten_layer(full: &Path, entries: &[ocikit::image::EntrySummary]) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let layout = dir.path().join("l");
     let bytes = std::fs::read(full).map_err(|e| e.to_string())?;

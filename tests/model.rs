@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::*;
 use ocikit::image::ImageError;
-use ocikit::layer::{LayerError, Visit};
+use ocikit::image::{LayerError, Visit};
 use ocikit::limits::Limits;
 use ocikit::store::{Store, StoreError};
 use ocikit::verified::Mismatch;

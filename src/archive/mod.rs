@@ -32,6 +32,7 @@ pub const MAX_LINK_HOPS: usize = 8;
 /// Why an archive cannot be read. Each names the archive and, where it
 /// applies, the member.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArchiveError {
     /// I/O error.
     #[error("{}: {source}", path.display())]
@@ -194,7 +195,7 @@ impl OpenOptions {
 
 /// Normalises a member name: drops `./` and `.` components and trailing `/`;
 /// refuses absolute names, `..` components and empty names.
-pub fn normalize_member(name: &str) -> Result<String, &'static str> {
+pub(crate) fn normalize_member(name: &str) -> Result<String, &'static str> {
     if name.starts_with('/') {
         return Err("is an absolute path");
     }

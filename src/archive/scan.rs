@@ -386,7 +386,7 @@ impl Archive {
     }
 
     /// Whether a member (after links) exists as a file.
-    pub fn has_file(&self, name: &str) -> bool {
+    pub(crate) fn has_file(&self, name: &str) -> bool {
         self.resolve(name).is_ok()
     }
 
@@ -394,7 +394,7 @@ impl Archive {
     ///
     /// # Errors
     /// As [`Archive::resolve`].
-    pub fn blob(&self, name: &str) -> Result<Blob, ArchiveError> {
+    pub(crate) fn blob(&self, name: &str) -> Result<Blob, ArchiveError> {
         let (offset, size) = self.resolve(name)?;
         Ok(Blob::slice(self.file.clone(), offset, size))
     }

@@ -64,7 +64,7 @@ impl ArchiveStore {
     ///
     /// # Errors
     /// As [`ArchiveStore::open`].
-    pub fn open_with(
+    pub(crate) fn open_with(
         path: &Path,
         expect: Expect,
         options: &super::OpenOptions,
@@ -128,13 +128,13 @@ impl ArchiveStore {
 
     /// Things ocikit did that the user should know (a manifest built for a
     /// legacy image, RepoTags it could not read).
-    pub fn notes(&self) -> &[String] {
+    pub(crate) fn notes(&self) -> &[String] {
         &self.notes
     }
 
     /// `index.json` as stored in the archive (`None` for legacy docker-archives,
     /// which have none).
-    pub fn stored_index(&self) -> Option<Vec<u8>> {
+    pub(crate) fn stored_index(&self) -> Option<Vec<u8>> {
         match self.format {
             ArchiveFormat::DockerLegacy => None,
             _ => self.archive.read("index.json", MAX_DOCUMENT_SIZE).ok(),

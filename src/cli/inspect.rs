@@ -37,7 +37,7 @@ fn print_ls(report: &LsReport) -> Result<()> {
                 clean(
                     &d.name
                         .as_deref()
-                        .map(ocikit::docker::familiar)
+                        .map(ocikit::reference::familiar)
                         .or_else(|| d.tag.clone())
                         .unwrap_or_else(|| "<none>".into()),
                 ),

@@ -49,11 +49,12 @@ mod run;
 mod uncompress;
 pub(crate) use archive::Encoder;
 pub use archive::{write_archive, ArchiveKind, ArchiveOut};
-pub use run::*;
-pub use uncompress::{uncompress_layers, uncompress_layers_with, LazyLayer, Uncompress};
+pub use run::{run, Mode, RunError, RunOptions, RunReport};
+pub(crate) use uncompress::{uncompress_layers, uncompress_layers_with, LazyLayer, Uncompress};
 
 /// Why a copy failed. Each names the blob, file or reference at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CopyError {
     /// Reading the source failed.
     #[error(transparent)]
@@ -136,7 +137,7 @@ pub enum CopyError {
 
 impl CopyError {
     /// A layer error, naming the layer.
-    pub fn layer(digest: &Digest, e: LayerError) -> CopyError {
+    pub(crate) fn layer(digest: &Digest, e: LayerError) -> CopyError {
         CopyError::Layer {
             digest: digest.clone(),
             source: Box::new(e),
@@ -220,11 +221,11 @@ pub struct Plan {
     pub bytes: u64,
     /// Blobs ocikit wrote to unnamed temporary files (uncompressed layers),
     /// gone when the plan is dropped.
-    pub temp: HashMap<Digest, (Arc<File>, u64)>,
+    pub(crate) temp: HashMap<Digest, (Arc<File>, u64)>,
     /// Uncompressed layers not read yet, with their predicted sizes: the
     /// archive writer decompresses each into its place (see
     /// [`uncompress_layers_with`]).
-    pub lazy: HashMap<Digest, (LazyLayer, u64)>,
+    pub(crate) lazy: HashMap<Digest, (LazyLayer, u64)>,
     /// The caps for every read of this plan.
     pub limits: Limits,
     /// How to wait for the target layout's lock.
@@ -642,7 +643,7 @@ fn open_planned(sources: &[Source<'_>], plan: &Plan, b: &PlannedBlob) -> Result<
 ///
 /// # Errors
 /// The first layer (by digest) that is damaged or does not match its config.
-pub fn check_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyError> {
+pub(crate) fn check_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyError> {
     check_layers_where(sources, plan, |_| true)
 }
 
@@ -653,7 +654,10 @@ pub fn check_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyErro
 ///
 /// # Errors
 /// As [`check_layers`].
-pub fn check_unverified_layers(sources: &[Source<'_>], plan: &Plan) -> Result<u64, CopyError> {
+pub(crate) fn check_unverified_layers(
+    sources: &[Source<'_>],
+    plan: &Plan,
+) -> Result<u64, CopyError> {
     let unverified = |b: &PlannedBlob| {
         b.source
             .and_then(|i| sources.get(i))

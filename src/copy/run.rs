@@ -33,9 +33,9 @@ pub enum Mode {
 /// What to copy where, and how.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// The sources, as LOCATION[:REF] strings ([`Location::parse`]).
+    /// The sources, as `LOCATION[:REF]` strings ([`Location::parse`]).
     pub sources: Vec<String>,
-    /// The target, TARGET[:REF].
+    /// The target, `TARGET[:REF]`.
     pub target: String,
     /// Which command's rules apply to the target.
     pub mode: Mode,

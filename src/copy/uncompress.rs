@@ -30,7 +30,7 @@ use crate::spec::{media_type, Compression, Kind};
 
 /// A layer the archive writer decompresses into its place.
 #[derive(Debug, Clone)]
-pub struct LazyLayer {
+pub(crate) struct LazyLayer {
     /// Which source holds the stored layer.
     pub source: usize,
     /// The stored layer.
@@ -40,7 +40,7 @@ pub struct LazyLayer {
 /// How [`uncompress_layers_with`] may produce the uncompressed layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Uncompress {
+pub(crate) enum Uncompress {
     /// Into unnamed temporary files, now.
     Files,
     /// Predicted sizes where possible (for [`super::write_archive`] into an
@@ -53,7 +53,7 @@ pub enum Uncompress {
 ///
 /// # Errors
 /// As [`uncompress_layers_with`].
-pub fn uncompress_layers(
+pub(crate) fn uncompress_layers(
     sources: &[Source<'_>],
     plan: &mut Plan,
     temp_dir: &Path,
@@ -74,7 +74,7 @@ pub fn uncompress_layers(
 /// # Errors
 /// A root that is an index (choose a platform), damaged layers, diff_id
 /// mismatches, and temporary-file errors.
-pub fn uncompress_layers_with(
+pub(crate) fn uncompress_layers_with(
     sources: &[Source<'_>],
     plan: &mut Plan,
     temp_dir: &Path,

@@ -214,7 +214,7 @@ pub(super) fn decode_layer(
 }
 
 /// The key and type an entry (at its normalised path) is compared under,
-/// by the rules of [`crate::whiteout`]: a whiteout is keyed by the path it
+/// by the rules of `whiteout`: a whiteout is keyed by the path it
 /// deletes, an opaque marker by its own path. AUFS metadata (`.wh..wh.*`
 /// other than the opaque marker) and names that delete nothing (`.wh.`,
 /// `.wh..`, `.wh...`) are no part of the tree: `None`, as flatten ignores

@@ -26,7 +26,7 @@ use crate::store::Store;
 use images::Sides;
 
 /// Largest text file whose bytes `--content` keeps for a unified diff.
-pub const MAX_TEXT: u64 = 64 << 10;
+pub(crate) const MAX_TEXT: u64 = 64 << 10;
 
 /// What to leave out of the comparison.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -291,6 +291,7 @@ impl DiffReport {
 
 /// Why a diff could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiffError {
     /// A reference or document could not be resolved.
     #[error("{side}: {source}")]

@@ -46,12 +46,10 @@ use crate::layer::LayerError;
 use crate::resolve::{Image, ResolveError};
 use crate::store::Store;
 
-pub use owner::{parse_rootless_payload, rootless_payload};
-
 /// Longest path accepted in a layer entry, in bytes.
-pub const MAX_PATH: usize = 4096;
+pub(crate) const MAX_PATH: usize = 4096;
 /// Longest name component.
-pub const MAX_NAME: usize = 255;
+pub(crate) const MAX_NAME: usize = 255;
 /// Symlinks followed while resolving one path (as Linux's ELOOP limit).
 const MAX_LINKS: usize = 40;
 /// Deepest directory the walk goes into.
@@ -59,6 +57,7 @@ const MAX_DEPTH: usize = 2048;
 
 /// Why flattening failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FlattenError {
     /// The image could not be resolved or its config read.
     #[error(transparent)]
@@ -214,8 +213,10 @@ pub fn flatten_to_dir(
 /// A private temporary directory holding the tree being built (`rootfs`)
 /// and the spool its files are written into first (`spool`), on one file
 /// system so that files move into place by rename. Removed when dropped.
-pub struct Staging {
-    /// The temporary directory (mode 0700).
+pub(crate) struct Staging {
+    /// The temporary directory (mode 0700), held for its `Drop` (which
+    /// removes it).
+    #[allow(dead_code)]
     pub dir: tempfile::TempDir,
     /// The tree.
     pub root: PathBuf,
@@ -228,7 +229,7 @@ impl Staging {
     ///
     /// # Errors
     /// [`FlattenError::Output`] when it cannot be created.
-    pub fn new(parent: &Path) -> Result<Staging, FlattenError> {
+    pub(crate) fn new(parent: &Path) -> Result<Staging, FlattenError> {
         let err = |e: io::Error| FlattenError::Output {
             path: parent.to_path_buf(),
             reason: format!("cannot create a temporary directory: {e}"),
@@ -248,11 +249,11 @@ impl Staging {
 
 /// Records kept for entries whose metadata could not be set on disk
 /// (rootless owners, skipped devices): used when the tree is written as tar.
-pub type Recorded = HashMap<(u64, u64), Record>;
+pub(crate) type Recorded = HashMap<(u64, u64), Record>;
 
 /// What the image says about one inode where the disk says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     /// Owner (recorded when rootless).
     pub uid: u64,
     /// Group.
@@ -267,7 +268,7 @@ pub struct Record {
 ///
 /// # Errors
 /// See [`FlattenError`]; `dir` is left partially filled on error.
-pub fn flatten_into(
+pub(crate) fn flatten_into(
     store: &dyn Store,
     image: &Image,
     dir: &Path,

@@ -186,7 +186,7 @@ fn ids(uid: u64, gid: u64) -> EntryResult<(u32, u32)> {
 
 /// The `user.rootlesscontainers` payload (protobuf `Resource{uid=1, gid=2}`,
 /// 0 written as the no-op id 2^32-1), or `None` when both are 0.
-pub fn rootless_payload(uid: u64, gid: u64) -> Option<Vec<u8>> {
+pub(crate) fn rootless_payload(uid: u64, gid: u64) -> Option<Vec<u8>> {
     if uid == 0 && gid == 0 {
         return None;
     }
@@ -208,37 +208,37 @@ pub fn rootless_payload(uid: u64, gid: u64) -> Option<Vec<u8>> {
     Some(v)
 }
 
-/// Parses a `user.rootlesscontainers` payload back into (uid, gid).
-pub fn parse_rootless_payload(b: &[u8]) -> Option<(u64, u64)> {
-    let (mut uid, mut gid) = (0u64, 0u64);
-    let mut i = 0;
-    while i < b.len() {
-        let tag = b[i];
-        i += 1;
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let c = *b.get(i)?;
-            i += 1;
-            v |= u64::from(c & 0x7f) << shift;
-            shift += 7;
-            if c & 0x80 == 0 || shift > 63 {
-                break;
-            }
-        }
-        let v = if v == u64::from(u32::MAX) { 0 } else { v };
-        match tag {
-            0x08 => uid = v,
-            0x10 => gid = v,
-            _ => return None,
-        }
-    }
-    Some((uid, gid))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses a `user.rootlesscontainers` payload back into (uid, gid).
+    fn parse_rootless_payload(b: &[u8]) -> Option<(u64, u64)> {
+        let (mut uid, mut gid) = (0u64, 0u64);
+        let mut i = 0;
+        while i < b.len() {
+            let tag = b[i];
+            i += 1;
+            let mut v = 0u64;
+            let mut shift = 0;
+            loop {
+                let c = *b.get(i)?;
+                i += 1;
+                v |= u64::from(c & 0x7f) << shift;
+                shift += 7;
+                if c & 0x80 == 0 || shift > 63 {
+                    break;
+                }
+            }
+            let v = if v == u64::from(u32::MAX) { 0 } else { v };
+            match tag {
+                0x08 => uid = v,
+                0x10 => gid = v,
+                _ => return None,
+            }
+        }
+        Some((uid, gid))
+    }
 
     #[test]
     fn rootless_payload_round_trips() {
