@@ -41,6 +41,106 @@ pub enum ReportError {
         /// What is wrong.
         error: String,
     },
+    /// `cat index` of a reference whose bytes are no index.
+    #[error(
+        "{location} names {digest} ({media_type}), which is not an index; use 'cat … manifest'"
+    )]
+    NotAnIndex {
+        /// The location as given.
+        location: String,
+        /// The document.
+        digest: Digest,
+        /// Its descriptor's media type.
+        media_type: String,
+    },
+    /// `cat index` of an index that does not parse.
+    #[error("{location} {digest} {reason}")]
+    BadIndex {
+        /// The location as given.
+        location: String,
+        /// The document.
+        digest: Digest,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `blob` of a digest whose algorithm ocikit cannot compute.
+    #[error("{0} uses an algorithm ocikit cannot verify; refusing to print unverified bytes")]
+    Unverifiable(Digest),
+    /// `blob` of a blob whose bytes are not its digest's.
+    #[error("blob {expected} has the wrong content (it hashes to {actual}); not printed")]
+    WrongContent {
+        /// The digest asked for.
+        expected: Digest,
+        /// What the stored bytes hash to.
+        actual: Digest,
+    },
+    /// Reading or writing the bytes failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The blob's file, for reads; `<stdout>` for writes.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The index `location` names, for `cat index`: judged by its bytes, not its
+/// descriptor (a manifest labelled as an index is not an index), and parsed.
+///
+/// # Errors
+/// [`ReportError::NotAnIndex`], [`ReportError::BadIndex`], resolution errors.
+pub fn index_document(store: &dyn Store, location: &Location) -> Result<Node, ReportError> {
+    let node = resolve::resolve_node(store, location.reference.as_ref())?;
+    let own = serde_json::from_slice(&node.bytes)
+        .map(|v| spec::sniff_kind(&v))
+        .unwrap_or(Kind::Unknown);
+    if own != Kind::Index {
+        return Err(ReportError::NotAnIndex {
+            location: location.display().to_string(),
+            digest: node.digest.clone(),
+            media_type: node.descriptor.media_type.clone(),
+        });
+    }
+    spec::parse_document(&node.bytes, Kind::Index).map_err(|e| ReportError::BadIndex {
+        location: location.display().to_string(),
+        digest: node.digest.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(node)
+}
+
+/// Copies blob `digest` to `out` only once its bytes are verified: hashed
+/// first, then streamed, so nothing unverified is written and memory stays
+/// bounded whatever the blob's size.
+///
+/// # Errors
+/// [`ReportError::Unverifiable`], [`ReportError::WrongContent`], read and
+/// write errors.
+pub fn copy_verified_blob(
+    store: &dyn Store,
+    digest: &Digest,
+    out: &mut dyn std::io::Write,
+) -> Result<(), ReportError> {
+    if !digest.algorithm().is_verifiable() {
+        return Err(ReportError::Unverifiable(digest.clone()));
+    }
+    let blob = store.open_blob(digest)?;
+    let read_err = |source| ReportError::Io {
+        path: store.blob_location(digest).display().to_string(),
+        source,
+    };
+    let (actual, _) = blob.hash(digest.algorithm().clone()).map_err(read_err)?;
+    if &actual != digest {
+        return Err(ReportError::WrongContent {
+            expected: digest.clone(),
+            actual,
+        });
+    }
+    blob.copy_to(out).map_err(|source| ReportError::Io {
+        path: "<stdout>".into(),
+        source,
+    })?;
+    Ok(())
 }
 
 /// `ocikit ls --json`: the images of a location.

@@ -2,12 +2,12 @@
 
 use std::io::{self, Write};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 
 use ocikit::digest::Digest;
 use ocikit::report::{self, InspectReport, LsReport};
 use ocikit::resolve::{self, PlatformChoice};
-use ocikit::spec::{self, Kind};
+
 use ocikit::store::Store;
 
 use super::args::CatWhat;
@@ -190,23 +190,7 @@ pub fn cat(location: &str, what: CatWhat, platform: PlatformChoice) -> Result<()
             if loc.reference.is_none() {
                 return write_bytes(&store.index_bytes()?);
             }
-            let node = resolve::resolve_node(&store, loc.reference.as_ref())?;
-            // Judge by the bytes, not the descriptor: a manifest labelled as an
-            // index is not printed as one.
-            let own = serde_json::from_slice(&node.bytes)
-                .map(|v| spec::sniff_kind(&v))
-                .unwrap_or(Kind::Unknown);
-            if own == Kind::Index {
-                spec::parse_document(&node.bytes, Kind::Index)
-                    .map_err(|e| anyhow!("{} {} {e}", loc.display(), node.digest))?;
-            } else {
-                bail!(
-                    "{} names {} ({}), which is not an index; use 'cat … manifest'",
-                    loc.display(),
-                    node.digest,
-                    node.descriptor.media_type
-                );
-            }
+            let node = report::index_document(&store, &loc)?;
             write_bytes(&node.bytes)
         }
         CatWhat::Manifest => {
@@ -226,23 +210,8 @@ pub fn cat(location: &str, what: CatWhat, platform: PlatformChoice) -> Result<()
 pub fn blob(location: &str, digest: &str) -> Result<()> {
     let (_, store) = open_store(location)?;
     let digest = Digest::parse(digest)?;
-    if !digest.algorithm().is_verifiable() {
-        bail!(
-            "{digest} uses an algorithm ocikit cannot verify; refusing to print unverified bytes"
-        );
-    }
-    // Verify first, then stream: nothing unverified reaches stdout, and memory
-    // stays bounded whatever the blob's size.
-    let blob = store.open_blob(&digest)?;
-    let location = || store.blob_location(&digest).display().to_string();
-    let (actual, _) = blob
-        .hash(digest.algorithm().clone())
-        .with_context(location)?;
-    if actual != digest {
-        bail!("blob {digest} has the wrong content (it hashes to {actual}); not printed");
-    }
     let mut o = out();
-    blob.copy_to(&mut o)?;
+    report::copy_verified_blob(&store, &digest, &mut o)?;
     o.flush()?;
     Ok(())
 }
