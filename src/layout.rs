@@ -527,6 +527,33 @@ impl Layout {
     ///
     /// # Errors
     /// Unreadable `index.json`, or [`LayoutError::InvalidIndex`].
+    /// Records `desc` (a document already stored) under `tag` in
+    /// `index.json`, under `lock`: the name moves off any other entry (as
+    /// [`Layout::tag`] moves it), and the docker form of the name goes into
+    /// `io.containerd.image.name`. Returns the descriptor as recorded.
+    ///
+    /// # Errors
+    /// An invalid `index.json`, write errors.
+    pub(crate) fn publish(
+        &self,
+        lock: &LayoutLock,
+        mut desc: Descriptor,
+        tag: &str,
+    ) -> Result<Descriptor, LayoutError> {
+        let mut index = self.read_index(lock)?;
+        let name = resolve::docker_name_of(tag);
+        index.move_name(tag, name.as_deref());
+        let ann = desc.annotations.get_or_insert_with(Default::default);
+        ann.remove(spec::ANNOTATION_IMAGE_NAME);
+        if let Some(n) = name {
+            ann.insert(spec::ANNOTATION_IMAGE_NAME.to_string(), n);
+        }
+        ann.insert(spec::ANNOTATION_REF_NAME.to_string(), tag.to_string());
+        index.push(&desc);
+        self.write_index(lock, &index)?;
+        Ok(desc)
+    }
+
     pub(crate) fn read_index(&self, _lock: &LayoutLock) -> Result<IndexFile, LayoutError> {
         self.read_checked_index()
     }

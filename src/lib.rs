@@ -106,6 +106,7 @@ pub mod image;
 mod layer;
 pub mod layout;
 pub mod limits;
+pub mod modify;
 mod open;
 #[doc(hidden)]
 pub mod output;

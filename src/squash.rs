@@ -25,7 +25,7 @@ use crate::flatten::{self, FlattenError, FlattenOptions, FlattenReport, Recorded
 use crate::layout::Layout;
 use crate::resolve::Image;
 use crate::rewrite::Rewrite;
-use crate::spec::{self, media_type as mt, Compression, Descriptor};
+use crate::spec::{media_type as mt, Compression, Descriptor};
 use crate::store::Store;
 use crate::verified::Verified;
 
@@ -609,20 +609,8 @@ pub fn squash(
         }
         desc.platform = serde_json::from_value(p).ok();
     }
-    let mut index = layout
-        .read_index(&lock)
-        .map_err(|e| out_err(e.to_string()))?;
-    let name = crate::resolve::docker_name_of(tag);
-    index.move_name(tag, name.as_deref());
-    let ann = desc.annotations.get_or_insert_with(Default::default);
-    ann.remove(spec::ANNOTATION_IMAGE_NAME);
-    if let Some(n) = name {
-        ann.insert(spec::ANNOTATION_IMAGE_NAME.to_string(), n);
-    }
-    ann.insert(spec::ANNOTATION_REF_NAME.to_string(), tag.to_string());
-    index.push(&desc);
-    layout
-        .write_index(&lock, &index)
+    let desc = layout
+        .publish(&lock, desc, tag)
         .map_err(|e| out_err(e.to_string()))?;
     Ok(SquashReport {
         manifest: desc,

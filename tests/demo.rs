@@ -85,6 +85,8 @@ fn build_builds(root: &std::path::Path) {
             1_700_003_600,
             "hello, world",
         ),
+        // run1 built again an hour later: only the times differ.
+        ("run3", "2024-01-01T01:00:00Z", 1_700_003_600, "hello"),
     ] {
         let app = put_layer(root, OCI_GZIP, &app_layer(mtime, greeting));
         let config = serde_json::json!({

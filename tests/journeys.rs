@@ -165,5 +165,19 @@ fn debugging_guide_runs_as_written() {
             .map(|d| d["path"].as_str().unwrap())
             .collect();
         assert_eq!(paths, ["/app/config.json"], "only the real change is left");
+        // The last step: two builds that differ only in times, made identical.
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("builds/index.json")).unwrap()).unwrap();
+        let digest_of_tag = |tag: &str| {
+            index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+                .map(|m| m["digest"].as_str().unwrap().to_string())
+                .unwrap_or_else(|| panic!("no {tag} in {index}"))
+        };
+        assert_eq!(digest_of_tag("run1-repro"), digest_of_tag("run3-repro"));
+        assert_ne!(digest_of_tag("run1"), digest_of_tag("run3"));
     });
 }

@@ -178,3 +178,110 @@ pub fn diff_cmd(
     }
     Ok((!report.identical()).then_some(Negative))
 }
+
+/// `mod`'s arguments, as parsed.
+pub struct ModArgs {
+    pub location: String,
+    pub tag: String,
+    pub layout: Option<PathBuf>,
+    pub time_max: Option<String>,
+    pub normalize_layers: bool,
+    pub compress: Option<CompressArg>,
+    pub to_oci: bool,
+    pub to_docker: bool,
+    pub annotations: Vec<String>,
+    pub index_annotations: Vec<String>,
+    pub labels: Vec<String>,
+    pub env: Vec<String>,
+    pub rm_history: bool,
+    pub rm_layers: Vec<usize>,
+    pub rm_paths: Vec<String>,
+    pub json: bool,
+}
+
+fn pairs(flag: &str, list: &[String]) -> Result<Vec<(String, String)>> {
+    list.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("{flag} takes KEY=VALUE, not {kv:?}"),
+        })
+        .collect()
+}
+
+pub fn mod_cmd(a: ModArgs) -> Result<()> {
+    let (loc, store) = open_store(&a.location)?;
+    let target = match a.layout {
+        Some(dir) => dir,
+        None if loc.path.is_dir() => loc.path.clone(),
+        None => bail!(
+            "{} is not a layout; give --layout DIR for the new image",
+            loc.path.display()
+        ),
+    };
+    if target != loc.path {
+        guard::check_output(guard::Output::Layout(&target), &[loc.path.as_path()])?;
+    }
+    let layout = super::output::with_settings(if target.exists() {
+        Layout::open(&target)?
+    } else {
+        Layout::init(&target)?
+    });
+    let time_max = match a.time_max.as_deref() {
+        None => None,
+        Some("source-date-epoch") => {
+            let v = std::env::var("SOURCE_DATE_EPOCH").map_err(|_| {
+                anyhow!("--time-max source-date-epoch: SOURCE_DATE_EPOCH is not set")
+            })?;
+            Some(v.trim().parse::<i64>().map_err(|_| {
+                anyhow!("--time-max source-date-epoch: SOURCE_DATE_EPOCH is {v:?}, not a number of seconds")
+            })?)
+        }
+        Some(t) => Some(ocikit::modify::time::parse(t).ok_or_else(|| {
+            anyhow!("--time-max takes RFC 3339 (2024-01-01T00:00:00Z) or @UNIX seconds, not {t:?}")
+        })?),
+    };
+    let options = ocikit::modify::ModOptions {
+        time_max,
+        normalize_layers: a.normalize_layers,
+        compress: a.compress.map(Into::into),
+        family: if a.to_docker {
+            Some(ocikit::modify::Family::Docker)
+        } else if a.to_oci {
+            Some(ocikit::modify::Family::Oci)
+        } else {
+            None
+        },
+        annotations: pairs("--annotation", &a.annotations)?.into_iter().collect(),
+        index_annotations: pairs("--annotation-index", &a.index_annotations)?
+            .into_iter()
+            .collect(),
+        labels: pairs("--label", &a.labels)?.into_iter().collect(),
+        env: pairs("--env", &a.env)?,
+        rm_history: a.rm_history,
+        rm_layers: a.rm_layers,
+        rm_paths: a.rm_paths,
+        limits: super::output::limits(),
+        cancel: super::output::cancel_token(),
+    };
+    cancel_on_signals();
+    let report = ocikit::modify::modify(&store, loc.reference.as_ref(), &layout, &a.tag, &options)?;
+    for n in &report.notes {
+        say!("ocikit: note: {n}");
+    }
+    if a.json {
+        return super::output::print_json(&report);
+    }
+    say!(
+        "tagged {} {} ({} layer{} rewritten, {} kept)",
+        a.tag,
+        report.descriptor.digest,
+        report.layers_rewritten,
+        if report.layers_rewritten == 1 {
+            ""
+        } else {
+            "s"
+        },
+        report.layers_kept
+    );
+    Ok(())
+}
