@@ -115,6 +115,8 @@ pub struct ReferrerNode {
     pub size: i64,
     /// Its annotations (empty when it has none).
     pub annotations: BTreeMap<String, String>,
+    /// Its layers (a manifest's; none for an index).
+    pub layers: Vec<ReferrerLayer>,
     /// For a referrer of a referrer: the referrer it refers to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
@@ -270,25 +272,52 @@ impl Lister<'_> {
             .ok()?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         let kind = spec::sniff_kind(&value);
-        let (artifact_type, annotations) = match spec::document_from_value(value, kind).ok()? {
-            Document::Manifest(m) => (
-                m.artifact_type
-                    .or_else(|| m.config.map(|c| c.media_type))
-                    .filter(|t| !t.is_empty()),
-                m.annotations,
-            ),
-            Document::Index(i) => (i.artifact_type, i.annotations),
-        };
+        let (artifact_type, annotations, layers) =
+            match spec::document_from_value(value, kind).ok()? {
+                Document::Manifest(m) => (
+                    m.artifact_type
+                        .or_else(|| m.config.map(|c| c.media_type))
+                        .filter(|t| !t.is_empty()),
+                    m.annotations,
+                    m.layers
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|l| ReferrerLayer {
+                            title: l.annotation(ANNOTATION_TITLE).map(str::to_string),
+                            digest: l.digest,
+                            media_type: l.media_type,
+                            size: l.size,
+                        })
+                        .collect(),
+                ),
+                Document::Index(i) => (i.artifact_type, i.annotations, Vec::new()),
+            };
         Some(ReferrerNode {
             digest: r.digest.to_string(),
             media_type: r.descriptor.media_type.clone(),
             artifact_type,
             size: r.descriptor.size,
             annotations: annotations.unwrap_or_default(),
+            layers,
             parent: None,
             referrers: Vec::new(),
         })
     }
+}
+
+/// One layer of a referrer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrerLayer {
+    /// Its digest.
+    pub digest: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: i64,
+    /// Its `org.opencontainers.image.title` (the file name), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 // ---------------------------------------------------------------- attach
