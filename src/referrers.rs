@@ -94,7 +94,6 @@ pub struct Subject {
     /// Its size.
     pub size: i64,
     /// Its platform, for a manifest of an index.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
     /// The manifests whose `subject` it is.
     pub referrers: Vec<ReferrerNode>,
@@ -118,7 +117,6 @@ pub struct ReferrerNode {
     /// Its layers (a manifest's; none for an index).
     pub layers: Vec<ReferrerLayer>,
     /// For a referrer of a referrer: the referrer it refers to.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// The manifests whose `subject` it is.
     pub referrers: Vec<ReferrerNode>,
@@ -316,7 +314,6 @@ pub struct ReferrerLayer {
     /// Its size.
     pub size: i64,
     /// Its `org.opencontainers.image.title` (the file name), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
 }
 

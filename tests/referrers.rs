@@ -99,8 +99,9 @@ fn reported_edges(doc: &Value) -> BTreeSet<Edge> {
                     "a nested referrer names its parent: {n}"
                 );
             } else {
-                assert!(
-                    n.get("parent").is_none(),
+                assert_eq!(
+                    n.get("parent"),
+                    Some(&Value::Null),
                     "a first-level referrer has no parent: {n}"
                 );
             }
