@@ -559,7 +559,7 @@ impl Layout {
     }
 
     /// [`Layout::read_index`] without the lock (to refuse early).
-    fn read_checked_index(&self) -> Result<IndexFile, LayoutError> {
+    pub(crate) fn read_checked_index(&self) -> Result<IndexFile, LayoutError> {
         let bytes = self.store.index_bytes()?;
         self.check_index_bytes(&bytes, "")?;
         IndexFile::parse(&bytes).map_err(|source| LayoutError::Index {

@@ -23,8 +23,9 @@
 //!   [`resolve`] (REF and platform to one [`Image`]), [`image`] (its typed
 //!   layers), [`graph`] (reachability), [`tarstream`] (layer contents).
 //! - Operations: [`verify`], [`gc`], [`copy`], [`flatten`], [`squash`],
-//!   [`diff`], [`rewrite`] (document edits), [`report`] (the documents the
-//!   binary prints).
+//!   [`diff`], [`referrers`] (OCI 1.1 referrers: listing, attaching),
+//!   [`rewrite`] (document edits), [`report`] (the documents the binary
+//!   prints).
 //! - Per-call settings and safety: [`limits`], [`cancel`], [`verified`] (the
 //!   hashing adapter every read goes through).
 //!
@@ -113,6 +114,7 @@ pub mod output;
 pub mod platform;
 mod progress;
 pub mod reference;
+pub mod referrers;
 pub mod report;
 pub mod resolve;
 pub mod rewrite;

@@ -22,6 +22,7 @@ mod cli {
     pub mod inspect;
     pub mod maintain;
     pub mod output;
+    pub mod referrers;
     pub mod transfer;
 }
 

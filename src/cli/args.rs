@@ -302,6 +302,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the referrers (signatures, SBOMs, …) of an image, and theirs, as a tree.
+    #[command(
+        after_help = "Referrers are stored manifests whose `subject` is REF's manifest; for an index,\nthe index itself and each of its manifests (with --platform, that platform's only).\nPrints nothing when there are none.\nExamples:\n  ocikit referrers testdata/demo:1.0\n  ocikit referrers ./images:1.0 --artifact-type application/spdx+json --json"
+    )]
+    Referrers {
+        /// LOCATION[:REF].
+        location: String,
+        /// Only referrers of this artifact type (at every depth).
+        #[arg(long, value_name = "TYPE")]
+        artifact_type: Option<String>,
+        /// Only this platform's manifest of a multi-platform index.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach files to an image as an OCI 1.1 artifact (a referrer); print its digest.
+    #[command(
+        after_help = "The artifact's subject is REF's manifest (for an index, the index). It is not\ntagged: gc keeps it and copy carries it as a referrer of REF. The same inputs give\nthe same digest (no creation time unless given with --annotation).\nExamples:\n  ocikit attach ./images:1.0 --artifact-type application/spdx+json sbom.json\n  ocikit attach ./images@sha256:… --artifact-type application/vnd.example.sig sig.bin --annotation org.opencontainers.image.created=2024-01-01T00:00:00Z"
+    )]
+    Attach {
+        /// LAYOUT:REF naming the subject.
+        target: String,
+        /// The artifact's artifactType.
+        #[arg(long, value_name = "TYPE")]
+        artifact_type: String,
+        /// Files to attach, one layer each (titled with the base name).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Manifest annotation KEY=VALUE (repeatable).
+        #[arg(long = "annotation", value_name = "KEY=VALUE")]
+        annotations: Vec<String>,
+        /// Media type of the layers (default: application/octet-stream).
+        #[arg(long, value_name = "TYPE")]
+        media_type: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]

@@ -9,7 +9,7 @@ use ocikit::Layout;
 
 use super::args::{Cli, Command};
 use super::output::{lock_notice, say, set_verbosity, verbose};
-use super::{image, inspect, maintain, transfer};
+use super::{image, inspect, maintain, referrers, transfer};
 use crate::Negative;
 
 /// Runs the command, saying how long it took with `-v`.
@@ -176,5 +176,19 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             let file = locations.pop().unwrap_or_default();
             transfer::copy_cmd(locations, file, Mode::Export, &opts, Some(&archive)).map(|()| None)
         }
+        Command::Referrers {
+            location,
+            artifact_type,
+            platform,
+            json,
+        } => referrers::referrers_cmd(&location, artifact_type, platform, json).map(|()| None),
+        Command::Attach {
+            target,
+            artifact_type,
+            files,
+            annotations,
+            media_type,
+        } => referrers::attach_cmd(&target, artifact_type, files, annotations, media_type)
+            .map(|()| None),
     }
 }
