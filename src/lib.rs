@@ -23,7 +23,7 @@
 //!   [`resolve`] (REF and platform to one [`Image`]), [`image`] (its typed
 //!   layers), [`graph`] (reachability), [`tarstream`] (layer contents).
 //! - Operations: [`verify`], [`gc`], [`copy`], [`flatten`], [`squash`],
-//!   [`diff`], [`rewrite`] (document edits), [`report`] (the documents the
+//!   [`diff`], [`index_edit`] (multi-platform indexes), [`rewrite`] (document edits), [`report`] (the documents the
 //!   binary prints).
 //! - Per-call settings and safety: [`limits`], [`cancel`], [`verified`] (the
 //!   hashing adapter every read goes through).
@@ -103,6 +103,7 @@ pub mod graph;
 #[doc(hidden)]
 pub mod guard;
 pub mod image;
+pub mod index_edit;
 mod layer;
 pub mod layout;
 pub mod limits;
@@ -142,5 +143,6 @@ pub use copy::{CopyError, CopyOptions, CopyReport, RunError, RunOptions, RunRepo
 pub use diff::{DiffError, DiffOptions, DiffReport};
 pub use flatten::{FlattenError, FlattenOptions, FlattenReport};
 pub use gc::{GcError, GcOptions, GcReport};
+pub use index_edit::{IndexEditError, IndexOptions, IndexReport};
 pub use squash::{SquashOptions, SquashReport};
 pub use verify::{VerifyOptions, VerifyReport};
