@@ -9,7 +9,7 @@ use ocikit::Layout;
 
 use super::args::{Cli, Command};
 use super::output::{lock_notice, say, set_verbosity, verbose};
-use super::{image, inspect, maintain, transfer};
+use super::{image, index, inspect, maintain, transfer};
 use crate::Negative;
 
 /// Runs the command, saying how long it took with `-v`.
@@ -140,5 +140,6 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             let file = locations.pop().unwrap_or_default();
             transfer::copy_cmd(locations, file, Mode::Export, &opts, Some(&archive)).map(|()| None)
         }
+        Command::Index { command } => index::index_cmd(command).map(|()| None),
     }
 }
