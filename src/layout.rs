@@ -558,6 +558,48 @@ impl Layout {
         self.read_checked_index()
     }
 
+    /// Refuses an `index.json` no writer edits (see [`Layout::read_index`]),
+    /// without the lock: for writers that check before they read anything.
+    ///
+    /// # Errors
+    /// As [`Layout::read_index`].
+    pub(crate) fn check_index_json(&self) -> Result<(), LayoutError> {
+        self.read_checked_index().map(|_| ())
+    }
+
+    /// Points the `index.json` entries `tag` names (as `L:TAG` reads) that
+    /// hold `old` at `new` in place: digest, size and media type change, every
+    /// other field (annotations, unknown fields) and the entry's position
+    /// stay. `false` (nothing written) when no such entry is there any more.
+    ///
+    /// # Errors
+    /// As [`Layout::read_index`] and [`Layout::write_index`].
+    pub(crate) fn retarget(
+        &self,
+        tag: &str,
+        old: &str,
+        new: &Descriptor,
+    ) -> Result<bool, LayoutError> {
+        let lock = self.lock()?;
+        let mut index = self.read_index(&lock)?;
+        let descs: Vec<Descriptor> = index.entries.iter().map(|e| e.descriptor.clone()).collect();
+        let found: Vec<usize> = resolve::match_tag(&descs, tag)
+            .into_iter()
+            .filter(|d| d.digest == old)
+            .filter_map(|d| descs.iter().position(|e| std::ptr::eq(e, d)))
+            .collect();
+        if found.is_empty() {
+            return Ok(false);
+        }
+        for i in found {
+            if let Some(e) = index.entries.get_mut(i) {
+                e.set_target(new);
+            }
+        }
+        self.write_index(&lock, &index)?;
+        Ok(true)
+    }
+
     /// [`Layout::read_index`] without the lock (to refuse early).
     pub(crate) fn read_checked_index(&self) -> Result<IndexFile, LayoutError> {
         let bytes = self.store.index_bytes()?;
@@ -921,6 +963,25 @@ pub(crate) struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// Points the entry at another document: `mediaType`, `digest` and
+    /// `size` change in place, every other field stays where it was.
+    pub(crate) fn set_target(&mut self, to: &Descriptor) {
+        let Ok(mut obj) = serde_json::from_str::<Map<String, Value>>(self.raw.get()) else {
+            return;
+        };
+        obj.insert("mediaType".into(), Value::String(to.media_type.clone()));
+        obj.insert("digest".into(), Value::String(to.digest.clone()));
+        obj.insert("size".into(), Value::from(to.size));
+        let text = Value::Object(obj).to_string();
+        if let (Ok(raw), Ok(desc)) = (
+            RawValue::from_string(text.clone()),
+            serde_json::from_str(&text),
+        ) {
+            self.raw = raw;
+            self.descriptor = desc;
+        }
+    }
+
     /// Sets (`Some`) or removes (`None`) an annotation, re-serialising only this
     /// entry and keeping its other fields in order.
     pub(crate) fn set_annotation(&mut self, key: &str, value: Option<&str>) {

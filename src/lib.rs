@@ -26,6 +26,8 @@
 //!   [`diff`], [`referrers`] (OCI 1.1 referrers: listing, attaching),
 //!   [`rewrite`] (document edits), [`report`] (the documents the binary
 //!   prints).
+//!   [`diff`], [`index_edit`] (multi-platform indexes), [`rewrite`] (document edits), [`report`] (the documents the
+//!   binary prints).
 //! - Per-call settings and safety: [`limits`], [`cancel`], [`verified`] (the
 //!   hashing adapter every read goes through).
 //!
@@ -104,6 +106,7 @@ pub mod graph;
 #[doc(hidden)]
 pub mod guard;
 pub mod image;
+pub mod index_edit;
 mod layer;
 pub mod layout;
 pub mod limits;
@@ -145,5 +148,6 @@ pub use copy::{CopyError, CopyOptions, CopyReport, RunError, RunOptions, RunRepo
 pub use diff::{DiffError, DiffOptions, DiffReport};
 pub use flatten::{FlattenError, FlattenOptions, FlattenReport};
 pub use gc::{GcError, GcOptions, GcReport};
+pub use index_edit::{IndexEditError, IndexOptions, IndexReport};
 pub use squash::{SquashOptions, SquashReport};
 pub use verify::{VerifyOptions, VerifyReport};

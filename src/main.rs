@@ -19,6 +19,7 @@ mod cli {
     pub mod args;
     pub mod dispatch;
     pub mod image;
+    pub mod index;
     pub mod inspect;
     pub mod maintain;
     pub mod output;

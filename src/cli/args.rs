@@ -339,6 +339,14 @@ pub enum Command {
         #[arg(long, value_name = "TYPE")]
         media_type: Option<String>,
     },
+    /// Build and edit multi-platform image indexes in a layout (create, add, rm).
+    #[command(
+        after_help = "Examples:\n  ocikit index create ./images:app ./images:app-amd64 ./images:app-arm64\n  ocikit index add ./images:app testdata/demo:1.0 --platform linux/arm64 --force\n  ocikit index rm ./images:app --platform linux/arm64"
+    )]
+    Index {
+        #[command(subcommand)]
+        command: super::index::IndexCommand,
+    },
 }
 
 #[derive(clap::Args)]

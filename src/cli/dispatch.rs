@@ -9,7 +9,7 @@ use ocikit::Layout;
 
 use super::args::{Cli, Command};
 use super::output::{lock_notice, say, set_verbosity, verbose};
-use super::{image, inspect, maintain, referrers, transfer};
+use super::{image, index, inspect, maintain, referrers, transfer};
 use crate::Negative;
 
 /// Runs the command, saying how long it took with `-v`.
@@ -190,5 +190,6 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             media_type,
         } => referrers::attach_cmd(&target, artifact_type, files, annotations, media_type)
             .map(|()| None),
+        Command::Index { command } => index::index_cmd(command).map(|()| None),
     }
 }
