@@ -63,7 +63,7 @@ pub mod media_type {
 use media_type as mt;
 
 /// How a layer's bytes are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// A plain tar stream.

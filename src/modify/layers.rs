@@ -5,7 +5,6 @@
 //! compression is recompressed from its uncompressed stream, so its DiffID
 //! stays.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
@@ -15,7 +14,7 @@ use crate::digest::{Algorithm, Digest};
 use crate::image::Layer;
 use crate::layer::{self, LayerError, Visit};
 use crate::layout::Layout;
-use crate::limits::{Limits, IO_BUFFER};
+use crate::limits::{Limits, COPY_CHUNK, IO_BUFFER};
 use crate::spec::Compression;
 use crate::squash::ParallelGzip;
 use crate::store::Store;
@@ -121,73 +120,168 @@ pub(super) fn rewrite(
         return finish(hashing, compression);
     }
 
-    // Read every entry once (verified, capped), spooling file data.
+    if !edits.normalize {
+        return stream(store, layer, limits, edits, compression, layout, from);
+    }
+    // Sorted output needs every entry first: read each once (verified,
+    // capped), spooling file data.
     let mut spool = tempfile::tempfile_in(spool_dir).map_err(io_out)?;
     let mut entries: Vec<Spooled> = Vec::new();
-    let mut changed = false;
     let mut pos = 0u64;
     let mut buf = vec![0u8; IO_BUFFER];
     let cap = limits.decompression(layer.size);
     let mut holes = 0u64;
     let mut spool_err: Option<io::Error> = None;
+    {
+        let mut spool_w = io::BufWriter::with_capacity(COPY_CHUNK, &mut spool);
+        layer
+            .walk(store, limits, &(), |tar, e| {
+                if removed(&e.path, &edits.rm_paths) {
+                    return Ok(Visit::Continue);
+                }
+                check_holes(&e, cap, &mut holes)?;
+                let start = pos;
+                layer::read_entry_data(tar, &mut buf, |chunk| {
+                    if spool_err.is_none() {
+                        if let Err(err) = spool_w.write_all(chunk) {
+                            spool_err = Some(err);
+                        }
+                    }
+                    pos += chunk.len() as u64;
+                })?;
+                let mtime = clamped(&e, edits.time_max);
+                entries.push(Spooled {
+                    entry: e,
+                    mtime,
+                    data: (start, pos - start),
+                });
+                Ok(Visit::Continue)
+            })
+            .map_err(lerr)?;
+        if let Some(e) = spool_err {
+            return Err(io_out(e));
+        }
+        spool_w.flush().map_err(io_out)?;
+    }
+    // Stable: entries of one path keep their order (the last one wins).
+    // Re-serialised, headers are normalised too: always a new layer.
+    entries.sort_by_cached_key(|s| clean(&s.entry.path));
+    let out = compressed_writer(layout, compression)?;
+    let hashing = Verified::hashing(out, Algorithm::Sha256);
+    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(COPY_CHUNK, hashing));
+    tar.mode(tar::HeaderMode::Deterministic);
+    for s in &entries {
+        spool.seek(SeekFrom::Start(s.data.0)).map_err(io_out)?;
+        let data = io::BufReader::with_capacity(COPY_CHUNK, (&mut spool).take(s.data.1));
+        append(&mut tar, &s.entry, s.mtime, data).map_err(io_out)?;
+    }
+    let hashing = tar
+        .into_inner()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .map_err(io_out)?;
+    finish(hashing, compression)
+}
+
+/// Holes of sparse files count towards the decompression cap: a tiny sparse
+/// member can claim terabytes, and the new layer writes them out in full.
+fn check_holes(e: &Entry, cap: u64, holes: &mut u64) -> Result<(), LayerError> {
+    if let Some(map) = &e.sparse {
+        let stored: u64 = map.iter().map(|&(_, n)| n).sum();
+        *holes = holes.saturating_add(e.size.saturating_sub(stored));
+        if *holes > cap {
+            return Err(LayerError::TooLarge { limit: cap });
+        }
+    }
+    Ok(())
+}
+
+/// The entry's mtime, clamped to `time_max`.
+fn clamped(e: &Entry, time_max: Option<i64>) -> (i64, u32) {
+    match time_max {
+        Some(t) if (e.mtime, e.mtime_nsec) > (t, 0) => (t, 0),
+        _ => (e.mtime, e.mtime_nsec),
+    }
+}
+
+/// Rewrites in one pass, in stored order: each entry is written as it is
+/// read. If no entry changed (and the compression stays), the written blob is
+/// dropped unfinished (its temporary file goes) and the layer is kept.
+fn stream(
+    store: &dyn Store,
+    layer: &Layer,
+    limits: &Limits,
+    edits: &EntryEdits,
+    compression: Compression,
+    layout: &Layout,
+    from: Compression,
+) -> Result<Option<NewLayer>, ModError> {
+    let lerr = |e: LayerError| ModError::Layer {
+        digest: layer.digest.clone(),
+        source: Box::new(e),
+    };
+    let out = compressed_writer(layout, compression)?;
+    let hashing = Verified::hashing(out, Algorithm::Sha256);
+    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(COPY_CHUNK, hashing));
+    tar.mode(tar::HeaderMode::Deterministic);
+    let cap = limits.decompression(layer.size);
+    let mut holes = 0u64;
+    let mut changed = false;
+    let mut write_err: Option<io::Error> = None;
+    let mut read_err: Option<io::Error> = None;
     layer
-        .walk(store, limits, &(), |tar, e| {
+        .walk(store, limits, &(), |tar_in, e| {
             if removed(&e.path, &edits.rm_paths) {
                 changed = true;
                 return Ok(Visit::Continue);
             }
-            if let Some(map) = &e.sparse {
-                let stored: u64 = map.iter().map(|&(_, n)| n).sum();
-                holes = holes.saturating_add(e.size.saturating_sub(stored));
-                if holes > cap {
-                    return Err(LayerError::TooLarge { limit: cap });
-                }
+            check_holes(&e, cap, &mut holes)?;
+            let mtime = clamped(&e, edits.time_max);
+            changed |= mtime != (e.mtime, e.mtime_nsec);
+            let data = EntryData {
+                tar: tar_in,
+                err: &mut read_err,
+            };
+            if let Err(err) = append(&mut tar, &e, mtime, data) {
+                write_err = Some(err);
+                return Ok(Visit::Stop);
             }
-            let start = pos;
-            layer::read_entry_data(tar, &mut buf, |chunk| {
-                if spool_err.is_none() {
-                    if let Err(err) = spool.write_all(chunk) {
-                        spool_err = Some(err);
-                    }
-                }
-                pos += chunk.len() as u64;
-            })?;
-            let mut mtime = (e.mtime, e.mtime_nsec);
-            if let Some(t) = edits.time_max {
-                if (e.mtime, e.mtime_nsec) > (t, 0) {
-                    mtime = (t, 0);
-                    changed = true;
-                }
-            }
-            entries.push(Spooled {
-                entry: e,
-                mtime,
-                data: (start, pos - start),
-            });
             Ok(Visit::Continue)
         })
         .map_err(lerr)?;
-    if let Some(e) = spool_err {
-        return Err(io_out(e));
+    // A failed append is the layer's fault when reading it failed (a
+    // decompression or digest error), else the output's.
+    if let Some(e) = read_err {
+        return Err(lerr(layer::layer_error(0)(e)));
     }
-    if edits.normalize {
-        // Stable: entries of one path keep their order (the last one wins).
-        entries.sort_by_cached_key(|s| clean(&s.entry.path));
-        // Re-serialised, headers are normalised too: always a new layer.
-        changed = true;
+    if let Some(e) = write_err {
+        return Err(ModError::Write(e.to_string()));
     }
     if !changed && from == compression {
+        // Dropped unfinished: its temporary file is removed.
         return Ok(None);
     }
-    let out = compressed_writer(layout, compression)?;
-    let hashing = Verified::hashing(out, Algorithm::Sha256);
-    let mut tar = tar::Builder::new(hashing);
-    tar.mode(tar::HeaderMode::Deterministic);
-    for s in &entries {
-        append(&mut tar, &s.entry, s.mtime, &mut spool, s.data).map_err(io_out)?;
-    }
-    let hashing = tar.into_inner().map_err(io_out)?;
+    let hashing = tar
+        .into_inner()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .map_err(|e| ModError::Write(e.to_string()))?;
     finish(hashing, compression)
+}
+
+/// An entry's stored data, read from the layer being walked.
+struct EntryData<'t, R> {
+    tar: &'t mut crate::tarstream::TarReader<R>,
+    /// The read error, kept to tell it from a write error.
+    err: &'t mut Option<io::Error>,
+}
+
+impl<R: Read> Read for EntryData<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tar.read_data(buf).map_err(|e| {
+            let msg = e.to_string();
+            *self.err = Some(e);
+            io::Error::other(msg)
+        })
+    }
 }
 
 enum Out<'a> {
@@ -244,8 +338,8 @@ fn finish(
 }
 
 /// The stored data of a sparse entry, expanded to its logical bytes.
-struct Expanded<'a> {
-    spool: &'a mut File,
+struct Expanded<R> {
+    spool: R,
     map: std::vec::IntoIter<(u64, u64)>,
     /// Logical position, and where the current fragment starts and ends.
     pos: u64,
@@ -253,7 +347,7 @@ struct Expanded<'a> {
     size: u64,
 }
 
-impl Read for Expanded<'_> {
+impl<R: Read> Read for Expanded<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.size || buf.is_empty() {
             return Ok(0);
@@ -285,12 +379,11 @@ impl Read for Expanded<'_> {
     }
 }
 
-fn append<W: Write>(
+fn append<W: Write, R: Read>(
     tar: &mut tar::Builder<W>,
     e: &Entry,
     (sec, nsec): (i64, u32),
-    spool: &mut File,
-    (offset, len): (u64, u64),
+    mut data: R,
 ) -> io::Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_uid(e.uid);
@@ -334,12 +427,11 @@ fn append<W: Write>(
     }
     let path = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&e.path));
     if e.kind == EntryKind::Regular {
-        spool.seek(SeekFrom::Start(offset))?;
         h.set_size(e.size);
         match &e.sparse {
             Some(map) => {
                 let data = Expanded {
-                    spool,
+                    spool: data,
                     map: map.clone().into_iter(),
                     pos: 0,
                     frag: None,
@@ -347,7 +439,7 @@ fn append<W: Write>(
                 };
                 tar.append_data(&mut h, path, data)
             }
-            None => tar.append_data(&mut h, path, (&mut *spool).take(len)),
+            None => tar.append_data(&mut h, path, &mut data),
         }
     } else {
         h.set_size(0);

@@ -222,12 +222,9 @@ pub fn modify(
             .collect(),
     };
     // Each distinct layer is rewritten once, whichever manifests share it.
-    let mut done: HashMap<(Digest, bool), Option<layers::NewLayer>> = HashMap::new();
-    let mut keep_blobs: Vec<Descriptor> = Vec::new();
+    // Each manifest parsed and checked once, before anything is written.
+    let mut prepared = Vec::new();
     for t in &targets {
-        if options.cancel.is_cancelled() {
-            return Err(ModError::Interrupted);
-        }
         let parsed = match spec::parse_document(&t.manifest.bytes, Kind::Manifest) {
             Ok(spec::Document::Manifest(m)) => m,
             _ => {
@@ -261,13 +258,10 @@ pub fn modify(
                 )));
             }
         }
-        let kept: Vec<&Layer> = all
-            .iter()
+        let kept: Vec<Layer> = all
+            .into_iter()
             .filter(|l| !options.rm_layers.contains(&(l.index + 1)))
             .collect();
-        // New layer descriptors and DiffIDs, in order.
-        let mut new_layers: Vec<Value> = Vec::new();
-        let mut diff_ids: Vec<String> = Vec::new();
         for l in &kept {
             let Some(from) = l.compression else {
                 return Err(ModError::Invalid(format!(
@@ -282,15 +276,44 @@ pub fn modify(
                     l.digest
                 )));
             }
-            let key = (l.digest.clone(), to == from);
-            let new = match done.get(&key) {
-                Some(n) => n.clone(),
-                None => {
-                    let n = layers::rewrite(store, l, &options.limits, &edits, to, layout, &spool)?;
-                    done.insert(key, n.clone());
-                    n
-                }
-            };
+        }
+        prepared.push((t, family, image_config, kept));
+    }
+    // Each distinct (layer, compression) rewritten once, largest first, on
+    // every core.
+    let mut jobs: Vec<(Layer, Compression)> = Vec::new();
+    for (_, _, _, kept) in &prepared {
+        for l in kept {
+            let to = options
+                .compress
+                .or(l.compression)
+                .unwrap_or(Compression::None);
+            if !jobs.iter().any(|(j, c)| j.digest == l.digest && *c == to) {
+                jobs.push((l.clone(), to));
+            }
+        }
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.0.size));
+    let results = crate::progress::largest_first(&jobs, |(l, to)| {
+        if options.cancel.is_cancelled() {
+            return Err(ModError::Interrupted);
+        }
+        layers::rewrite(store, l, &options.limits, &edits, *to, layout, &spool)
+    });
+    let mut done: HashMap<(Digest, Compression), Option<layers::NewLayer>> = HashMap::new();
+    for ((l, to), r) in jobs.iter().zip(results) {
+        done.insert((l.digest.clone(), *to), r?);
+    }
+    let mut keep_blobs: Vec<Descriptor> = Vec::new();
+    for (t, family, image_config, kept) in &prepared {
+        let family = *family;
+        // New layer descriptors and DiffIDs, in order.
+        let mut new_layers: Vec<Value> = Vec::new();
+        let mut diff_ids: Vec<String> = Vec::new();
+        for l in kept {
+            let from = l.compression.unwrap_or(Compression::None);
+            let to = options.compress.unwrap_or(from);
+            let new = done.get(&(l.digest.clone(), to)).cloned().flatten();
             let (digest, size, diff_id, compression) = match &new {
                 Some(n) => {
                     report_rewritten += 1;
