@@ -1112,6 +1112,38 @@ fn docker_engine_round_trips() {
             load_and_check(d, &re, Some("demo/re:arm64"), &fx.arm);
         },
     );
+    steps.run(
+        "mod --to-docker (zstd layer recompressed to gzip) loads in docker",
+        || {
+            // A copy, so the fixture's demo keeps its tags for the steps above.
+            let layout = tmp.join("mod-layout");
+            ocikit_ok([
+                "mod",
+                &index_src,
+                "--tag",
+                "mod-docker",
+                "--layout",
+                &s(&layout),
+                "--to-docker",
+                "--compress",
+                "gzip",
+                "--time-max",
+                "@1600000000",
+                "--label",
+                "stage=docker",
+            ]);
+            let want = demo_image(&layout, "mod-docker", Some("amd64"));
+            let a = tmp.join("mod-docker.tar");
+            ocikit_ok([
+                "export",
+                &format!("{}:mod-docker", s(&layout)),
+                &format!("docker-archive:{}:demo/mod:1", s(&a)),
+                "--platform",
+                "linux/amd64",
+            ]);
+            load_and_check(d, &a, Some("demo/mod:1"), &want);
+        },
+    );
 
     eprintln!(
         "docker engine: {} steps passed, {} failed, {:.1} s in all (daemon start {:.2} s)",
