@@ -334,8 +334,9 @@ pub struct AttachOptions {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// What [`attach`] wrote.
-#[derive(Debug, Clone)]
+/// What [`attach`] wrote (`attach --json`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AttachReport {
     /// The artifact manifest's descriptor (with its `artifactType`).
     pub manifest: Descriptor,

@@ -764,3 +764,40 @@ fn referrers_errors_exit_2() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("s390x"), "{}", stderr(&o));
 }
+
+#[test]
+fn attach_json_describes_what_was_written() {
+    let (_t, demo) = demo_copy();
+    let file = demo.parent().unwrap().join("note.txt");
+    fs::write(&file, b"note\n").unwrap();
+    let target = format!("{}:legacy", s(&demo));
+    let o = ocikit([
+        "attach",
+        &target,
+        "--artifact-type",
+        "application/x-note",
+        &s(&file),
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let digest = v["manifest"]["digest"].as_str().unwrap();
+    // The digest names the stored manifest, whose subject is the one reported.
+    let m: serde_json::Value = serde_json::from_slice(&blob_bytes(&demo, digest)).unwrap();
+    assert_eq!(m["subject"]["digest"], v["subject"]["digest"]);
+    assert_eq!(
+        v["subject"]["digest"],
+        index_entry(&demo, "legacy")["digest"]
+    );
+    assert_eq!(v["layers"][0]["digest"], digest_of(b"note\n"));
+    assert_eq!(v["manifest"]["artifactType"], "application/x-note");
+    // Without --json: the same digest, alone.
+    let o = ocikit([
+        "attach",
+        &target,
+        "--artifact-type",
+        "application/x-note",
+        &s(&file),
+    ]);
+    assert_eq!(stdout(&o).trim(), digest);
+}

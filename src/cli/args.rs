@@ -338,6 +338,9 @@ pub enum Command {
         /// Media type of the layers (default: application/octet-stream).
         #[arg(long, value_name = "TYPE")]
         media_type: Option<String>,
+        /// Print what was written as JSON (docs/json.md) instead of the digest.
+        #[arg(long)]
+        json: bool,
     },
     /// Build and edit multi-platform image indexes in a layout (create, add, rm).
     #[command(

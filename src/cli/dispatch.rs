@@ -188,7 +188,8 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             files,
             annotations,
             media_type,
-        } => referrers::attach_cmd(&target, artifact_type, files, annotations, media_type)
+            json,
+        } => referrers::attach_cmd(&target, artifact_type, files, annotations, media_type, json)
             .map(|()| None),
         Command::Index { command } => index::index_cmd(command).map(|()| None),
     }

@@ -94,6 +94,7 @@ pub fn attach_cmd(
     files: Vec<PathBuf>,
     annotations: Vec<String>,
     media_type: Option<String>,
+    json: bool,
 ) -> Result<()> {
     let mut ann = BTreeMap::new();
     for a in &annotations {
@@ -117,6 +118,9 @@ pub fn attach_cmd(
             annotations: ann,
         },
     )?;
+    if json {
+        return print_json(&report);
+    }
     let mut o = out();
     writeln!(o, "{}", report.manifest.digest)?;
     o.flush()?;
