@@ -97,6 +97,7 @@ pub mod copy;
 pub mod diff;
 pub mod digest;
 mod docker;
+pub mod files;
 pub mod flatten;
 pub mod gc;
 pub mod graph;
@@ -140,6 +141,7 @@ pub use verified::{Mismatch, Verified};
 // The operations' options, reports and errors.
 pub use copy::{CopyError, CopyOptions, CopyReport, RunError, RunOptions, RunReport};
 pub use diff::{DiffError, DiffOptions, DiffReport};
+pub use files::{FilesError, FilesOptions, FilesReport, GetFileOptions, GetFileReport};
 pub use flatten::{FlattenError, FlattenOptions, FlattenReport};
 pub use gc::{GcError, GcOptions, GcReport};
 pub use squash::{SquashOptions, SquashReport};

@@ -9,7 +9,7 @@ use ocikit::Layout;
 
 use super::args::{Cli, Command};
 use super::output::{lock_notice, say, set_verbosity, verbose};
-use super::{image, inspect, maintain, transfer};
+use super::{files, image, inspect, maintain, transfer};
 use crate::Negative;
 
 /// Runs the command, saying how long it took with `-v`.
@@ -140,5 +140,20 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             let file = locations.pop().unwrap_or_default();
             transfer::copy_cmd(locations, file, Mode::Export, &opts, Some(&archive)).map(|()| None)
         }
+        Command::GetFile {
+            location,
+            path,
+            output,
+            no_follow,
+            platform,
+            json,
+        } => files::get_file_cmd(&location, &path, output, no_follow, choice(platform), json)
+            .map(|()| None),
+        Command::Files {
+            location,
+            long,
+            json,
+            platform,
+        } => files::files_cmd(&location, choice(platform), long, json).map(|()| None),
     }
 }
