@@ -677,6 +677,12 @@ fn decide(ix: &Indexed, p: &[u8], before: usize) -> Decision {
     let mut state = Decision::Lower;
     for (pos, (path, what)) in ix.entries.iter().enumerate().take(before) {
         let path = &path[..];
+        if matches!(state, Decision::Lower) && is_ancestor(p, path) && !p.is_empty() {
+            // An entry under `p`: `p` is a directory here (implied if it has
+            // no entry of its own).
+            state = Decision::Present(pos, Rec::implied(ix.layer), None);
+            continue;
+        }
         if path == p {
             match what {
                 What::Entry { rec, hardlink } => {
