@@ -1009,7 +1009,7 @@ fn capture<R: Read>(
 pub fn get_file(
     store: &dyn Store,
     image: &Image,
-    path: &str,
+    path: &[u8],
     options: &GetFileOptions,
 ) -> Result<(GetFileReport, Content), FilesError> {
     let layers = image.typed_layers(store)?;
@@ -1020,7 +1020,7 @@ pub fn get_file(
         options: &options.files,
         read: Vec::new(),
     };
-    let requested = path.to_string();
+    let requested = String::from_utf8_lossy(path).into_owned();
     let not_found = |why: Option<String>| FilesError::NotFound {
         path: requested.clone(),
         why,
@@ -1031,11 +1031,8 @@ pub fn get_file(
             reason: "the path is too long".into(),
         });
     }
-    let mut queue: std::collections::VecDeque<Vec<u8>> = path
-        .as_bytes()
-        .split(|&b| b == b'/')
-        .map(<[u8]>::to_vec)
-        .collect();
+    let mut queue: std::collections::VecDeque<Vec<u8>> =
+        path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
     let mut resolved: Vec<Vec<u8>> = Vec::new();
     let mut hops = 0usize;
     loop {

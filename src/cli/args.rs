@@ -258,7 +258,7 @@ pub enum Command {
         /// LOCATION[:REF].
         location: String,
         /// The path in the image (absolute or relative to its root).
-        path: String,
+        path: std::ffi::OsString,
         /// Write the content to FILE (atomically) instead of stdout.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,

@@ -21,13 +21,14 @@ fn options() -> FilesOptions {
 
 pub fn get_file_cmd(
     location: &str,
-    path: &str,
+    raw: &std::ffi::OsStr,
     output: Option<PathBuf>,
     no_follow: bool,
     platform: PlatformChoice,
     json: bool,
 ) -> Result<()> {
     let (loc, store) = open_store(location)?;
+    let path = &raw.to_string_lossy();
     if let Some(file) = &output {
         if file.is_dir() || file.file_name().is_none() {
             bail!(
@@ -42,7 +43,7 @@ pub fn get_file_cmd(
     let (report, content) = files::get_file(
         &store,
         &image,
-        path,
+        std::os::unix::ffi::OsStrExt::as_bytes(raw),
         &GetFileOptions {
             no_follow,
             files: options(),
