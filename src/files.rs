@@ -15,7 +15,7 @@
 //! layer it reads is read to its end, so its stored digest and DiffID are
 //! checked; only the layers below the deciding one are never read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
@@ -258,13 +258,10 @@ pub struct FileEntry {
     /// Nanoseconds of the modification time.
     pub mtime_nsec: u32,
     /// A symlink's target, as stored.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     /// For a path made by a hardlink entry: the path it links to.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hardlink: Option<String>,
     /// (major, minor) of a device.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<[u32; 2]>,
     /// The layer (base first, from 0) whose entry provided the path.
     pub layer: usize,
@@ -273,6 +270,9 @@ pub struct FileEntry {
 /// What [`list`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct FilesReport {
+    /// Always [`crate::report::SCHEMA_VERSION`].
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
     /// Layers applied.
     pub layers: usize,
     /// Every path of the tree but the root, sorted by path bytes.
@@ -628,6 +628,7 @@ pub fn list(
         not_stopped(l, walked)?;
     }
     Ok(FilesReport {
+        schema_version: crate::report::SCHEMA_VERSION,
         layers: layers.len(),
         entries: tree.entries(),
         root: tree.nodes[0].rec.report(b""),
@@ -754,6 +755,9 @@ pub struct GetFileOptions {
 /// What [`get_file`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct GetFileReport {
+    /// Always [`crate::report::SCHEMA_VERSION`].
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
     /// The path asked for.
     pub requested: String,
     /// The entry found (its path after symlinks are resolved).
@@ -815,6 +819,7 @@ impl Reader<'_> {
         };
         let mut buf = vec![0u8; IO_BUFFER];
         let mut failed: Option<FilesError> = None;
+        let mut links: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let options = self.options;
         let walked = l
             .walk(self.store, &options.limits, &(), |tar, e| {
@@ -845,7 +850,13 @@ impl Reader<'_> {
                     }
                     return Ok(Visit::Continue);
                 };
-                let parent = parents.join(&b'/');
+                // Parents resolve through the symlinks this layer made
+                // earlier (as flatten applies them); not through lower ones.
+                let parent = if links.is_empty() {
+                    parents.join(&b'/')
+                } else {
+                    through_links(&links, parents)
+                };
                 let join = |name: &[u8]| -> Box<[u8]> {
                     let mut p = parent.clone();
                     if !p.is_empty() {
@@ -901,6 +912,20 @@ impl Reader<'_> {
                         (path, what)
                     }
                 };
+                match &what {
+                    What::Entry {
+                        rec,
+                        hardlink: None,
+                    } if rec.kind == FileType::Symlink => {
+                        let t = rec.link.as_deref().unwrap_or_default().to_vec();
+                        links.insert(path.to_vec(), t);
+                    }
+                    What::Opaque => {}
+                    _ if !links.is_empty() => {
+                        links.remove(&path[..]);
+                    }
+                    _ => {}
+                }
                 ix.entries.push((path, what));
                 Ok(Visit::Continue)
             })
@@ -937,6 +962,40 @@ impl Reader<'_> {
         }
         Ok(Err("not in any layer".into()))
     }
+}
+
+/// `comps` with the symlinks in `links` (path → target, made earlier in
+/// the same layer) followed, clamped at the root; as written after
+/// [`MAX_SYMLINKS`] hops.
+fn through_links(links: &HashMap<Vec<u8>, Vec<u8>>, comps: &[Vec<u8>]) -> Vec<u8> {
+    let mut queue: std::collections::VecDeque<Vec<u8>> = comps.iter().cloned().collect();
+    let mut done: Vec<Vec<u8>> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = queue.pop_front() {
+        match &c[..] {
+            b"" | b"." => continue,
+            b".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        done.push(c);
+        if let Some(t) = links.get(&done.join(&b'/')) {
+            hops += 1;
+            if hops > MAX_SYMLINKS {
+                return comps.join(&b'/');
+            }
+            done.pop();
+            if t.starts_with(b"/") {
+                done.clear();
+            }
+            for x in t.split(|&b| b == b'/').rev() {
+                queue.push_front(x.to_vec());
+            }
+        }
+    }
+    done.join(&b'/')
 }
 
 /// A lookup's result: (newest-first layer position, entry position, record,
@@ -1137,6 +1196,7 @@ pub fn get_file(
         let entry = rec.report(&p);
         return Ok((
             GetFileReport {
+                schema_version: crate::report::SCHEMA_VERSION,
                 requested,
                 entry,
                 content_layer,

@@ -364,3 +364,34 @@ fn files_lists_the_flattened_tree() {
     assert_eq!(v["entries"][0]["type"], "symlink");
     fails(&["get-file", &img2, "/l"], &["/l", "no such file"]);
 }
+
+/// A whiteout written after a same-layer symlink that replaced its parent
+/// is applied through that symlink (as flatten and umoci do): both
+/// commands agree that the file behind the link is gone.
+#[test]
+fn whiteouts_through_a_same_layer_symlink() {
+    let t = tempfile::tempdir().unwrap();
+    let img = layout(
+        t.path(),
+        &[
+            tar(&[
+                file("etc/y", "bait\n"),
+                file("etc/z", "stays\n"),
+                file("r/d/y", "y\n"),
+            ]),
+            tar(&[
+                file("r/.wh.d", ""),
+                Entry::Symlink("r/d", "../etc"),
+                file("r/d/.wh.y", ""),
+            ]),
+        ],
+    );
+    fails(&["get-file", &img, "/etc/y"], &["/etc/y", "no such file"]);
+    fails(&["get-file", &img, "/r/d/y"], &["/r/d/y", "no such file"]);
+    assert_eq!(get(&[&img, "/r/d/z"]), b"stays\n");
+    let o = ocikit_ok(["files", &img]);
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        "/etc\n/etc/z\n/r\n/r/d\n"
+    );
+}

@@ -3199,6 +3199,8 @@ fn get_file_matches_umoci_unpack() {
         "/opq2/oldsub/x",
         "/modes/d000-gone/sub/inside",
         "/replace/dir-to-file/x",
+        // Whited out through the same-layer symlink replace/dir-to-link.
+        "/etc/y",
     ] {
         assert!(!root.join(&p[1..]).exists(), "umoci has {p}");
         let o = ocikit(["get-file", &loc, p]);

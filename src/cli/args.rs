@@ -249,7 +249,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print one file of the flattened image, reading only the layers that decide it.
+    /// Print one file of the flattened image; reads no layer below the one holding it.
     #[command(
         name = "get-file",
         after_help = "Layers are read newest first; reading stops at the first layer that decides PATH.\nSymlinks are followed inside the image root (never on the host); a symlink prints its target with --no-follow.\nExit status: 0 found, 2 not found, a directory, or could not run.\nExamples:\n  ocikit get-file testdata/demo:1.0 /etc/os-release\n  ocikit get-file ./images:app /usr/bin/app --output app.bin\n  ocikit get-file ./images:app /etc/passwd --json"
@@ -273,7 +273,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the flattened image's paths without flattening it (like `tar -tv` of flatten --tar).
+    /// List the paths of the flattened image without flattening it.
     #[command(
         after_help = "The layers are applied base first in memory with the whiteout rules; nothing is written.\nExamples:\n  ocikit files testdata/demo:1.0\n  ocikit files ./images:app --long\n  ocikit files ./images:app --json | jq -r '.entries[] | select(.type == \"file\") | .path'"
     )]
