@@ -901,7 +901,7 @@ impl Reader<'_> {
                             (_, None) => return Ok(Visit::Continue),
                         };
                         if e.kind == EntryKind::Regular && &path[..] == want {
-                            match capture(tar, &e, &mut buf) {
+                            match capture(tar, &e, &mut buf, i) {
                                 Ok(f) => ix.captured.push((ix.entries.len(), f)),
                                 Err(err) => {
                                     failed = Some(err);
@@ -1008,6 +1008,7 @@ fn capture<R: Read>(
     tar: &mut crate::tarstream::TarReader<R>,
     e: &Entry,
     buf: &mut [u8],
+    index: usize,
 ) -> Result<File, FilesError> {
     let file = tempfile::tempfile()?;
     let map = e.sparse.clone().unwrap_or_default();
@@ -1046,7 +1047,7 @@ fn capture<R: Read>(
         }
     })
     .map_err(|source| FilesError::Entry {
-        index: 0,
+        index,
         entry: e.display_name(),
         reason: source.to_string(),
     })?;
@@ -1241,7 +1242,7 @@ impl Reader<'_> {
                     return Ok(Visit::Continue);
                 }
                 if seen == pos && e.kind == EntryKind::Regular {
-                    match capture(tar, &e, &mut buf) {
+                    match capture(tar, &e, &mut buf, index) {
                         Ok(f) => got = Some(f),
                         Err(x) => {
                             failed = Some(x);

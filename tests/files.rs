@@ -395,3 +395,101 @@ fn whiteouts_through_a_same_layer_symlink() {
         "/etc\n/etc/z\n/r\n/r/d\n"
     );
 }
+
+/// `files` lists what `flatten` writes (paths and types) and `get-file`
+/// returns every regular file's bytes as flatten wrote them.
+fn assert_matches_flatten(img: &str) {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("rootfs");
+    ocikit_ok(["flatten", "--rootless", img, "--output", &s(&out)]);
+    let mut want = Vec::new();
+    for e in walkdir::WalkDir::new(&out)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(&out).unwrap();
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let ft = e.file_type();
+        let kind = if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_dir() {
+            "dir"
+        } else {
+            "file"
+        };
+        let p = format!("/{}", rel.display());
+        if kind == "file" {
+            assert_eq!(get(&[img, &p]), fs::read(e.path()).unwrap(), "get-file {p}");
+        }
+        want.push((p, kind.to_string()));
+    }
+    want.sort();
+    let o = ocikit_ok(["files", img, "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut got: Vec<(String, String)> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_string(),
+                e["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "files vs flatten of {img}");
+}
+
+/// Rules within one layer, checked against flatten: a whiteout hides lower
+/// layers only, an opaque marker keeps what the layer wrote before it, a
+/// non-directory over a parent removes what the layer wrote under it.
+#[test]
+fn same_layer_rules_agree_with_flatten() {
+    let t = tempfile::tempdir().unwrap();
+    let img = layout(
+        t.path(),
+        &[
+            tar(&[
+                file("w/lower", "lower\n"),
+                file("o/lower", "lower\n"),
+                file("o/sub/lower", "lower\n"),
+                file("n/lower", "lower\n"),
+            ]),
+            tar(&[
+                file("w/same", "written, then whited out in its own layer\n"),
+                file("w/.wh.same", ""),
+                file("w/.wh.lower", ""),
+                file("o/before", "before the marker\n"),
+                file("o/sub/before", "before the marker\n"),
+                file("o/.wh..wh..opq", ""),
+                file("o/after", "after\n"),
+                file("n/x", "under n, then n becomes a file\n"),
+                file("n", "n is a file\n"),
+                file("later/d/x", "x\n"),
+                Entry::Symlink("later/l", "d"),
+                file("later/l/y", "through a same-layer symlink\n"),
+            ]),
+        ],
+    );
+    assert_matches_flatten(&img);
+    assert_eq!(
+        get(&[&img, "/w/same"]),
+        b"written, then whited out in its own layer\n"
+    );
+    assert_eq!(
+        get(&[&img, "/later/d/y"]),
+        b"through a same-layer symlink\n"
+    );
+    fails(&["get-file", &img, "/o/sub/lower"], &["no such file"]);
+    fails(&["get-file", &img, "/n/x"], &["no such file"]);
+    for img in [
+        three_layers(&t.path().join("3")),
+        whiteout_image(&t.path().join("w")),
+    ] {
+        assert_matches_flatten(&img);
+    }
+}
