@@ -852,11 +852,10 @@ impl Reader<'_> {
                 };
                 // Parents resolve through the symlinks this layer made
                 // earlier (as flatten applies them); not through lower ones.
-                let parent = if links.is_empty() {
-                    parents.join(&b'/')
-                } else {
-                    through_links(&links, parents)
-                };
+                let mut parent = parents.join(&b'/');
+                if !links.is_empty() && under_a_link(&links, &parent) {
+                    parent = through_links(&links, parents);
+                }
                 let join = |name: &[u8]| -> Box<[u8]> {
                     let mut p = parent.clone();
                     if !p.is_empty() {
@@ -940,9 +939,11 @@ impl Reader<'_> {
 
     /// The entry at the lexical path `p` (parents already resolved), as
     /// the layers from `from` (newest-first position) down decide it; for
-    /// the layer at `from`, only entries before `before`.
+    /// the layer at `from`, only entries before `before`. Layers read on
+    /// the way capture the data of a regular entry at `want`.
     fn lookup(
         &mut self,
+        want: &[u8],
         p: &[u8],
         from: usize,
         mut before: usize,
@@ -950,7 +951,7 @@ impl Reader<'_> {
         let mut k = from;
         while k < self.count() {
             if k >= self.read.len() {
-                self.read_next(p)?;
+                self.read_next(want)?;
             }
             match decide(&self.read[k], p, before) {
                 Decision::Lower => {}
@@ -962,6 +963,17 @@ impl Reader<'_> {
         }
         Ok(Err("not in any layer".into()))
     }
+}
+
+/// Whether `parent` or one of its parents is a key of `links`.
+fn under_a_link(links: &HashMap<Vec<u8>, Vec<u8>>, parent: &[u8]) -> bool {
+    parent
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(|(i, _)| &parent[..i])
+        .chain(std::iter::once(parent))
+        .any(|p| links.contains_key(p))
 }
 
 /// `comps` with the symlinks in `links` (path → target, made earlier in
@@ -1001,6 +1013,23 @@ fn through_links(links: &HashMap<Vec<u8>, Vec<u8>>, comps: &[Vec<u8>]) -> Vec<u8
 /// A lookup's result: (newest-first layer position, entry position, record,
 /// hardlink target).
 type Found = (usize, usize, Rec, Option<Vec<u8>>);
+
+/// The path the lookup is heading for when no further symlink is met:
+/// `resolved` and the components still queued, cleaned (so a layer read
+/// for a parent captures the file's data on the way).
+fn final_guess(resolved: &[Vec<u8>], queue: &std::collections::VecDeque<Vec<u8>>) -> Vec<u8> {
+    let mut out: Vec<&[u8]> = resolved.iter().map(Vec::as_slice).collect();
+    for c in queue {
+        match &c[..] {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join(&b'/')
+}
 
 /// Writes an entry's data (sparse maps expanded) into an unnamed
 /// temporary file.
@@ -1110,15 +1139,16 @@ pub fn get_file(
         let last = queue.iter().all(|q| q.is_empty() || q == b".");
         resolved.push(c);
         let p = resolved.join(&b'/');
-        let (k, pos, rec, hardlink) = match r.lookup(&p, 0, usize::MAX)? {
-            Ok(found) => found,
-            Err(why) => {
-                return Err(not_found(Some(format!(
-                    "/{}: {why}",
-                    String::from_utf8_lossy(&p)
-                ))))
-            }
-        };
+        let (k, pos, rec, hardlink) =
+            match r.lookup(&final_guess(&resolved, &queue), &p, 0, usize::MAX)? {
+                Ok(found) => found,
+                Err(why) => {
+                    return Err(not_found(Some(format!(
+                        "/{}: {why}",
+                        String::from_utf8_lossy(&p)
+                    ))))
+                }
+            };
         // A hardlink: its target as it was just before the link entry.
         let (k, pos, rec, content_from) = match hardlink {
             None => (k, pos, rec, None),
@@ -1130,7 +1160,7 @@ pub fn get_file(
                     if links > MAX_SYMLINKS {
                         return Err(FilesError::SymlinkLoop { path: requested });
                     }
-                    match r.lookup(&target, tk, tpos)? {
+                    match r.lookup(&target, &target, tk, tpos)? {
                         Ok((k2, pos2, rec2, None)) => {
                             let mut out = rec2;
                             out.hardlink = Some(target.clone().into_boxed_slice());
