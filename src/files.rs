@@ -678,10 +678,15 @@ fn decide(ix: &Indexed, p: &[u8], before: usize) -> Decision {
     let mut state = Decision::Lower;
     for (pos, (path, what)) in ix.entries.iter().enumerate().take(before) {
         let path = &path[..];
-        if matches!(state, Decision::Lower) && is_ancestor(p, path) && !p.is_empty() {
-            // An entry under `p`: `p` is a directory here (implied if it has
-            // no entry of its own).
-            state = Decision::Present(pos, Rec::implied(ix.layer), None);
+        if !p.is_empty() && is_ancestor(p, path) {
+            // An entry under `p` makes `p` a directory here (implied if it
+            // has no entry of its own, or replacing a non-directory this
+            // layer wrote); markers under `p` create nothing.
+            let dir_now =
+                matches!(&state, Decision::Present(_, r, None) if r.kind == FileType::Dir);
+            if matches!(what, What::Entry { .. }) && !dir_now {
+                state = Decision::Present(pos, Rec::implied(ix.layer), None);
+            }
             continue;
         }
         if path == p {

@@ -23,7 +23,7 @@
 //!   [`resolve`] (REF and platform to one [`Image`]), [`image`] (its typed
 //!   layers), [`graph`] (reachability), [`tarstream`] (layer contents).
 //! - Operations: [`verify`], [`gc`], [`copy`], [`flatten`], [`squash`],
-//!   [`diff`], [`rewrite`] (document edits), [`report`] (the documents the
+//!   [`diff`], [`files`] (the flattened tree, read-only), [`rewrite`] (document edits), [`report`] (the documents the
 //!   binary prints).
 //! - Per-call settings and safety: [`limits`], [`cancel`], [`verified`] (the
 //!   hashing adapter every read goes through).

@@ -458,6 +458,8 @@ fn same_layer_rules_agree_with_flatten() {
                 file("o/lower", "lower\n"),
                 file("o/sub/lower", "lower\n"),
                 file("n/lower", "lower\n"),
+                file("rd/old", "old\n"),
+                file("f2d", "a file below\n"),
             ]),
             tar(&[
                 file("w/same", "written, then whited out in its own layer\n"),
@@ -472,6 +474,12 @@ fn same_layer_rules_agree_with_flatten() {
                 file("later/d/x", "x\n"),
                 Entry::Symlink("later/l", "d"),
                 file("later/l/y", "through a same-layer symlink\n"),
+                // Deleted, then written under again: a fresh directory.
+                file(".wh.rd", ""),
+                file("rd/new", "new\n"),
+                // A file of this layer, then an entry under it.
+                file("f2d", "briefly a file\n"),
+                file("f2d/inside", "inside\n"),
             ]),
         ],
     );
@@ -486,6 +494,10 @@ fn same_layer_rules_agree_with_flatten() {
     );
     fails(&["get-file", &img, "/o/sub/lower"], &["no such file"]);
     fails(&["get-file", &img, "/n/x"], &["no such file"]);
+    assert_eq!(get(&[&img, "/rd/new"]), b"new\n");
+    fails(&["get-file", &img, "/rd/old"], &["no such file"]);
+    assert_eq!(get(&[&img, "/f2d/inside"]), b"inside\n");
+    fails(&["get-file", &img, "/f2d"], &["is a directory"]);
     for img in [
         three_layers(&t.path().join("3")),
         whiteout_image(&t.path().join("w")),
