@@ -27,6 +27,7 @@
 //!   [`rewrite`] (document edits), [`report`] (the documents the binary
 //!   prints).
 //!   [`diff`], [`index_edit`] (multi-platform indexes), [`rewrite`] (document edits), [`report`] (the documents the
+//!   [`diff`], [`files`] (the flattened tree, read-only), [`rewrite`] (document edits), [`report`] (the documents the
 //!   binary prints).
 //! - Per-call settings and safety: [`limits`], [`cancel`], [`verified`] (the
 //!   hashing adapter every read goes through).
@@ -100,6 +101,7 @@ pub mod copy;
 pub mod diff;
 pub mod digest;
 mod docker;
+pub mod files;
 pub mod flatten;
 pub mod gc;
 pub mod graph;
@@ -146,6 +148,7 @@ pub use verified::{Mismatch, Verified};
 // The operations' options, reports and errors.
 pub use copy::{CopyError, CopyOptions, CopyReport, RunError, RunOptions, RunReport};
 pub use diff::{DiffError, DiffOptions, DiffReport};
+pub use files::{FilesError, FilesOptions, FilesReport, GetFileOptions, GetFileReport};
 pub use flatten::{FlattenError, FlattenOptions, FlattenReport};
 pub use gc::{GcError, GcOptions, GcReport};
 pub use index_edit::{IndexEditError, IndexOptions, IndexReport};

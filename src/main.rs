@@ -18,6 +18,7 @@
 mod cli {
     pub mod args;
     pub mod dispatch;
+    pub mod files;
     pub mod image;
     pub mod index;
     pub mod inspect;

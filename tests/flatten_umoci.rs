@@ -2932,3 +2932,288 @@ fn flatten_output_dir_contract() {
         "a failed squash must not touch the layout"
     );
 }
+
+// ====================================================================== files and get-file
+
+/// `ocikit files --json` as a tree of the fields umoci's rootfs can be
+/// compared on: (kind, mode, uid, gid, size, symlink target, device,
+/// mtime), keyed like [`scan`] (`.` for the root).
+fn files_tree(loc: &str) -> BTreeMap<String, Value> {
+    let o = ocikit_ok(["files", loc, "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut out = BTreeMap::new();
+    let mut add = |e: &Value| {
+        let p = e["path"].as_str().unwrap();
+        let rel = if p == "/" {
+            ".".to_string()
+        } else {
+            p[1..].to_string()
+        };
+        assert!(
+            out.insert(rel.clone(), e.clone()).is_none(),
+            "{rel} listed twice"
+        );
+    };
+    add(&v["root"]);
+    for e in v["entries"].as_array().unwrap() {
+        add(e);
+    }
+    out
+}
+
+/// `files --json` lists exactly umoci's paths, each with umoci's type, mode,
+/// owner, size, symlink target, device numbers and (for everything but
+/// directories, whose mtimes umoci stamps with the unpack time where the
+/// image implies them) mtime.
+#[test]
+fn files_lists_what_umoci_unpacks() {
+    let test = "files_lists_what_umoci_unpacks";
+    if skip_without(test, &["umoci"]) {
+        return;
+    }
+    let f = fixture();
+    if !f.root {
+        eprintln!("SKIPPING {test}: not root (owners and devices need a root unpack)");
+        return;
+    }
+    let ours = files_tree(&format!("oci:{}", f.image));
+    let theirs = scan_umoci(&f.umoci_rootfs);
+    let mut problems = Vec::new();
+    for (p, m) in &theirs {
+        let Some(e) = ours.get(p) else {
+            problems.push(format!("{p}: only in umoci ({})", m.kind));
+            continue;
+        };
+        let mut d = Vec::new();
+        if e["type"] != m.kind {
+            d.push(format!("type {} vs {}", m.kind, e["type"]));
+        }
+        if e["mode"] != format!("{:04o}", m.mode) {
+            d.push(format!("mode {:04o} vs {}", m.mode, e["mode"]));
+        }
+        if (e["uid"].as_u64(), e["gid"].as_u64()) != (Some(m.uid.into()), Some(m.gid.into())) {
+            d.push(format!(
+                "owner {}:{} vs {}:{}",
+                m.uid, m.gid, e["uid"], e["gid"]
+            ));
+        }
+        if let Some(size) = m.size {
+            if e["size"] != size {
+                d.push(format!("size {size} vs {}", e["size"]));
+            }
+        }
+        if e["link"].as_str().map(String::from) != m.target {
+            d.push(format!("link {:?} vs {}", m.target, e["link"]));
+        }
+        if let Some((ma, mi)) = m.rdev {
+            if e["device"] != json!([ma, mi]) {
+                d.push(format!("device {ma},{mi} vs {}", e["device"]));
+            }
+        }
+        if m.kind != "dir"
+            && (e["mtime"].as_i64(), e["mtime_nsec"].as_i64()) != (Some(m.mtime.0), Some(m.mtime.1))
+        {
+            d.push(format!(
+                "mtime {:?} vs {}.{}",
+                m.mtime, e["mtime"], e["mtime_nsec"]
+            ));
+        }
+        if !d.is_empty() {
+            problems.push(format!("{p}: {}", d.join("; ")));
+        }
+    }
+    for (p, e) in &ours {
+        if !theirs.contains_key(p) {
+            problems.push(format!("{p}: only in ocikit files ({})", e["type"]));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "files vs umoci unpack:\n  {}",
+        problems.join("\n  ")
+    );
+    // Layer indexes: what the top layer added comes from it; hardlinks say
+    // what they link to.
+    assert_eq!(ours["final/file"]["layer"], 4);
+    assert_eq!(ours["etc/hostname"]["layer"], 1);
+    assert_eq!(ours["crafted/lower-link"]["hardlink"], "/hl/a");
+    assert!(ours.len() > 100, "{}", ours.len());
+}
+
+/// `root`-relative `rel` resolved like RESOLVE_IN_ROOT on a host tree:
+/// symlinks followed, absolute targets and `..` clamped at `root`; `None`
+/// when absent or looping.
+fn resolve_in_root(root: &Path, rel: &[u8]) -> Option<PathBuf> {
+    let mut queue: std::collections::VecDeque<Vec<u8>> =
+        rel.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+    let mut done: Vec<Vec<u8>> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = queue.pop_front() {
+        match &c[..] {
+            b"" | b"." => continue,
+            b".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        done.push(c);
+        let here = done.iter().fold(root.to_path_buf(), |p, c| {
+            p.join(std::ffi::OsStr::from_bytes(c))
+        });
+        let md = fs::symlink_metadata(&here).ok()?;
+        if md.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            done.pop();
+            let t = fs::read_link(&here).ok()?;
+            let t = t.as_os_str().as_bytes();
+            if t.starts_with(b"/") {
+                done.clear();
+            }
+            for x in t.split(|&b| b == b'/').rev() {
+                queue.push_front(x.to_vec());
+            }
+        }
+    }
+    Some(done.iter().fold(root.to_path_buf(), |p, c| {
+        p.join(std::ffi::OsStr::from_bytes(c))
+    }))
+}
+
+/// `get-file` gives the bytes of every regular file umoci unpacked, symlinks
+/// resolve as they do in umoci's tree (and `--no-follow` gives their
+/// targets), and what whiteouts and opaque directories hid is not found.
+#[test]
+fn get_file_matches_umoci_unpack() {
+    let test = "get_file_matches_umoci_unpack";
+    if skip_without(test, &["umoci"]) {
+        return;
+    }
+    let f = fixture();
+    let loc = format!("oci:{}", f.image);
+    let root = &f.umoci_rootfs;
+    let (mut files, mut links) = (0, 0);
+    for e in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap();
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let arg = Path::new("/").join(rel);
+        let ft = e.file_type();
+        if ft.is_file() {
+            // As non-root the tree may hold 0000 files umoci could not read
+            // back; compare what can be read.
+            let Ok(want) = fs::read(e.path()) else {
+                continue;
+            };
+            let o = ocikit([
+                std::ffi::OsStr::new("get-file"),
+                loc.as_ref(),
+                arg.as_os_str(),
+            ]);
+            assert_eq!(code(&o), 0, "get-file {}: {}", arg.display(), stderr(&o));
+            assert!(
+                o.stdout == want,
+                "get-file {}: {} bytes, umoci has {}",
+                arg.display(),
+                o.stdout.len(),
+                want.len()
+            );
+            files += 1;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(e.path()).unwrap();
+            let o = ocikit([
+                std::ffi::OsStr::new("get-file"),
+                loc.as_ref(),
+                arg.as_os_str(),
+                "--no-follow".as_ref(),
+            ]);
+            assert_eq!(
+                code(&o),
+                0,
+                "get-file --no-follow {}: {}",
+                arg.display(),
+                stderr(&o)
+            );
+            let mut want = target.as_os_str().as_bytes().to_vec();
+            want.push(b'\n');
+            assert_eq!(o.stdout, want, "get-file --no-follow {}", arg.display());
+            let o = ocikit([
+                std::ffi::OsStr::new("get-file"),
+                loc.as_ref(),
+                arg.as_os_str(),
+            ]);
+            let resolved = resolve_in_root(root, rel.as_os_str().as_bytes());
+            match resolved.as_deref().map(|p| (p, fs::symlink_metadata(p))) {
+                Some((p, Ok(md))) if md.is_file() => {
+                    assert_eq!(code(&o), 0, "get-file {}: {}", arg.display(), stderr(&o));
+                    assert!(
+                        o.stdout == fs::read(p).unwrap(),
+                        "get-file {} (-> {})",
+                        arg.display(),
+                        p.display()
+                    );
+                }
+                Some((_, Ok(md))) if md.is_dir() => {
+                    assert_eq!(code(&o), 2, "get-file {}: {}", arg.display(), stderr(&o));
+                    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+                }
+                Some((_, Ok(_))) => {} // a FIFO or a device: no content to compare
+                _ => {
+                    assert_eq!(
+                        code(&o),
+                        2,
+                        "get-file {} (dangling): {}",
+                        arg.display(),
+                        stderr(&o)
+                    );
+                    assert!(stderr(&o).contains("no such file"), "{}", stderr(&o));
+                }
+            }
+            links += 1;
+        }
+    }
+    assert!(files > 50 && links > 5, "{files} files, {links} symlinks");
+    // Hidden by whiteouts (plain, of a parent, of one name of a hardlink
+    // group) and by opaque directories (umoci's and the hand-made one),
+    // or replaced: exit 2 naming the path.
+    for p in [
+        "/del/file",
+        "/del/dir/a",
+        "/del/dir/b/c",
+        "/gone/target",
+        "/hl/b",
+        "/ro/file",
+        "/opaque/a",
+        "/opaque/sub/c",
+        "/ro2/old",
+        "/ro2/sub/old",
+        "/opq2/old1",
+        "/opq2/oldsub/x",
+        "/modes/d000-gone/sub/inside",
+        "/replace/dir-to-file/x",
+        // Whited out through the same-layer symlink replace/dir-to-link.
+        "/etc/y",
+    ] {
+        assert!(!root.join(&p[1..]).exists(), "umoci has {p}");
+        let o = ocikit(["get-file", &loc, p]);
+        assert_eq!(code(&o), 2, "get-file {p}: {}", stdout(&o));
+        assert!(
+            stderr(&o).contains(p) && stderr(&o).contains("no such file"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(o.stdout.is_empty());
+    }
+    // A file of the top layer: one layer read.
+    let o = ocikit_ok(["get-file", &loc, "/final/file", "--json"]);
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["layers_read"], 1, "{j}");
+}

@@ -350,6 +350,47 @@ pub enum Command {
         #[command(subcommand)]
         command: super::index::IndexCommand,
     },
+    /// Print one file of the flattened image; reads no layer below the one holding it.
+    #[command(
+        name = "get-file",
+        after_help = "Layers are read newest first; reading stops at the first layer that decides PATH.\nSymlinks are followed inside the image root (never on the host); a symlink prints its target with --no-follow.\nExit status: 0 found, 2 not found, a directory, or could not run.\nExamples:\n  ocikit get-file testdata/demo:1.0 /etc/os-release\n  ocikit get-file ./images:app /usr/bin/app --output app.bin\n  ocikit get-file ./images:app /etc/passwd --json"
+    )]
+    GetFile {
+        /// LOCATION[:REF].
+        location: String,
+        /// The path in the image (absolute or relative to its root).
+        path: std::ffi::OsString,
+        /// Write the content to FILE (atomically) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Do not follow a symlink in PATH's last component: return the link itself.
+        #[arg(long)]
+        no_follow: bool,
+        /// Platform to choose in a multi-platform index; default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+        /// Print JSON describing what was found (schema in docs/json.md); the
+        /// content is then written only with --output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the paths of the flattened image without flattening it.
+    #[command(
+        after_help = "The layers are applied base first in memory with the whiteout rules; nothing is written.\nExamples:\n  ocikit files testdata/demo:1.0\n  ocikit files ./images:app --long\n  ocikit files ./images:app --json | jq -r '.entries[] | select(.type == \"file\") | .path'"
+    )]
+    Files {
+        /// LOCATION[:REF].
+        location: String,
+        /// Print `ls -l`-like lines: type and mode, owner, size, mtime, path, link, layer.
+        #[arg(long, conflicts_with = "json")]
+        long: bool,
+        /// Print JSON (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+        /// Platform to choose in a multi-platform index; default: the host's.
+        #[arg(long)]
+        platform: Option<PlatformSpec>,
+    },
 }
 
 #[derive(clap::Args)]

@@ -9,7 +9,7 @@ use ocikit::Layout;
 
 use super::args::{Cli, Command};
 use super::output::{lock_notice, say, set_verbosity, verbose};
-use super::{image, index, inspect, maintain, referrers, transfer};
+use super::{files, image, index, inspect, maintain, referrers, transfer};
 use crate::Negative;
 
 /// Runs the command, saying how long it took with `-v`.
@@ -192,5 +192,20 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
         } => referrers::attach_cmd(&target, artifact_type, files, annotations, media_type, json)
             .map(|()| None),
         Command::Index { command } => index::index_cmd(command).map(|()| None),
+        Command::GetFile {
+            location,
+            path,
+            output,
+            no_follow,
+            platform,
+            json,
+        } => files::get_file_cmd(&location, &path, output, no_follow, choice(platform), json)
+            .map(|()| None),
+        Command::Files {
+            location,
+            long,
+            json,
+            platform,
+        } => files::files_cmd(&location, choice(platform), long, json).map(|()| None),
     }
 }
