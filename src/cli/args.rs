@@ -180,55 +180,7 @@ pub enum Command {
     #[command(
         after_help = "The source is never changed; the result is tagged TAG in --layout (default: LOCATION,\nwhen it is a layout). Layers no edit changes keep their stored bytes; same input and\nsame edits give the same digests. Referrers of the source are not copied (they would\nnot apply to the new manifest).\n--time-max takes RFC 3339 (2024-01-01T00:00:00Z), @UNIX, or source-date-epoch\n(reads SOURCE_DATE_EPOCH). Layers are counted from 1.\nExamples:\n  ocikit mod ./builds:run1 --tag run1-repro --time-max @1700000000 --normalize-layers\n  ocikit mod ./images:1.0 --tag 1.0-docker --to-docker --compress gzip\n  ocikit mod app.tar --layout ./images --tag app-slim --rm-path /usr/share/doc --label stage=prod"
     )]
-    Mod {
-        /// LOCATION[:REF].
-        location: String,
-        /// Tag for the new image.
-        #[arg(long)]
-        tag: String,
-        /// Layout to write into (default: LOCATION, when it is a layout).
-        #[arg(long)]
-        layout: Option<PathBuf>,
-        /// Clamp config, history and every layer entry's times to at most TIME.
-        #[arg(long, value_name = "TIME")]
-        time_max: Option<String>,
-        /// Rewrite layers as normalised tars (sorted, numeric owners, PAX only where needed).
-        #[arg(long)]
-        normalize_layers: bool,
-        /// Recompress every layer (gzip output is reproducible).
-        #[arg(long, value_enum)]
-        compress: Option<CompressArg>,
-        /// Use OCI media types.
-        #[arg(long, conflicts_with = "to_docker")]
-        to_oci: bool,
-        /// Use Docker schema 2 media types (no zstd layers).
-        #[arg(long)]
-        to_docker: bool,
-        /// Set a manifest annotation (repeatable).
-        #[arg(long = "annotation", value_name = "K=V")]
-        annotations: Vec<String>,
-        /// Set an annotation of the index (when LOCATION names an index; repeatable).
-        #[arg(long = "annotation-index", value_name = "K=V")]
-        index_annotations: Vec<String>,
-        /// Set a config label (repeatable).
-        #[arg(long = "label", value_name = "K=V")]
-        labels: Vec<String>,
-        /// Set an environment variable in the config (repeatable).
-        #[arg(long = "env", value_name = "K=V")]
-        env: Vec<String>,
-        /// Drop the config's history.
-        #[arg(long)]
-        rm_history: bool,
-        /// Drop layer N, counted from 1 (repeatable).
-        #[arg(long = "rm-layer", value_name = "N")]
-        rm_layers: Vec<usize>,
-        /// Drop PATH (and what is below it, and its whiteouts) from every layer (repeatable).
-        #[arg(long = "rm-path", value_name = "PATH")]
-        rm_paths: Vec<String>,
-        /// Print the result as JSON (docs/json.md).
-        #[arg(long)]
-        json: bool,
-    },
+    Mod(ModArgs),
     /// Explain how two images differ: index, manifest, config fields, layers, entries.
     #[command(
         after_help = "The first line says `identical` or where the first difference is; then one line per\ndifference (`LEVEL: PATH: WHAT`) and a summary. Identical layers are never decompressed.\n--ignore takes a comma list: timestamps, history, annotations, layer-boundaries, compression.\nExit status: 0 identical, 1 different, 2 error.\nExamples:\n  ocikit diff ./builds:run1 ./builds:run2\n  ocikit diff ./images:1.0 app.tar --ignore compression\n  ocikit diff a.tar b.tar --ignore timestamps,history --json"
@@ -391,6 +343,58 @@ pub enum Command {
         #[arg(long)]
         platform: Option<PlatformSpec>,
     },
+}
+
+/// `mod`'s arguments.
+#[derive(clap::Args)]
+pub struct ModArgs {
+    /// LOCATION[:REF].
+    pub location: String,
+    /// Tag for the new image.
+    #[arg(long)]
+    pub tag: String,
+    /// Layout to write into (default: LOCATION, when it is a layout).
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
+    /// Clamp config, history and every layer entry's times to at most TIME.
+    #[arg(long, value_name = "TIME")]
+    pub time_max: Option<String>,
+    /// Rewrite layers as normalised tars (sorted, numeric owners, PAX only where needed).
+    #[arg(long)]
+    pub normalize_layers: bool,
+    /// Recompress every layer (gzip output is reproducible).
+    #[arg(long, value_enum)]
+    pub compress: Option<CompressArg>,
+    /// Use OCI media types.
+    #[arg(long, conflicts_with = "to_docker")]
+    pub to_oci: bool,
+    /// Use Docker schema 2 media types (no zstd layers).
+    #[arg(long)]
+    pub to_docker: bool,
+    /// Set a manifest annotation (repeatable).
+    #[arg(long = "annotation", value_name = "K=V")]
+    pub annotations: Vec<String>,
+    /// Set an annotation of the index (when LOCATION names an index; repeatable).
+    #[arg(long = "annotation-index", value_name = "K=V")]
+    pub index_annotations: Vec<String>,
+    /// Set a config label (repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Set an environment variable in the config (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Drop the config's history.
+    #[arg(long)]
+    pub rm_history: bool,
+    /// Drop layer N, counted from 1 (repeatable).
+    #[arg(long = "rm-layer", value_name = "N")]
+    pub rm_layers: Vec<usize>,
+    /// Drop PATH (and what is below it, and its whiteouts) from every layer (repeatable).
+    #[arg(long = "rm-path", value_name = "PATH")]
+    pub rm_paths: Vec<String>,
+    /// Print the result as JSON (docs/json.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args)]

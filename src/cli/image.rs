@@ -12,7 +12,7 @@ use ocikit::platform::PlatformSpec;
 use ocikit::resolve::{self, PlatformChoice};
 use ocikit::Layout;
 
-use super::args::CompressArg;
+use super::args::{CompressArg, ModArgs};
 use super::output::{clean, open_store, out, print_json, say, Bar};
 use crate::{cancel_on_signals, Negative};
 
@@ -177,26 +177,6 @@ pub fn diff_cmd(
         o.flush()?;
     }
     Ok((!report.identical()).then_some(Negative))
-}
-
-/// `mod`'s arguments, as parsed.
-pub struct ModArgs {
-    pub location: String,
-    pub tag: String,
-    pub layout: Option<PathBuf>,
-    pub time_max: Option<String>,
-    pub normalize_layers: bool,
-    pub compress: Option<CompressArg>,
-    pub to_oci: bool,
-    pub to_docker: bool,
-    pub annotations: Vec<String>,
-    pub index_annotations: Vec<String>,
-    pub labels: Vec<String>,
-    pub env: Vec<String>,
-    pub rm_history: bool,
-    pub rm_layers: Vec<usize>,
-    pub rm_paths: Vec<String>,
-    pub json: bool,
 }
 
 fn pairs(flag: &str, list: &[String]) -> Result<Vec<(String, String)>> {

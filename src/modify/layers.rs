@@ -101,10 +101,7 @@ pub(super) fn rewrite(
     layout: &Layout,
     spool_dir: &Path,
 ) -> Result<Option<NewLayer>, ModError> {
-    let lerr = |e: LayerError| ModError::Layer {
-        digest: layer.digest.clone(),
-        source: Box::new(e),
-    };
+    let lerr = layer_error(layer);
     let io_out = |e: io::Error| ModError::Write(e.to_string());
     let from = layer.compression.unwrap_or(Compression::None);
     if !edits.touches_entries() {
@@ -182,6 +179,14 @@ pub(super) fn rewrite(
     finish(hashing, compression)
 }
 
+/// A layer error, naming `layer`.
+fn layer_error(layer: &Layer) -> impl Fn(LayerError) -> ModError + Copy + '_ {
+    |e| ModError::Layer {
+        digest: layer.digest.clone(),
+        source: Box::new(e),
+    }
+}
+
 /// Holes of sparse files count towards the decompression cap: a tiny sparse
 /// member can claim terabytes, and the new layer writes them out in full.
 fn check_holes(e: &Entry, cap: u64, holes: &mut u64) -> Result<(), LayerError> {
@@ -215,10 +220,7 @@ fn stream(
     layout: &Layout,
     from: Compression,
 ) -> Result<Option<NewLayer>, ModError> {
-    let lerr = |e: LayerError| ModError::Layer {
-        digest: layer.digest.clone(),
-        source: Box::new(e),
-    };
+    let lerr = layer_error(layer);
     let out = compressed_writer(layout, compression)?;
     let hashing = Verified::hashing(out, Algorithm::Sha256);
     let mut tar = tar::Builder::new(io::BufWriter::with_capacity(COPY_CHUNK, hashing));
