@@ -342,3 +342,37 @@ fn bad_edits_are_refused_and_tag_nothing() {
         assert_eq!(fs::read(demo.join("index.json")).unwrap(), index);
     }
 }
+
+#[test]
+fn a_failed_mod_leaves_the_layout_as_it_was() {
+    let (_t, demo) = demo_copy();
+    // legacy's second layer gets other bytes of the same size: its digest no
+    // longer matches, found only while it is rewritten.
+    let m = manifest(&demo, "legacy");
+    let layer = &m["layers"][1];
+    let path = blob_path(&demo, layer);
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let strip = |mut m: BTreeMap<String, String>| {
+        m.retain(|k, _| !k.starts_with(".ocikit"));
+        m
+    };
+    let before = strip(snapshot(&demo));
+    let o = ocikit([
+        "mod",
+        &format!("{}:legacy", s(&demo)),
+        "--tag",
+        "x",
+        "--time-max",
+        "@0",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(layer["digest"].as_str().unwrap()),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(strip(snapshot(&demo)), before, "blobs or tags left behind");
+}

@@ -12,7 +12,7 @@
 mod layers;
 pub mod time;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 
 use serde_json::{Map, Value};
@@ -207,269 +207,287 @@ pub fn modify(
         .collect::<Result<_, ModError>>()?;
 
     let lock = layout.lock().map_err(|e| ModError::Write(e.to_string()))?;
-    let spool = layout
-        .tmp_dir()
-        .map_err(|e| ModError::Write(e.to_string()))?;
-    let mut report_rewritten = 0;
-    let mut report_kept = 0;
-    let edits = layers::EntryEdits {
-        time_max: options.time_max,
-        normalize: options.normalize_layers,
-        rm_paths: options
-            .rm_paths
-            .iter()
-            .map(|p| layers::clean(p.as_bytes()))
-            .collect(),
-    };
-    // Each distinct layer is rewritten once, whichever manifests share it.
-    // Each manifest parsed and checked once, before anything is written.
-    let mut prepared = Vec::new();
-    for t in &targets {
-        let parsed = match spec::parse_document(&t.manifest.bytes, Kind::Manifest) {
-            Ok(spec::Document::Manifest(m)) => m,
-            _ => {
-                return Err(ModError::Invalid(format!(
-                    "{} is not a valid manifest",
-                    t.manifest.digest
-                )))
-            }
+    // Under the exclusive lock no other writer adds blobs: what is new when
+    // the edit fails is this run's, and is removed.
+    let before: HashSet<std::path::PathBuf> = layout
+        .store()
+        .list_blobs()
+        .map_err(|e| ModError::Write(e.to_string()))?
+        .into_iter()
+        .map(|b| b.path)
+        .collect();
+    let result = (|| -> Result<ModReport, ModError> {
+        let spool = layout
+            .tmp_dir()
+            .map_err(|e| ModError::Write(e.to_string()))?;
+        let mut report_rewritten = 0;
+        let mut report_kept = 0;
+        let edits = layers::EntryEdits {
+            time_max: options.time_max,
+            normalize: options.normalize_layers,
+            rm_paths: options
+                .rm_paths
+                .iter()
+                .map(|p| layers::clean(p.as_bytes()))
+                .collect(),
         };
-        let docker_in = parsed.media_type.as_deref() == Some(mt::DOCKER_MANIFEST)
-            || t.manifest.descriptor.media_type == mt::DOCKER_MANIFEST;
-        let family = options.family.unwrap_or(if docker_in {
-            Family::Docker
-        } else {
-            Family::Oci
-        });
-        let image_config = match &t.config {
-            Some(c) if c.descriptor.kind() == Kind::ImageConfig => Some(
-                spec::parse_config(&c.bytes)
-                    .map_err(|e| ModError::Invalid(format!("config {}: {e}", c.digest)))?,
-            ),
-            _ => None,
-        };
-        let all = layers_of(&parsed, image_config.as_ref())?;
-        for &n in &options.rm_layers {
-            if n == 0 || n > all.len() {
-                return Err(ModError::Invalid(format!(
-                    "--rm-layer {n}: manifest {} has {} layers (counted from 1)",
-                    t.manifest.digest,
-                    all.len()
-                )));
-            }
-        }
-        let kept: Vec<Layer> = all
-            .into_iter()
-            .filter(|l| !options.rm_layers.contains(&(l.index + 1)))
-            .collect();
-        for l in &kept {
-            let Some(from) = l.compression else {
-                return Err(ModError::Invalid(format!(
-                    "layer {} of manifest {} has media type {:?}, which mod cannot edit",
-                    l.digest, t.manifest.digest, l.descriptor.media_type
-                )));
+        // Each distinct layer is rewritten once, whichever manifests share it.
+        // Each manifest parsed and checked once, before anything is written.
+        let mut prepared = Vec::new();
+        for t in &targets {
+            let parsed = match spec::parse_document(&t.manifest.bytes, Kind::Manifest) {
+                Ok(spec::Document::Manifest(m)) => m,
+                _ => {
+                    return Err(ModError::Invalid(format!(
+                        "{} is not a valid manifest",
+                        t.manifest.digest
+                    )))
+                }
             };
-            let to = options.compress.unwrap_or(from);
-            if family == Family::Docker && to == Compression::Zstd {
-                return Err(ModError::Invalid(format!(
+            let docker_in = parsed.media_type.as_deref() == Some(mt::DOCKER_MANIFEST)
+                || t.manifest.descriptor.media_type == mt::DOCKER_MANIFEST;
+            let family = options.family.unwrap_or(if docker_in {
+                Family::Docker
+            } else {
+                Family::Oci
+            });
+            let image_config = match &t.config {
+                Some(c) if c.descriptor.kind() == Kind::ImageConfig => Some(
+                    spec::parse_config(&c.bytes)
+                        .map_err(|e| ModError::Invalid(format!("config {}: {e}", c.digest)))?,
+                ),
+                _ => None,
+            };
+            let all = layers_of(&parsed, image_config.as_ref())?;
+            for &n in &options.rm_layers {
+                if n == 0 || n > all.len() {
+                    return Err(ModError::Invalid(format!(
+                        "--rm-layer {n}: manifest {} has {} layers (counted from 1)",
+                        t.manifest.digest,
+                        all.len()
+                    )));
+                }
+            }
+            let kept: Vec<Layer> = all
+                .into_iter()
+                .filter(|l| !options.rm_layers.contains(&(l.index + 1)))
+                .collect();
+            for l in &kept {
+                let Some(from) = l.compression else {
+                    return Err(ModError::Invalid(format!(
+                        "layer {} of manifest {} has media type {:?}, which mod cannot edit",
+                        l.digest, t.manifest.digest, l.descriptor.media_type
+                    )));
+                };
+                let to = options.compress.unwrap_or(from);
+                if family == Family::Docker && to == Compression::Zstd {
+                    return Err(ModError::Invalid(format!(
                     "layer {} is zstd-compressed and Docker's manifest has no zstd layer type; add --compress gzip (or none)",
                     l.digest
                 )));
+                }
+            }
+            prepared.push((t, family, image_config, kept));
+        }
+        // Each distinct (layer, compression) rewritten once, largest first, on
+        // every core.
+        let mut jobs: Vec<(Layer, Compression)> = Vec::new();
+        for (_, _, _, kept) in &prepared {
+            for l in kept {
+                let to = options
+                    .compress
+                    .or(l.compression)
+                    .unwrap_or(Compression::None);
+                if !jobs.iter().any(|(j, c)| j.digest == l.digest && *c == to) {
+                    jobs.push((l.clone(), to));
+                }
             }
         }
-        prepared.push((t, family, image_config, kept));
-    }
-    // Each distinct (layer, compression) rewritten once, largest first, on
-    // every core.
-    let mut jobs: Vec<(Layer, Compression)> = Vec::new();
-    for (_, _, _, kept) in &prepared {
-        for l in kept {
-            let to = options
-                .compress
-                .or(l.compression)
-                .unwrap_or(Compression::None);
-            if !jobs.iter().any(|(j, c)| j.digest == l.digest && *c == to) {
-                jobs.push((l.clone(), to));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.0.size));
+        let results = crate::progress::largest_first(&jobs, |(l, to)| {
+            if options.cancel.is_cancelled() {
+                return Err(ModError::Interrupted);
             }
+            layers::rewrite(store, l, &options.limits, &edits, *to, layout, &spool)
+        });
+        let mut done: HashMap<(Digest, Compression), Option<layers::NewLayer>> = HashMap::new();
+        for ((l, to), r) in jobs.iter().zip(results) {
+            done.insert((l.digest.clone(), *to), r?);
         }
-    }
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.0.size));
-    let results = crate::progress::largest_first(&jobs, |(l, to)| {
+        let mut keep_blobs: Vec<Descriptor> = Vec::new();
+        for (t, family, image_config, kept) in &prepared {
+            let family = *family;
+            // New layer descriptors and DiffIDs, in order.
+            let mut new_layers: Vec<Value> = Vec::new();
+            let mut diff_ids: Vec<String> = Vec::new();
+            for l in kept {
+                let from = l.compression.unwrap_or(Compression::None);
+                let to = options.compress.unwrap_or(from);
+                let new = done.get(&(l.digest.clone(), to)).cloned().flatten();
+                let (digest, size, diff_id, compression) = match &new {
+                    Some(n) => {
+                        report_rewritten += 1;
+                        (n.digest.clone(), n.size, n.diff_id.clone(), n.compression)
+                    }
+                    None => {
+                        report_kept += 1;
+                        keep_blobs.push(l.descriptor.clone());
+                        let diff_id = l.diff_id.clone().ok_or_else(|| {
+                            ModError::Invalid(format!(
+                                "manifest {} has no image config, so its layers cannot be edited",
+                                t.manifest.digest
+                            ))
+                        })?;
+                        (l.digest.clone(), l.size, diff_id, from)
+                    }
+                };
+                let mut d = serde_json::to_value(&l.descriptor)
+                    .map_err(|e| ModError::Invalid(e.to_string()))?;
+                d["mediaType"] = Value::from(layer_type(family, compression, l.foreign));
+                d["digest"] = Value::from(digest.to_string());
+                d["size"] = Value::from(size);
+                new_layers.push(d);
+                diff_ids.push(diff_id.to_string());
+            }
+
+            // The config.
+            let man_id = rewrite.add(
+                &t.manifest.digest,
+                &t.manifest.descriptor.media_type,
+                t.manifest.bytes.clone(),
+            );
+            if let Some(c) = &t.config {
+                keep_blobs.push(c.descriptor.clone());
+                let cfg_id = rewrite.add(&c.digest, &c.descriptor.media_type, c.bytes.clone());
+                rewrite.link(man_id, cfg_id);
+                if image_config.is_some() {
+                    let removed: Vec<usize> = options.rm_layers.iter().map(|n| n - 1).collect();
+                    rewrite.edit(cfg_id, |cfg| edit_config(cfg, options, &diff_ids, &removed))?;
+                }
+            }
+            // The manifest.
+            rewrite.edit(man_id, |m| {
+                m.insert("layers".into(), Value::Array(new_layers));
+                set_family(m, family);
+                if !options.annotations.is_empty() {
+                    let ann = m
+                        .entry("annotations")
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if let Some(a) = ann.as_object_mut() {
+                        for (k, v) in &options.annotations {
+                            a.insert(k.clone(), Value::from(v.clone()));
+                        }
+                    }
+                }
+            })?;
+        }
+        if root_kind == Kind::Index {
+            rewrite.edit(root_id, |ix| {
+                let list = match options.family {
+                    Some(Family::Docker) => Some(mt::DOCKER_LIST),
+                    Some(Family::Oci) => Some(mt::OCI_INDEX),
+                    None => None,
+                };
+                if let (Some(t), Some(_)) = (list, ix.get("mediaType")) {
+                    ix.insert("mediaType".into(), Value::from(t));
+                }
+                if let Some(entries) = ix.get_mut("manifests").and_then(Value::as_array_mut) {
+                    for e in entries {
+                        if let (Some(f), Some(o)) = (options.family, e.as_object_mut()) {
+                            o.insert(
+                                "mediaType".into(),
+                                Value::from(match f {
+                                    Family::Docker => mt::DOCKER_MANIFEST,
+                                    Family::Oci => mt::OCI_MANIFEST,
+                                }),
+                            );
+                        }
+                    }
+                }
+                if !options.index_annotations.is_empty() {
+                    let ann = ix
+                        .entry("annotations")
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if let Some(a) = ann.as_object_mut() {
+                        for (k, v) in &options.index_annotations {
+                            a.insert(k.clone(), Value::from(v.clone()));
+                        }
+                    }
+                }
+            })?;
+        } else if !options.index_annotations.is_empty() {
+            return Err(ModError::Invalid(
+                "--annotation-index needs an index; the source is a single manifest".into(),
+            ));
+        }
         if options.cancel.is_cancelled() {
             return Err(ModError::Interrupted);
         }
-        layers::rewrite(store, l, &options.limits, &edits, *to, layout, &spool)
-    });
-    let mut done: HashMap<(Digest, Compression), Option<layers::NewLayer>> = HashMap::new();
-    for ((l, to), r) in jobs.iter().zip(results) {
-        done.insert((l.digest.clone(), *to), r?);
-    }
-    let mut keep_blobs: Vec<Descriptor> = Vec::new();
-    for (t, family, image_config, kept) in &prepared {
-        let family = *family;
-        // New layer descriptors and DiffIDs, in order.
-        let mut new_layers: Vec<Value> = Vec::new();
-        let mut diff_ids: Vec<String> = Vec::new();
-        for l in kept {
-            let from = l.compression.unwrap_or(Compression::None);
-            let to = options.compress.unwrap_or(from);
-            let new = done.get(&(l.digest.clone(), to)).cloned().flatten();
-            let (digest, size, diff_id, compression) = match &new {
-                Some(n) => {
-                    report_rewritten += 1;
-                    (n.digest.clone(), n.size, n.diff_id.clone(), n.compression)
-                }
-                None => {
-                    report_kept += 1;
-                    keep_blobs.push(l.descriptor.clone());
-                    let diff_id = l.diff_id.clone().ok_or_else(|| {
-                        ModError::Invalid(format!(
-                            "manifest {} has no image config, so its layers cannot be edited",
-                            t.manifest.digest
-                        ))
-                    })?;
-                    (l.digest.clone(), l.size, diff_id, from)
-                }
-            };
-            let mut d = serde_json::to_value(&l.descriptor)
-                .map_err(|e| ModError::Invalid(e.to_string()))?;
-            d["mediaType"] = Value::from(layer_type(family, compression, l.foreign));
-            d["digest"] = Value::from(digest.to_string());
-            d["size"] = Value::from(size);
-            new_layers.push(d);
-            diff_ids.push(diff_id.to_string());
+        // Blobs the result shares with the source, if the layout lacks them.
+        for d in &keep_blobs {
+            copy_blob(store, layout, d)?;
         }
-
-        // The config.
-        let man_id = rewrite.add(
-            &t.manifest.digest,
-            &t.manifest.descriptor.media_type,
-            t.manifest.bytes.clone(),
-        );
-        if let Some(c) = &t.config {
-            keep_blobs.push(c.descriptor.clone());
-            let cfg_id = rewrite.add(&c.digest, &c.descriptor.media_type, c.bytes.clone());
-            rewrite.link(man_id, cfg_id);
-            if image_config.is_some() {
-                let removed: Vec<usize> = options.rm_layers.iter().map(|n| n - 1).collect();
-                rewrite.edit(cfg_id, |cfg| edit_config(cfg, options, &diff_ids, &removed))?;
-            }
+        // The documents, children first; the root last.
+        let rewritten = rewrite.finish()?;
+        let mut by_old: HashMap<Digest, (Digest, u64)> = HashMap::new();
+        for doc in &rewritten {
+            let mut w = layout
+                .blob_writer(None)
+                .map_err(|e| ModError::Write(e.to_string()))?;
+            w.write_all(&doc.bytes)
+                .map_err(|e| ModError::Write(e.to_string()))?;
+            w.finish().map_err(|e| ModError::Write(e.to_string()))?;
+            by_old.insert(doc.old.clone(), (doc.new.clone(), doc.size()));
         }
-        // The manifest.
-        rewrite.edit(man_id, |m| {
-            m.insert("layers".into(), Value::Array(new_layers));
-            set_family(m, family);
-            if !options.annotations.is_empty() {
-                let ann = m
-                    .entry("annotations")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Some(a) = ann.as_object_mut() {
-                    for (k, v) in &options.annotations {
-                        a.insert(k.clone(), Value::from(v.clone()));
-                    }
-                }
+        let (digest, size) = match by_old.get(&root.digest) {
+            Some((d, s)) => (d.clone(), *s),
+            None => {
+                copy_blob(store, layout, &root.descriptor)?;
+                (root.digest.clone(), root.bytes.len() as u64)
             }
-        })?;
-    }
-    if root_kind == Kind::Index {
-        rewrite.edit(root_id, |ix| {
-            let list = match options.family {
-                Some(Family::Docker) => Some(mt::DOCKER_LIST),
-                Some(Family::Oci) => Some(mt::OCI_INDEX),
-                None => None,
-            };
-            if let (Some(t), Some(_)) = (list, ix.get("mediaType")) {
-                ix.insert("mediaType".into(), Value::from(t));
+        };
+        let mut desc = root.descriptor.clone();
+        desc.digest = digest.to_string();
+        desc.size = size as i64;
+        desc.annotations = None;
+        if let Some(f) = options.family {
+            desc.media_type = match (f, root_kind) {
+                (Family::Docker, Kind::Index) => mt::DOCKER_LIST,
+                (Family::Oci, Kind::Index) => mt::OCI_INDEX,
+                (Family::Docker, _) => mt::DOCKER_MANIFEST,
+                (Family::Oci, _) => mt::OCI_MANIFEST,
             }
-            if let Some(entries) = ix.get_mut("manifests").and_then(Value::as_array_mut) {
-                for e in entries {
-                    if let (Some(f), Some(o)) = (options.family, e.as_object_mut()) {
-                        o.insert(
-                            "mediaType".into(),
-                            Value::from(match f {
-                                Family::Docker => mt::DOCKER_MANIFEST,
-                                Family::Oci => mt::OCI_MANIFEST,
-                            }),
-                        );
-                    }
-                }
-            }
-            if !options.index_annotations.is_empty() {
-                let ann = ix
-                    .entry("annotations")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Some(a) = ann.as_object_mut() {
-                    for (k, v) in &options.index_annotations {
-                        a.insert(k.clone(), Value::from(v.clone()));
-                    }
-                }
-            }
-        })?;
-    } else if !options.index_annotations.is_empty() {
-        return Err(ModError::Invalid(
-            "--annotation-index needs an index; the source is a single manifest".into(),
-        ));
-    }
-    if options.cancel.is_cancelled() {
-        return Err(ModError::Interrupted);
-    }
-    // Blobs the result shares with the source, if the layout lacks them.
-    for d in &keep_blobs {
-        copy_blob(store, layout, d)?;
-    }
-    // The documents, children first; the root last.
-    let rewritten = rewrite.finish()?;
-    let mut by_old: HashMap<Digest, (Digest, u64)> = HashMap::new();
-    for doc in &rewritten {
-        let mut w = layout
-            .blob_writer(None)
+            .to_string();
+        }
+        let desc = layout
+            .publish(&lock, desc, tag)
             .map_err(|e| ModError::Write(e.to_string()))?;
-        w.write_all(&doc.bytes)
-            .map_err(|e| ModError::Write(e.to_string()))?;
-        w.finish().map_err(|e| ModError::Write(e.to_string()))?;
-        by_old.insert(doc.old.clone(), (doc.new.clone(), doc.size()));
-    }
-    let (digest, size) = match by_old.get(&root.digest) {
-        Some((d, s)) => (d.clone(), *s),
-        None => {
-            copy_blob(store, layout, &root.descriptor)?;
-            (root.digest.clone(), root.bytes.len() as u64)
-        }
-    };
-    let mut desc = root.descriptor.clone();
-    desc.digest = digest.to_string();
-    desc.size = size as i64;
-    desc.annotations = None;
-    if let Some(f) = options.family {
-        desc.media_type = match (f, root_kind) {
-            (Family::Docker, Kind::Index) => mt::DOCKER_LIST,
-            (Family::Oci, Kind::Index) => mt::OCI_INDEX,
-            (Family::Docker, _) => mt::DOCKER_MANIFEST,
-            (Family::Oci, _) => mt::OCI_MANIFEST,
-        }
-        .to_string();
-    }
-    let desc = layout
-        .publish(&lock, desc, tag)
-        .map_err(|e| ModError::Write(e.to_string()))?;
-    let mut notes = Vec::new();
-    let referrers = crate::graph::find_referrers(store, |_| false);
-    if referrers
-        .iter()
-        .any(|r| r.subject == root.digest || targets.iter().any(|t| r.subject == t.manifest.digest))
-    {
-        notes.push(format!(
+        let mut notes = Vec::new();
+        let referrers = crate::graph::find_referrers(store, |_| false);
+        if referrers.iter().any(|r| {
+            r.subject == root.digest || targets.iter().any(|t| r.subject == t.manifest.digest)
+        }) {
+            notes.push(format!(
             "referrers (signatures, SBOMs) of {} do not apply to the new image {}; they were not copied",
             root.digest, digest
         ));
+        }
+        Ok(ModReport {
+            descriptor: desc,
+            source: root.digest.clone(),
+            layers_rewritten: report_rewritten,
+            layers_kept: report_kept,
+            notes,
+        })
+    })();
+    if result.is_err() {
+        if let Ok(now) = layout.store().list_blobs() {
+            for b in now.into_iter().filter(|b| !before.contains(&b.path)) {
+                let _ = std::fs::remove_file(layout.root().join(&b.path));
+            }
+        }
     }
-    Ok(ModReport {
-        descriptor: desc,
-        source: root.digest.clone(),
-        layers_rewritten: report_rewritten,
-        layers_kept: report_kept,
-        notes,
-    })
+    result
 }
 
 fn layer_type(family: Family, c: Compression, foreign: bool) -> &'static str {
