@@ -131,8 +131,8 @@ struct Target {
 /// copied in when `layout` is not the source).
 ///
 /// # Errors
-/// See [`ModError`]; a failed edit tags nothing (blobs it wrote stay until
-/// gc, unreferenced).
+/// See [`ModError`]; a failed edit tags nothing and removes the blobs it
+/// wrote.
 pub fn modify(
     store: &dyn Store,
     reference: Option<&Reference>,
