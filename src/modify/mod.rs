@@ -4,7 +4,7 @@
 //! Every document goes through [`crate::rewrite::Rewrite`]: edited configs and
 //! manifests are serialised once, their parents (the manifest of a config,
 //! the index of a manifest) repointed up to the root, and documents no edit
-//! touches keep their bytes. Layers go through [`layers::rewrite`]: a layer
+//! touches keep their bytes. Layers go through `layers::rewrite`: a layer
 //! no edit changes is kept as stored. Same input and same edits give the same
 //! digests: times come only from the input and the edits, gzip is
 //! [`crate::squash`]'s reproducible parallel gzip, JSON keeps its key order.
