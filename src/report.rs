@@ -153,6 +153,42 @@ pub struct LsReport {
     pub location: String,
     /// One per listed `index.json` entry.
     pub images: Vec<LsImage>,
+    /// With `--blobs`: every blob the location holds, by digest (what a far
+    /// side already has, for a delta bundle). Absent without `--blobs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<Vec<BlobInfo>>,
+}
+
+/// One stored blob in [`LsReport::blobs`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BlobInfo {
+    /// Its digest (the name it is stored under).
+    pub digest: Digest,
+    /// Its stored size.
+    pub size: u64,
+}
+
+/// Every blob `store` holds under a valid digest name, sorted by digest.
+/// Files that are not regular or whose names spell no digest are left out
+/// (verify reports them).
+///
+/// # Errors
+/// Listing errors.
+pub fn blobs(store: &dyn Store) -> Result<Vec<BlobInfo>, ReportError> {
+    let mut v: Vec<BlobInfo> = store
+        .list_blobs()?
+        .into_iter()
+        .filter(|b| b.regular)
+        .filter_map(|b| {
+            b.digest.map(|digest| BlobInfo {
+                digest,
+                size: b.size,
+            })
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
 }
 
 /// One `index.json` entry in [`LsReport`].
@@ -208,6 +244,7 @@ pub fn ls(store: &dyn Store) -> Result<LsReport, ReportError> {
         schema_version: SCHEMA_VERSION,
         location: store.name(),
         images,
+        blobs: None,
     })
 }
 

@@ -41,6 +41,9 @@ pub enum Command {
         /// Print JSON (schema in docs/json.md).
         #[arg(long)]
         json: bool,
+        /// With --json: also list every stored blob (digest and size).
+        #[arg(long, requires = "json")]
+        blobs: bool,
     },
     /// Summarise one image: index, manifest, config and layers.
     #[command(after_help = "Example:\n  ocikit inspect testdata/demo:1.0 --platform linux/arm64")]

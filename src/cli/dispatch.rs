@@ -48,7 +48,11 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             Layout::init(&dir)?;
             Ok(None)
         }
-        Command::Ls { location, json } => inspect::ls(&location, json).map(|()| None),
+        Command::Ls {
+            location,
+            json,
+            blobs,
+        } => inspect::ls(&location, json, blobs).map(|()| None),
         Command::Inspect {
             location,
             platform,

@@ -13,12 +13,15 @@ use ocikit::store::Store;
 use super::args::CatWhat;
 use super::output::{clean, human, open_store, out, print_json, short_type, write_bytes};
 
-pub fn ls(location: &str, json: bool) -> Result<()> {
+pub fn ls(location: &str, json: bool, blobs: bool) -> Result<()> {
     let (loc, store) = open_store(location)?;
     if loc.reference.is_some() {
         bail!("ls lists a whole location; drop the reference from {location:?}");
     }
-    let report = report::ls(&store)?;
+    let mut report = report::ls(&store)?;
+    if blobs {
+        report.blobs = Some(report::blobs(&store)?);
+    }
     if json {
         return print_json(&report);
     }
