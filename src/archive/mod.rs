@@ -15,6 +15,7 @@
 //! differential). Decompression stops at a stated limit
 //! ([`OpenOptions`]).
 
+pub mod parts;
 mod scan;
 mod store;
 
@@ -45,6 +46,9 @@ pub enum ArchiveError {
     /// Permission denied reading the archive (an operational error).
     #[error("cannot read {}: permission denied", .0.display())]
     Denied(PathBuf),
+    /// A part of a split archive, or its checksum, is bad.
+    #[error(transparent)]
+    Parts(#[from] parts::PartsError),
     /// Zero bytes.
     #[error("{} is empty, not an archive", .0.display())]
     Empty(PathBuf),

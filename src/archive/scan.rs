@@ -7,7 +7,7 @@ use std::io::{self, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{normalize_member, ArchiveError, Member, OpenOptions, MAX_LINK_HOPS};
+use super::{normalize_member, parts, ArchiveError, Member, OpenOptions, MAX_LINK_HOPS};
 use crate::digest::{Algorithm, Digest};
 use crate::spec::Compression;
 use crate::store::Blob;
@@ -113,7 +113,10 @@ impl Archive {
                 source,
             }
         };
-        let mut file = open_nonblocking(path).map_err(io_err)?;
+        let mut file = match parts::open_checked(path)? {
+            Some(joined) => joined,
+            None => open_nonblocking(path).map_err(io_err)?,
+        };
         // fstat on what was opened: no window between a check and the open.
         let meta = file.metadata().map_err(io_err)?;
         if meta.is_dir() {

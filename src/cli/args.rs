@@ -431,6 +431,35 @@ pub struct ArchiveArgs {
     /// Compress a file target as a whole (default: from its extension, else none).
     #[arg(long, value_enum)]
     pub compress: Option<CompressArg>,
+    /// Also write FILE.sha256 beside FILE (sha256sum format; one line per part with --split).
+    #[arg(long)]
+    pub checksum: bool,
+    /// Cut the archive into parts FILE.000, FILE.001, … of at most SIZE bytes
+    /// (K/M/G suffixes, at least 1M); read them back by naming FILE.000.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub split: Option<u64>,
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("{s:?}: the suffix must be K, M or G")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size in bytes (e.g. 100M)"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -34,6 +34,8 @@ pub fn copy_cmd(
         limits: super::output::limits(),
         lock_policy: super::output::lock_policy(),
         cancel: super::output::cancel_token(),
+        checksum: archive.is_some_and(|a| a.checksum),
+        split: archive.and_then(|a| a.split),
     };
     let bar = Bar::lazy("copying");
     let result = copy::run(&options, &bar, &mut notice);

@@ -61,6 +61,11 @@ pub struct RunOptions {
     pub lock_policy: crate::layout::LockPolicy,
     /// Stops the copy at its next write (and an archive's decompression).
     pub cancel: crate::cancel::Cancel,
+    /// Also write `FILE.sha256` (sha256sum format) beside an archive file.
+    pub checksum: bool,
+    /// Cut an archive file into parts `FILE.000`, `FILE.001`, … of at most
+    /// this many bytes.
+    pub split: Option<u64>,
 }
 
 /// Why a copy failed.
@@ -82,7 +87,10 @@ pub enum RunError {
     /// The request cannot be carried out as asked.
     #[error("{0}")]
     Invalid(String),
-    /// A temporary directory could not be made.
+    /// Splitting an archive or writing its checksum failed.
+    #[error(transparent)]
+    Parts(#[from] crate::archive::parts::PartsError),
+    /// A temporary directory or file beside the target could not be made or removed.
     #[error("{}", path.display())]
     Io {
         /// The directory.
@@ -146,6 +154,20 @@ pub fn run(
         }
         None => None,
     };
+    match (&target_kind, options.split) {
+        (Target::Layout(_), _) if options.checksum || options.split.is_some() => {
+            return Err(RunError::Invalid(
+                "--checksum and --split apply to an archive file, not a layout".into(),
+            ))
+        }
+        (Target::Archive { path: None, .. }, _) if options.checksum || options.split.is_some() => {
+            return Err(RunError::Invalid(
+                "--checksum and --split need an archive file, not standard output".into(),
+            ))
+        }
+        (_, Some(size)) => crate::archive::parts::check_split_size(size)?,
+        _ => {}
+    }
     let mut opened = Vec::new();
     let mut source_paths = Vec::new();
     let open = crate::archive::OpenOptions::new(options.limits, options.cancel.clone());
@@ -256,24 +278,90 @@ pub fn run(
             kind,
             compression,
         } => {
-            let out = match path {
-                Some(p) => ArchiveOut::File(p),
-                None => ArchiveOut::Stdout,
+            // A split archive is written whole to a temporary name first,
+            // then cut into parts.
+            let whole = match (path, options.split) {
+                (Some(p), Some(_)) => Some(
+                    tempfile::Builder::new()
+                        .prefix(".ocikit-whole-")
+                        .tempfile_in(crate::output::parent_dir(p))
+                        .map_err(|source| RunError::Io {
+                            path: p.clone(),
+                            source,
+                        })?
+                        .into_temp_path(),
+                ),
+                _ => None,
+            };
+            let out = match (path, &whole) {
+                (_, Some(w)) => ArchiveOut::File(w),
+                (Some(p), None) => ArchiveOut::File(p),
+                (None, None) => ArchiveOut::Stdout,
             };
             let written = write_archive(&srcs, &plan, *kind, *compression, out, progress);
-            match (written, files_fallback.take()) {
+            let written = match (written, files_fallback.take()) {
                 (Err(CopyError::Prediction { .. }), Some((mut plan, temp_dir))) => {
                     uncompress_notes = uncompress_layers(&srcs, &mut plan, &temp_dir)?;
                     write_archive(&srcs, &plan, *kind, *compression, out, progress)?
                 }
                 (r, _) => r?,
+            };
+            if let Some(p) = path {
+                finish_file(p, whole.as_deref(), options, notice)?;
             }
+            written
         }
     };
     for n in uncompress_notes {
         notice(Notice::Note(n));
     }
     Ok(RunReport { copy, warnings })
+}
+
+/// The transfer steps after an archive file is complete: `--split` cuts
+/// `whole` (the archive under a temporary name) into parts, `--checksum`
+/// writes `FILE.sha256` for the file or its parts.
+fn finish_file(
+    path: &Path,
+    whole: Option<&Path>,
+    options: &RunOptions,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<(), RunError> {
+    use crate::archive::parts;
+    let files = match (whole, options.split) {
+        (Some(w), Some(size)) => {
+            let report = parts::split_file(w, path, size)?;
+            for r in &report.removed {
+                notice(Notice::Note(format!(
+                    "removed {}, a part of an older split",
+                    r.display()
+                )));
+            }
+            report.parts
+        }
+        _ => vec![path.to_path_buf()],
+    };
+    if options.checksum {
+        let mut entries = Vec::new();
+        for f in files {
+            let hex = parts::sha256_file(&f)?;
+            entries.push((f, hex));
+        }
+        parts::write_sums(&parts::sums_path(path), &entries)?;
+    } else {
+        // An older checksum file would no longer match what was just
+        // written, and readers check it: it goes.
+        let sums = parts::sums_path(path);
+        match std::fs::remove_file(&sums) {
+            Ok(()) => notice(Notice::Note(format!(
+                "removed {}, the checksum file of an older export",
+                sums.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(RunError::Io { path: sums, source }),
+        }
+    }
+    Ok(())
 }
 
 /// Where decompressed layers wait: on the target's file system, since they
