@@ -288,7 +288,8 @@ pub fn verify_archive(
             | ArchiveError::NoImage(_)
             | ArchiveError::NotRegular(_)
             | ArchiveError::Denied(_)
-            | ArchiveError::NotTar { .. }),
+            | ArchiveError::NotTar { .. }
+            | ArchiveError::Parts(crate::archive::parts::PartsError::Io { .. })),
         ) => return Err(e),
         Err(e) => {
             return Ok(VerifyReport {

@@ -228,3 +228,51 @@ fn split_refuses_stdout_and_small_sizes() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("1 MiB"), "{}", stderr(&o));
 }
+
+#[test]
+fn unlisted_and_missing_parts_are_named() {
+    let (t, demo) = demo_copy();
+    let file = t.path().join("demo.tar");
+    let o = ocikit_small_split([
+        "export".as_ref(),
+        demo.as_os_str(),
+        file.as_os_str(),
+        "--split".as_ref(),
+        "8K".as_ref(),
+        "--checksum".as_ref(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let sums = t.path().join("demo.tar.sha256");
+    let text = fs::read_to_string(&sums).unwrap();
+    let first = t.path().join("demo.tar.000");
+    let import = |name: &str| {
+        let layout = t.path().join(name);
+        let o = ocikit([
+            std::ffi::OsStr::new("import"),
+            first.as_os_str(),
+            layout.as_os_str(),
+        ]);
+        assert!(!layout.exists(), "import wrote nothing");
+        o
+    };
+    // The last part's line removed: that part is named.
+    let without_last: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+    fs::write(&sums, without_last).unwrap();
+    let o = import("a");
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("demo.tar.002: not listed in"),
+        "{}",
+        stderr(&o)
+    );
+    // The last part removed while listed: it is named as missing.
+    fs::write(&sums, &text).unwrap();
+    fs::remove_file(t.path().join("demo.tar.002")).unwrap();
+    let o = import("b");
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("demo.tar.002: listed in") && stderr(&o).contains("missing"),
+        "{}",
+        stderr(&o)
+    );
+}

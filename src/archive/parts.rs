@@ -215,12 +215,12 @@ pub fn split_file(whole: &Path, target: &Path, size: u64) -> Result<SplitReport,
 
 /// The archive a path ending in `.000` is the first part of, or `None`.
 pub fn split_base(path: &Path) -> Option<PathBuf> {
-    let s = path.to_str()?;
-    let base = s.strip_suffix(".000")?;
-    if base.is_empty() || base.ends_with('/') {
+    use std::os::unix::ffi::OsStrExt;
+    let base = path.as_os_str().as_bytes().strip_suffix(b".000")?;
+    if base.is_empty() || base.ends_with(b"/") {
         return None;
     }
-    Some(PathBuf::from(base))
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(base)))
 }
 
 /// The parts of a split archive, `base.000` onwards, up to the first
