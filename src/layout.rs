@@ -751,6 +751,33 @@ impl Layout {
         self.write_index(&lock, &index)
     }
 
+    /// Takes the names in `tags` off `index.json` under the lock and drops
+    /// their entries (unlike [`Layout::untag`], which leaves an untagged entry
+    /// that keeps its blobs from gc: prune's point is freeing them). Entries
+    /// already untagged are left alone. Returns the names taken off.
+    pub(crate) fn drop_tags(
+        &self,
+        tags: &std::collections::BTreeSet<&str>,
+    ) -> Result<Vec<String>, LayoutError> {
+        let lock = self.lock()?;
+        let mut index = self.read_index(&lock)?;
+        let mut gone = Vec::new();
+        index.entries.retain(|e| match e.descriptor.ref_name() {
+            Some(n) if tags.contains(n) => {
+                if !gone.iter().any(|g| g == n) {
+                    gone.push(n.to_string());
+                }
+                false
+            }
+            _ => true,
+        });
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        self.write_index(&lock, &index)?;
+        Ok(gone)
+    }
+
     /// The entries `untag TAG` takes the name off: those `TAG` resolves to
     /// (as `L:TAG` reads), by digest and identity. Entries of several
     /// identities are ambiguous: the error lists them.

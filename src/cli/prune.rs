@@ -1,0 +1,64 @@
+//! `prune`: retention policies for a layout's tags, then gc.
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+
+use ocikit::prune::{self, PruneOptions, SortBy};
+use ocikit::reference::Location;
+
+use super::args::PruneArgs;
+use super::output::{clean, open_layout, out, print_json};
+
+pub fn prune_cmd(a: PruneArgs) -> Result<()> {
+    let loc = Location::parse(&a.layout)?;
+    if loc.reference.is_some() {
+        bail!(
+            "prune works on a whole layout; drop the reference from {:?}",
+            a.layout
+        );
+    }
+    let older_than = a
+        .older_than
+        .as_deref()
+        .map(prune::parse_duration)
+        .transpose()?;
+    let sort = match a.sort.as_str() {
+        "created" => SortBy::Created,
+        "semver" => SortBy::Semver,
+        "name" => SortBy::Name,
+        other => bail!("--sort takes semver, created or name, not {other:?}"),
+    };
+    let options = PruneOptions {
+        matching: a.matching,
+        keep_last: a.keep_last,
+        keep_semver: a.keep_semver,
+        older_than,
+        sort,
+        dry_run: a.dry_run,
+        now: None,
+    };
+    // Refuse bad policies before opening anything.
+    prune::Policy::new(&options)?;
+    let layout = open_layout(&loc)?;
+    let report = prune::prune(&layout, &options)?;
+    if a.json {
+        return print_json(&report);
+    }
+    let mut o = out();
+    for d in &report.plan {
+        let verb = if d.drop { "drop" } else { "keep" };
+        writeln!(o, "{verb} {} ({})", clean(&d.name), d.reason)?;
+    }
+    if let Some(gc) = &report.gc {
+        writeln!(
+            o,
+            "untagged {}; gc removed {} blobs, {} bytes",
+            report.untagged.len(),
+            gc.blobs,
+            gc.bytes
+        )?;
+    }
+    o.flush()?;
+    Ok(())
+}

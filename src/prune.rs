@@ -1,0 +1,393 @@
+//! `prune`: retention policies for a layout's tags, then [`gc`](crate::gc).
+//!
+//! The policy evaluation ([`plan_tags`]) is a pure function over [`TagInfo`]s;
+//! [`prune`] reads the tags' times from the layout, untags what the plan drops
+//! under the writer lock and runs gc with its safety.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::gc::{GcError, GcOptions, GcReport};
+use crate::layout::{Layout, LayoutError};
+use crate::spec::MAX_DOCUMENT_SIZE;
+use crate::store::{Store, StoreError};
+
+/// Why prune refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PruneError {
+    /// No policy was given: prune never drops everything by accident.
+    #[error("prune needs at least one policy (--keep-last, --keep-semver or --older-than)")]
+    NoPolicy,
+    /// `--match` is not a regular expression.
+    #[error("--match {0:?}: {1}")]
+    Regex(String, String),
+    /// `--keep-semver` is not a semver range.
+    #[error("--keep-semver {0:?}: {1}")]
+    Range(String, String),
+    /// `--older-than` is not a duration.
+    #[error("--older-than {0:?}: want a number and a unit (m, h, d, w), like 30d")]
+    Duration(String),
+    /// Reading or writing the layout failed.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Reading failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// gc refused or failed (the untagging stands).
+    #[error(transparent)]
+    Gc(#[from] GcError),
+}
+
+/// The order `--keep-last` counts in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    /// The config's `created` time.
+    #[default]
+    Created,
+    /// Semantic version (unparsable versions are oldest).
+    Semver,
+    /// Name.
+    Name,
+}
+
+/// Options of [`prune`].
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// Only tags this regex matches are candidates (`None`: every tag).
+    pub matching: Option<String>,
+    /// Keep the N newest by `sort`.
+    pub keep_last: Option<usize>,
+    /// Keep tags that parse as semver and match this range.
+    pub keep_semver: Option<String>,
+    /// Drop only tags created more than this many seconds before `now`.
+    pub older_than: Option<u64>,
+    /// The order of `keep_last`.
+    pub sort: SortBy,
+    /// Plan only: change nothing.
+    pub dry_run: bool,
+    /// "Now", in seconds since the epoch (`None`: the system clock).
+    pub now: Option<i64>,
+}
+
+/// A tag and what the policies look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagInfo {
+    /// The tag.
+    pub name: String,
+    /// Its image's creation time in seconds since the epoch, if known.
+    pub created: Option<i64>,
+}
+
+/// One tag's fate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The tag.
+    pub name: String,
+    /// Whether it is dropped.
+    pub drop: bool,
+    /// Why.
+    pub reason: String,
+}
+
+/// What prune did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    /// Whether this was a dry run.
+    #[serde(rename = "dryRun")]
+    pub dry_run: bool,
+    /// Every tag's decision, in index order.
+    pub plan: Vec<Decision>,
+    /// The names taken off.
+    pub untagged: Vec<String>,
+    /// gc's report (`None` on a dry run).
+    pub gc: Option<GcReport>,
+}
+
+/// Parses `30d`, `12h`, `2w`, `90m` (also `s`) into seconds.
+///
+/// # Errors
+/// [`PruneError::Duration`].
+pub fn parse_duration(s: &str) -> Result<u64, PruneError> {
+    let bad = || PruneError::Duration(s.to_string());
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+/// Parses an RFC 3339 time (`2024-01-02T03:04:05.123Z`, `+01:00`) into
+/// seconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(frac.len());
+        rest = frac.get(n..)?;
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 {
+                return None;
+            }
+            sign * (num_in(rest, 1..3)? * 3600 + num_in(rest, 4..6)? * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+fn num_in(s: &str, r: std::ops::Range<usize>) -> Option<i64> {
+    s.get(r)?.parse().ok()
+}
+
+/// A tag as a semantic version (a leading `v` allowed).
+pub fn tag_version(tag: &str) -> Option<semver::Version> {
+    semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
+}
+
+/// Parses a range: `>=1.2 <2`, `^1.2`, `~1.2.3`, `1.x`, comparators separated
+/// by commas or spaces.
+///
+/// # Errors
+/// [`PruneError::Range`].
+pub fn parse_range(s: &str) -> Result<semver::VersionReq, PruneError> {
+    // The semver crate wants commas between comparators; accept spaces too,
+    // keeping an operator attached to the version after it.
+    let mut parts: Vec<String> = Vec::new();
+    for tok in s.split([',', ' ']).filter(|t| !t.is_empty()) {
+        match parts.last_mut() {
+            Some(last) if last.chars().all(|c| "<>=~^".contains(c)) => last.push_str(tok),
+            _ => parts.push(tok.to_string()),
+        }
+    }
+    semver::VersionReq::parse(&parts.join(", "))
+        .map_err(|e| PruneError::Range(s.to_string(), e.to_string()))
+}
+
+/// The policies, parsed.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    matching: Option<regex::Regex>,
+    keep_last: Option<usize>,
+    keep_semver: Option<(String, semver::VersionReq)>,
+    older_than: Option<u64>,
+    sort: SortBy,
+}
+
+impl Policy {
+    /// Parses the options' policies; refuses none at all.
+    ///
+    /// # Errors
+    /// [`PruneError::NoPolicy`], [`PruneError::Regex`], [`PruneError::Range`].
+    pub fn new(o: &PruneOptions) -> Result<Policy, PruneError> {
+        if o.keep_last.is_none() && o.keep_semver.is_none() && o.older_than.is_none() {
+            return Err(PruneError::NoPolicy);
+        }
+        let matching = o
+            .matching
+            .as_deref()
+            .map(|m| regex::Regex::new(m).map_err(|e| PruneError::Regex(m.into(), e.to_string())))
+            .transpose()?;
+        let keep_semver = o
+            .keep_semver
+            .as_deref()
+            .map(|r| parse_range(r).map(|req| (r.to_string(), req)))
+            .transpose()?;
+        Ok(Policy {
+            matching,
+            keep_last: o.keep_last,
+            keep_semver,
+            older_than: o.older_than,
+            sort: o.sort,
+        })
+    }
+}
+
+fn newest_first(sort: SortBy, a: &TagInfo, b: &TagInfo) -> Ordering {
+    let key = match sort {
+        SortBy::Created => b.created.cmp(&a.created),
+        SortBy::Semver => tag_version(&b.name).cmp(&tag_version(&a.name)),
+        SortBy::Name => Ordering::Equal,
+    };
+    key.then_with(|| b.name.cmp(&a.name))
+}
+
+/// Decides each tag's fate (a pure function): a candidate (matched by the
+/// regex) is dropped only when every given policy drops it.
+pub fn plan_tags(tags: &[TagInfo], policy: &Policy, now: i64) -> Vec<Decision> {
+    let candidate = |t: &TagInfo| policy.matching.as_ref().is_none_or(|r| r.is_match(&t.name));
+    let sort_name = match policy.sort {
+        SortBy::Created => "created",
+        SortBy::Semver => "semver",
+        SortBy::Name => "name",
+    };
+    let mut ranked: Vec<&TagInfo> = tags.iter().filter(|t| candidate(t)).collect();
+    ranked.sort_by(|a, b| newest_first(policy.sort, a, b));
+    let last: BTreeSet<&str> = policy
+        .keep_last
+        .map(|n| ranked.iter().take(n).map(|t| t.name.as_str()).collect())
+        .unwrap_or_default();
+    tags.iter()
+        .map(|t| {
+            let keep = |reason: String| Decision {
+                name: t.name.clone(),
+                drop: false,
+                reason,
+            };
+            if !candidate(t) {
+                return keep("not matched by --match".into());
+            }
+            let mut drops = Vec::new();
+            if let Some(n) = policy.keep_last {
+                if last.contains(t.name.as_str()) {
+                    return keep(format!("in the last {n} by {sort_name}"));
+                }
+                drops.push(format!("not in the last {n} by {sort_name}"));
+            }
+            if let Some((text, req)) = &policy.keep_semver {
+                if tag_version(&t.name).is_some_and(|v| req.matches(&v)) {
+                    return keep(format!("semver {text}"));
+                }
+                drops.push(format!("not semver {text}"));
+            }
+            if let Some(secs) = policy.older_than {
+                let cutoff = now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX));
+                match t.created {
+                    None => return keep("no created time".into()),
+                    Some(c) if c >= cutoff => return keep(format!("newer than {secs}s")),
+                    Some(_) => drops.push(format!("older than {secs}s")),
+                }
+            }
+            Decision {
+                name: t.name.clone(),
+                drop: true,
+                reason: drops.join(", "),
+            }
+        })
+        .collect()
+}
+
+fn read_json(store: &dyn Store, digest: &str, size: i64) -> Option<serde_json::Value> {
+    let d = Digest::parse(digest).ok()?;
+    let bytes = store.read_verified(&d, size, MAX_DOCUMENT_SIZE).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The creation time of the image (manifest or index) a descriptor names:
+/// an index's is the newest of its manifests'.
+fn created_of(store: &dyn Store, digest: &str, size: i64, depth: u32) -> Option<i64> {
+    let v = read_json(store, digest, size)?;
+    if let Some(list) = v.get("manifests").and_then(|m| m.as_array()) {
+        if depth > 4 {
+            return None;
+        }
+        return list
+            .iter()
+            .filter_map(|m| {
+                created_of(
+                    store,
+                    m.get("digest")?.as_str()?,
+                    m.get("size")?.as_i64()?,
+                    depth + 1,
+                )
+            })
+            .max();
+    }
+    let c = v.get("config")?;
+    let cfg = read_json(store, c.get("digest")?.as_str()?, c.get("size")?.as_i64()?)?;
+    parse_rfc3339(cfg.get("created")?.as_str()?)
+}
+
+/// Plans the retention, then (unless `dry_run`) untags the dropped names
+/// under the writer lock and runs gc.
+///
+/// # Errors
+/// See [`PruneError`].
+pub fn prune(layout: &Layout, options: &PruneOptions) -> Result<PruneReport, PruneError> {
+    let policy = Policy::new(options)?;
+    let now = options.now.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    });
+    let index = layout.read_checked_index()?;
+    let store = layout.store();
+    let mut tags: Vec<TagInfo> = Vec::new();
+    for e in &index.entries {
+        let Some(name) = e.descriptor.ref_name() else {
+            continue;
+        };
+        if tags.iter().any(|t| t.name == name) {
+            continue;
+        }
+        let created = created_of(store, &e.descriptor.digest, e.descriptor.size, 0);
+        tags.push(TagInfo {
+            name: name.to_string(),
+            created,
+        });
+    }
+    let plan = plan_tags(&tags, &policy, now);
+    if options.dry_run {
+        return Ok(PruneReport {
+            dry_run: true,
+            plan,
+            untagged: Vec::new(),
+            gc: None,
+        });
+    }
+    let drop: BTreeSet<&str> = plan
+        .iter()
+        .filter(|d| d.drop)
+        .map(|d| d.name.as_str())
+        .collect();
+    let untagged = if drop.is_empty() {
+        Vec::new()
+    } else {
+        layout.drop_tags(&drop)?
+    };
+    let gc = crate::gc::gc(layout, &GcOptions::default())?;
+    Ok(PruneReport {
+        dry_run: false,
+        plan,
+        untagged,
+        gc: Some(gc),
+    })
+}
