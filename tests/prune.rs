@@ -355,6 +355,7 @@ fn prune_frees_what_no_kept_name_reaches_and_is_idempotent() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["dryRun"], json!(false));
+    assert_eq!(v["schemaVersion"], json!(1));
     let untagged: BTreeSet<String> = v["untagged"]
         .as_array()
         .unwrap()

@@ -43,7 +43,7 @@ pub fn prune_cmd(a: PruneArgs) -> Result<()> {
     let layout = open_layout(&loc)?;
     let report = prune::prune(&layout, &options)?;
     if a.json {
-        return print_json(&report);
+        return print_json(&ocikit::report::PruneDocument::new(&report));
     }
     let mut o = out();
     for d in &report.plan {
