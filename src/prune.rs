@@ -391,3 +391,131 @@ pub fn prune(layout: &Layout, options: &PruneOptions) -> Result<PruneReport, Pru
         gc: Some(gc),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(name: &str, created: Option<i64>) -> TagInfo {
+        TagInfo {
+            name: name.into(),
+            created,
+        }
+    }
+
+    fn policy(o: PruneOptions) -> Policy {
+        Policy::new(&o).unwrap()
+    }
+
+    fn drops(tags: &[TagInfo], o: PruneOptions, now: i64) -> Vec<String> {
+        plan_tags(tags, &policy(o), now)
+            .into_iter()
+            .filter(|d| d.drop)
+            .map(|d| d.name)
+            .collect()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d").unwrap(), 30 * 86_400);
+        assert_eq!(parse_duration("12h").unwrap(), 12 * 3600);
+        assert_eq!(parse_duration("2w").unwrap(), 14 * 86_400);
+        assert_eq!(parse_duration("90m").unwrap(), 5400);
+        for bad in ["", "d", "10", "10x", "-1d", "99999999999999999999w"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:00Z"), Some(1_704_067_200));
+        assert_eq!(
+            parse_rfc3339("2024-01-01T01:00:00.123456789+01:00"),
+            Some(1_704_067_200)
+        );
+        assert_eq!(parse_rfc3339("2024-02-29T12:00:00Z"), Some(1_709_208_000));
+        for bad in [
+            "",
+            "2024-01-01",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        let m = |r: &str, v: &str| parse_range(r).unwrap().matches(&tag_version(v).unwrap());
+        assert!(m(">=1.2 <2", "1.2.0") && m(">=1.2 <2", "v1.9.9") && !m(">=1.2 <2", "2.0.0"));
+        assert!(m(">=1.2, <2", "1.5.0") && !m(">=1.2,<2", "1.1.0"));
+        assert!(m("^1.2", "1.3.0") && !m("^1.2", "2.0.0"));
+        assert!(m("~1.2.3", "1.2.9") && !m("~1.2.3", "1.3.0"));
+        assert!(m("1.x", "1.0.0") && !m("1.x", "2.0.0"));
+        assert!(m(">= 1.2", "1.2.0"));
+        assert!(parse_range("not a range").is_err());
+        assert!(tag_version("latest").is_none());
+    }
+
+    #[test]
+    fn no_policy_is_refused() {
+        let o = PruneOptions {
+            matching: Some(".".into()),
+            ..Default::default()
+        };
+        assert!(matches!(Policy::new(&o), Err(PruneError::NoPolicy)));
+    }
+
+    #[test]
+    fn keep_last_orders_and_ties() {
+        let tags = [
+            tag("b", Some(10)),
+            tag("a", Some(10)),
+            tag("none", None),
+            tag("c", Some(5)),
+        ];
+        let o = |n, sort| PruneOptions {
+            keep_last: Some(n),
+            sort,
+            ..Default::default()
+        };
+        // Ties broken by name (b is "newer" than a), no time is oldest.
+        assert_eq!(drops(&tags, o(1, SortBy::Created), 0), ["a", "none", "c"]);
+        assert_eq!(drops(&tags, o(3, SortBy::Created), 0), ["none"]);
+        assert_eq!(drops(&tags, o(1, SortBy::Name), 0), ["b", "a", "c"]);
+        let v = [tag("v1.10.0", None), tag("1.9.0", None), tag("junk", None)];
+        assert_eq!(drops(&v, o(1, SortBy::Semver), 0), ["1.9.0", "junk"]);
+        assert_eq!(drops(&v, o(2, SortBy::Semver), 0), ["junk"]);
+    }
+
+    #[test]
+    fn older_than_and_agreement() {
+        let tags = [tag("old", Some(0)), tag("new", Some(95)), tag("none", None)];
+        let o = PruneOptions {
+            older_than: Some(10),
+            ..Default::default()
+        };
+        assert_eq!(drops(&tags, o.clone(), 100), ["old"]);
+        // keep-last 1 keeps "new"; both must agree to drop "old".
+        let both = PruneOptions {
+            keep_last: Some(1),
+            ..o.clone()
+        };
+        assert_eq!(drops(&tags, both, 100), ["old"]);
+        let unmatched = PruneOptions {
+            matching: Some("^n".into()),
+            ..o
+        };
+        assert!(drops(&tags, unmatched, 100).is_empty());
+        let plan = plan_tags(
+            &tags,
+            &policy(PruneOptions {
+                older_than: Some(10),
+                ..Default::default()
+            }),
+            100,
+        );
+        assert_eq!(plan[0].reason, "older than 10s");
+    }
+}
