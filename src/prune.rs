@@ -37,9 +37,14 @@ pub enum PruneError {
     /// Reading failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// gc refused or failed (the untagging stands).
-    #[error(transparent)]
-    Gc(#[from] GcError),
+    /// gc refused or failed after the names were taken off (that stands).
+    #[error("untagged {}, then gc: {source}", if untagged.is_empty() { "nothing".to_string() } else { untagged.join(", ") })]
+    Gc {
+        /// The names already taken off.
+        untagged: Vec<String>,
+        /// gc's error.
+        source: Box<GcError>,
+    },
 }
 
 /// The order `--keep-last` counts in.
@@ -241,6 +246,16 @@ impl Policy {
     }
 }
 
+/// A duration as the shortest of `2w`, `30d`, `12h`, `90m`, `45s`.
+pub fn format_duration(secs: u64) -> String {
+    for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs != 0 && secs.is_multiple_of(n) {
+            return format!("{}{unit}", secs / n);
+        }
+    }
+    format!("{secs}s")
+}
+
 fn newest_first(sort: SortBy, a: &TagInfo, b: &TagInfo) -> Ordering {
     let key = match sort {
         SortBy::Created => b.created.cmp(&a.created),
@@ -292,8 +307,10 @@ pub fn plan_tags(tags: &[TagInfo], policy: &Policy, now: i64) -> Vec<Decision> {
                 let cutoff = now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX));
                 match t.created {
                     None => return keep("no created time".into()),
-                    Some(c) if c >= cutoff => return keep(format!("newer than {secs}s")),
-                    Some(_) => drops.push(format!("older than {secs}s")),
+                    Some(c) if c >= cutoff => {
+                        return keep(format!("newer than {}", format_duration(secs)))
+                    }
+                    Some(_) => drops.push(format!("older than {}", format_duration(secs))),
                 }
             }
             Decision {
@@ -383,7 +400,15 @@ pub fn prune(layout: &Layout, options: &PruneOptions) -> Result<PruneReport, Pru
     } else {
         layout.drop_tags(&drop)?
     };
-    let gc = crate::gc::gc(layout, &GcOptions::default())?;
+    let gc = match crate::gc::gc(layout, &GcOptions::default()) {
+        Ok(gc) => gc,
+        Err(e) => {
+            return Err(PruneError::Gc {
+                untagged,
+                source: Box::new(e),
+            })
+        }
+    };
     Ok(PruneReport {
         dry_run: false,
         plan,
@@ -517,5 +542,8 @@ mod tests {
             100,
         );
         assert_eq!(plan[0].reason, "older than 10s");
+        assert_eq!(plan[1].reason, "newer than 10s");
+        assert_eq!(format_duration(250 * 3600), "250h");
+        assert_eq!(format_duration(14 * 86_400), "2w");
     }
 }

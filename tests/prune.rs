@@ -312,6 +312,28 @@ fn dry_run_changes_nothing() {
         "{out}"
     );
     assert_eq!(out.lines().count(), 30, "{out}");
+    let o = ocikit([
+        "prune",
+        f.root.to_str().unwrap(),
+        "--dry-run",
+        "--match",
+        "^nightly-",
+        "--older-than",
+        "250h",
+    ]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("drop nightly-2024-01-07 (older than 250h)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("keep nightly-2024-01-08 (newer than 250h)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("keep latest (not matched by --match)"),
+        "{out}"
+    );
     assert_eq!(snapshot(&f.root), before);
     assert!(!before.keys().any(|k| k.contains("lock")));
 }

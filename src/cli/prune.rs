@@ -50,6 +50,9 @@ pub fn prune_cmd(a: PruneArgs) -> Result<()> {
         let verb = if d.drop { "drop" } else { "keep" };
         writeln!(o, "{verb} {} ({})", clean(&d.name), d.reason)?;
     }
+    for n in &report.untagged {
+        writeln!(o, "untagged {}", clean(n))?;
+    }
     if let Some(gc) = &report.gc {
         writeln!(
             o,
