@@ -395,6 +395,20 @@ pub fn prune(layout: &Layout, options: &PruneOptions) -> Result<PruneReport, Pru
         .filter(|d| d.drop)
         .map(|d| d.name.as_str())
         .collect();
+    // gc's checks first (a dry run: no lock file, nothing changed), so a
+    // graph gc would refuse is refused before any name is taken off.
+    if let Err(e) = crate::gc::gc(
+        layout,
+        &GcOptions {
+            dry_run: true,
+            ..GcOptions::default()
+        },
+    ) {
+        return Err(PruneError::Gc {
+            untagged: Vec::new(),
+            source: Box::new(e),
+        });
+    }
     let untagged = if drop.is_empty() {
         Vec::new()
     } else {

@@ -447,3 +447,30 @@ fn prune_frees_what_no_kept_name_reaches_and_is_idempotent() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_damaged_graph_is_refused_before_any_name_is_taken_off() {
+    let f = fixture();
+    // A kept image's manifest is missing: gc (and so prune) refuses.
+    let latest = &f.images["latest"][0];
+    let hex = latest.strip_prefix("sha256:").unwrap();
+    std::fs::remove_file(f.root.join("blobs/sha256").join(hex)).unwrap();
+    let before = snapshot(&f.root);
+    let o = ocikit([
+        "prune",
+        f.root.to_str().unwrap(),
+        "--match",
+        "^nightly-",
+        "--keep-last",
+        "3",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(stderr(&o).contains("untagged nothing"), "{}", stderr(&o));
+    let strip = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter()
+            .filter(|(k, _)| !k.contains("lock"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    assert_eq!(strip(&snapshot(&f.root)), strip(&before));
+}
