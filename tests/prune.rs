@@ -474,3 +474,43 @@ fn a_damaged_graph_is_refused_before_any_name_is_taken_off() {
     };
     assert_eq!(strip(&snapshot(&f.root)), strip(&before));
 }
+
+#[test]
+fn an_index_is_as_new_as_its_newest_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("l");
+    write_layout_files(&root, &json!({"schemaVersion": 2, "manifests": []}));
+    let old = image(&root, 1_000_000, "old\n");
+    let new = image(&root, 3_000_000, "new\n");
+    let mid = image(&root, 2_000_000, "mid\n");
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [old.manifest, new.manifest],
+    });
+    let mut multi = put_blob(&root, OCI_INDEX, &to_bytes(&index));
+    multi["annotations"] = json!({"org.opencontainers.image.ref.name": "multi"});
+    let mut single = mid.manifest.clone();
+    single["annotations"] = json!({"org.opencontainers.image.ref.name": "single"});
+    write_layout_files(
+        &root,
+        &json!({"schemaVersion": 2, "manifests": [single, multi]}),
+    );
+    let o = ocikit([
+        "prune",
+        root.to_str().unwrap(),
+        "--keep-last",
+        "1",
+        "--dry-run",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("keep multi (in the last 1 by created)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("drop single (not in the last 1 by created)"),
+        "{out}"
+    );
+}
