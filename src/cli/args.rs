@@ -370,15 +370,26 @@ pub struct PruneArgs {
     /// Drop only tags created longer ago than DURATION (30d, 12h, 2w, 90m).
     #[arg(long, value_name = "DURATION")]
     pub older_than: Option<String>,
-    /// The order of --keep-last: semver, created or name.
-    #[arg(long, default_value = "created")]
-    pub sort: String,
+    /// The order of --keep-last.
+    #[arg(long, value_enum, default_value_t = PruneSort::Created)]
+    pub sort: PruneSort,
     /// Print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Print JSON (schema in docs/json.md).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `prune --sort`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PruneSort {
+    /// The config's created time (an index: its newest manifest's).
+    Created,
+    /// Semantic version; unparsable versions are oldest.
+    Semver,
+    /// Name, the largest newest.
+    Name,
 }
 
 /// `mod`'s arguments.

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use ocikit::prune::{self, PruneOptions, SortBy};
 use ocikit::reference::Location;
 
-use super::args::PruneArgs;
+use super::args::{PruneArgs, PruneSort};
 use super::output::{clean, open_layout, out, print_json};
 
 pub fn prune_cmd(a: PruneArgs) -> Result<()> {
@@ -23,11 +23,10 @@ pub fn prune_cmd(a: PruneArgs) -> Result<()> {
         .as_deref()
         .map(prune::parse_duration)
         .transpose()?;
-    let sort = match a.sort.as_str() {
-        "created" => SortBy::Created,
-        "semver" => SortBy::Semver,
-        "name" => SortBy::Name,
-        other => bail!("--sort takes semver, created or name, not {other:?}"),
+    let sort = match a.sort {
+        PruneSort::Created => SortBy::Created,
+        PruneSort::Semver => SortBy::Semver,
+        PruneSort::Name => SortBy::Name,
     };
     let options = PruneOptions {
         matching: a.matching,
