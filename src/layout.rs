@@ -751,6 +751,43 @@ impl Layout {
         self.write_index(&lock, &index)
     }
 
+    /// Takes the names in `tags` off `index.json` under the lock. Each name
+    /// selects its entries exactly as [`Layout::untag`] does (as `L:TAG`
+    /// resolves, refusing an ambiguous name before anything is written), but
+    /// the selected entries are dropped rather than left untagged: an untagged
+    /// entry keeps its blobs from gc, and prune's point is freeing them.
+    /// Entries that were already untagged are left alone. Returns the names
+    /// taken off; a name no longer in `index.json` is skipped.
+    pub(crate) fn drop_tags(
+        &self,
+        tags: &std::collections::BTreeSet<&str>,
+    ) -> Result<Vec<String>, LayoutError> {
+        let lock = self.lock()?;
+        let mut index = self.read_index(&lock)?;
+        let present = index.tags();
+        let mut gone = Vec::new();
+        let mut targets = Vec::new();
+        for tag in tags {
+            if !present.iter().any(|t| t == tag) {
+                continue;
+            }
+            targets.extend(self.untag_targets(&index, tag)?);
+            gone.push((*tag).to_string());
+        }
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        index.entries.retain(|e| {
+            let d = &e.descriptor;
+            !(d.ref_name().is_some()
+                && targets.iter().any(|(digest, id)| {
+                    &d.digest == digest && resolve::identity(d) == id.as_deref()
+                }))
+        });
+        self.write_index(&lock, &index)?;
+        Ok(gone)
+    }
+
     /// The entries `untag TAG` takes the name off: those `TAG` resolves to
     /// (as `L:TAG` reads), by digest and identity. Entries of several
     /// identities are ambiguous: the error lists them.

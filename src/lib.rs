@@ -118,6 +118,7 @@ mod open;
 pub mod output;
 pub mod platform;
 mod progress;
+pub mod prune;
 pub mod reference;
 pub mod referrers;
 pub mod report;

@@ -24,6 +24,7 @@ mod cli {
     pub mod inspect;
     pub mod maintain;
     pub mod output;
+    pub mod prune;
     pub mod referrers;
     pub mod transfer;
 }

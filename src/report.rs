@@ -635,6 +635,27 @@ impl<'a> GcDocument<'a> {
     }
 }
 
+/// `ocikit prune --json`: a [`PruneReport`](crate::prune::PruneReport), then `schemaVersion`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneDocument<'a> {
+    /// The report's fields.
+    #[serde(flatten)]
+    pub report: &'a crate::prune::PruneReport,
+    /// Always [`SCHEMA_VERSION`].
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+}
+
+impl<'a> PruneDocument<'a> {
+    /// The document of `report`.
+    pub fn new(report: &'a crate::prune::PruneReport) -> Self {
+        PruneDocument {
+            report,
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -346,6 +346,50 @@ pub enum Command {
         #[arg(long)]
         platform: Option<PlatformSpec>,
     },
+    /// Drop a layout's tags by retention policy, then collect garbage.
+    #[command(
+        after_help = "A tag is dropped only when every policy given drops it; tags --match does not match stay.\nExample:\n  ocikit prune ./images --match '^nightly-' --keep-last 3 --dry-run"
+    )]
+    Prune(PruneArgs),
+}
+
+/// `prune`'s arguments.
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    /// LAYOUT.
+    pub layout: String,
+    /// Only tags this regex matches are candidates (default: every tag).
+    #[arg(long = "match", value_name = "REGEX")]
+    pub matching: Option<String>,
+    /// Keep the N newest by --sort.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep tags that are semver versions in RANGE (like '>=1.2 <2', '^1.2').
+    #[arg(long, value_name = "RANGE")]
+    pub keep_semver: Option<String>,
+    /// Drop only tags created longer ago than DURATION (30d, 12h, 2w, 90m).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// The order of --keep-last.
+    #[arg(long, value_enum, default_value_t = PruneSort::Created)]
+    pub sort: PruneSort,
+    /// Print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON (schema in docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `prune --sort`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PruneSort {
+    /// The config's created time (an index: its newest manifest's).
+    Created,
+    /// Semantic version; unparsable versions are oldest.
+    Semver,
+    /// Name, the largest newest.
+    Name,
 }
 
 /// `mod`'s arguments.

@@ -9,7 +9,7 @@ use ocikit::Layout;
 
 use super::args::{Cli, Command};
 use super::output::{lock_notice, say, set_verbosity, verbose};
-use super::{files, image, index, inspect, maintain, referrers, transfer};
+use super::{files, image, index, inspect, maintain, prune, referrers, transfer};
 use crate::Negative;
 
 /// Runs the command, saying how long it took with `-v`.
@@ -176,5 +176,6 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             json,
             platform,
         } => files::files_cmd(&location, choice(platform), long, json).map(|()| None),
+        Command::Prune(args) => prune::prune_cmd(args).map(|()| None),
     }
 }
