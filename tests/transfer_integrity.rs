@@ -23,6 +23,23 @@ fn ocikit_small_split<const N: usize>(args: [&std::ffi::OsStr; N]) -> Output {
         .expect("run ocikit")
 }
 
+/// The demo exported as `demo.tar` split into 8 KiB parts with a checksum
+/// file; returns the scratch directory and the (unwritten) `demo.tar` path.
+fn split_demo_with_checksums() -> (tempfile::TempDir, PathBuf) {
+    let (t, demo) = demo_copy();
+    let file = t.path().join("demo.tar");
+    let o = ocikit_small_split([
+        "export".as_ref(),
+        demo.as_os_str(),
+        file.as_os_str(),
+        "--split".as_ref(),
+        "8K".as_ref(),
+        "--checksum".as_ref(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    (t, file)
+}
+
 fn manifest_digests(layout: &Path) -> Vec<String> {
     let index: Value =
         serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
@@ -167,17 +184,7 @@ fn split_parts_read_as_one_archive() {
 
 #[test]
 fn corrupt_part_is_named_and_nothing_is_written() {
-    let (t, demo) = demo_copy();
-    let file = t.path().join("demo.tar");
-    let o = ocikit_small_split([
-        "export".as_ref(),
-        demo.as_os_str(),
-        file.as_os_str(),
-        "--split".as_ref(),
-        "8K".as_ref(),
-        "--checksum".as_ref(),
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let (t, file) = split_demo_with_checksums();
     assert_eq!(parts_of(&file).len(), 3);
     let second = t.path().join("demo.tar.001");
     let mut b = fs::read(&second).unwrap();
@@ -231,17 +238,7 @@ fn split_refuses_stdout_and_small_sizes() {
 
 #[test]
 fn unlisted_and_missing_parts_are_named() {
-    let (t, demo) = demo_copy();
-    let file = t.path().join("demo.tar");
-    let o = ocikit_small_split([
-        "export".as_ref(),
-        demo.as_os_str(),
-        file.as_os_str(),
-        "--split".as_ref(),
-        "8K".as_ref(),
-        "--checksum".as_ref(),
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let (t, _) = split_demo_with_checksums();
     let sums = t.path().join("demo.tar.sha256");
     let text = fs::read_to_string(&sums).unwrap();
     let first = t.path().join("demo.tar.000");
