@@ -60,6 +60,9 @@ pub enum IssueKind {
     StrayFile,
     /// Warning: odd but tolerated layout metadata (layout version, tag names, empty images).
     Layout,
+    /// Warning: a blob a delta bundle leaves out (the side it was made
+    /// against holds it).
+    DeltaOmitted,
 }
 
 impl IssueKind {
@@ -72,6 +75,7 @@ impl IssueKind {
                 | IssueKind::Unreferenced
                 | IssueKind::StrayFile
                 | IssueKind::Layout
+                | IssueKind::DeltaOmitted
         )
     }
 
@@ -94,6 +98,7 @@ impl IssueKind {
             IssueKind::Unreferenced => "unreferenced",
             IssueKind::StrayFile => "stray-file",
             IssueKind::Layout => "layout",
+            IssueKind::DeltaOmitted => "delta-omitted",
         }
     }
 }

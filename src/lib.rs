@@ -97,6 +97,7 @@
 
 pub mod archive;
 pub mod cancel;
+pub mod delta;
 pub mod copy;
 pub mod diff;
 pub mod digest;
@@ -147,7 +148,7 @@ pub use store::{Store, StoreError};
 pub use verified::{Mismatch, Verified};
 
 // The operations' options, reports and errors.
-pub use copy::{CopyError, CopyOptions, CopyReport, RunError, RunOptions, RunReport};
+pub use copy::{CopyError, CopyOptions, CopyReport, DeltaReport, RunError, RunOptions, RunReport};
 pub use diff::{DiffError, DiffOptions, DiffReport};
 pub use files::{FilesError, FilesOptions, FilesReport, GetFileOptions, GetFileReport};
 pub use flatten::{FlattenError, FlattenOptions, FlattenReport};

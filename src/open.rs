@@ -157,6 +157,16 @@ impl Location {
                 for n in store.notes() {
                     notice(Notice::Note(n.clone()));
                 }
+                if let Some(r) = crate::delta::record_of_store(&store) {
+                    notice(Notice::Note(format!(
+                        "{} is a delta bundle: it holds only the blobs its base lacked{}",
+                        self.path.display(),
+                        match r.omitted {
+                            Some(n) => format!(" ({n} left out)"),
+                            None => String::new(),
+                        }
+                    )));
+                }
                 Ok(Box::new(store))
             }
         }

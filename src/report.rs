@@ -157,6 +157,10 @@ pub struct LsReport {
     /// side already has, for a delta bundle). Absent without `--blobs`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blobs: Option<Vec<BlobInfo>>,
+    /// With `--blobs`: their [fingerprint](crate::delta::fingerprint), which
+    /// a delta bundle made against this side records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blobs_fingerprint: Option<Digest>,
 }
 
 /// One stored blob in [`LsReport::blobs`].
@@ -245,6 +249,7 @@ pub fn ls(store: &dyn Store) -> Result<LsReport, ReportError> {
         location: store.name(),
         images,
         blobs: None,
+        blobs_fingerprint: None,
     })
 }
 

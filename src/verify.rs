@@ -423,6 +423,18 @@ pub(crate) fn verify_with_progress(
             ));
         }
     }
+    // A delta bundle leaves out what the side it was made against holds:
+    // its absent blobs are expected (its present ones are checked as usual).
+    if let Some(record) = crate::delta::record_of_store(store) {
+        for f in findings.iter_mut().filter(|f| f.kind == IssueKind::Missing) {
+            f.kind = IssueKind::DeltaOmitted;
+            f.message = format!(
+                "{}: blob {} is left out of this delta bundle (made against {record}, which holds it)",
+                f.path,
+                f.digest.as_deref().unwrap_or("?")
+            );
+        }
+    }
     dedup(&mut findings);
     sort(&mut findings);
     VerifyReport {

@@ -482,6 +482,10 @@ pub struct ArchiveArgs {
     /// (K/M/G suffixes, at least 1M); read them back by naming FILE.000.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub split: Option<u64>,
+    /// Write a delta bundle: leave out the blobs HAVE holds (the far side's
+    /// layout, an archive, or its `ls --json --blobs` output).
+    #[arg(long, value_name = "HAVE")]
+    pub delta_from: Option<String>,
 }
 
 /// A byte count with an optional K, M or G suffix (powers of 1024).

@@ -20,7 +20,9 @@ pub fn ls(location: &str, json: bool, blobs: bool) -> Result<()> {
     }
     let mut report = report::ls(&store)?;
     if blobs {
-        report.blobs = Some(report::blobs(&store)?);
+        let list = report::blobs(&store)?;
+        report.blobs_fingerprint = Some(ocikit::delta::fingerprint(&list));
+        report.blobs = Some(list);
     }
     if json {
         return print_json(&report);

@@ -6,7 +6,7 @@ use anyhow::Result;
 use ocikit::copy::{self, Mode, RunOptions};
 
 use super::args::{ArchiveArgs, CopyArgs};
-use super::output::{human, notice, say, Bar};
+use super::output::{clean, human, notice, say, Bar};
 use crate::cancel_on_signals;
 
 /// Copies `sources` to `target` under `mode`'s rules and says what was copied.
@@ -36,6 +36,7 @@ pub fn copy_cmd(
         cancel: super::output::cancel_token(),
         checksum: archive.is_some_and(|a| a.checksum),
         split: archive.and_then(|a| a.split),
+        delta_from: archive.and_then(|a| a.delta_from.clone()),
     };
     let bar = Bar::lazy("copying");
     let result = copy::run(&options, &bar, &mut notice);
@@ -43,6 +44,22 @@ pub fn copy_cmd(
     let done = result?;
     for n in &done.warnings {
         say!("ocikit: warning: {n}");
+    }
+    if let Some(d) = &done.delta {
+        match mode {
+            Mode::Export | Mode::Copy if archive.is_some_and(|a| a.delta_from.is_some()) => say!(
+                "delta against {}: left out {} blobs ({}) that side holds",
+                clean(&d.record.to_string()),
+                d.blobs_left_out,
+                human(d.bytes_left_out)
+            ),
+            _ => say!(
+                "delta bundle made against {}: {} blobs ({}) were already in the layout, verified",
+                clean(&d.record.to_string()),
+                d.blobs_left_out,
+                human(d.bytes_left_out)
+            ),
+        }
     }
     let report = &done.copy;
     say!(

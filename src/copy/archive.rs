@@ -276,10 +276,22 @@ pub fn write_archive(
             d
         })
         .collect();
-    let index =
-        json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": entries})
-            .to_string()
-            .into_bytes();
+    let mut index =
+        json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": entries});
+    // A delta bundle says what it was made against.
+    let omitted = match (&plan.delta, kind) {
+        (Some((omit, annotations)), ArchiveKind::OciArchive) => {
+            index["annotations"] = json!(annotations);
+            Some(omit)
+        }
+        (Some(_), ArchiveKind::DockerArchive) => {
+            return Err(CopyError::Internal(
+                "a docker-archive cannot be a delta bundle".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    let index = index.to_string().into_bytes();
     let docker_files = match kind {
         ArchiveKind::DockerArchive => Some(docker_metadata(sources, plan, &mut notes)?),
         ArchiveKind::OciArchive => None,
@@ -353,7 +365,11 @@ pub fn write_archive(
     tar.mode(tar::HeaderMode::Deterministic);
 
     // Sorted members: blobs/, blobs/<alg>/, blobs/<alg>/<encoded>, then the files.
-    let mut blobs: Vec<&PlannedBlob> = plan.blobs.iter().collect();
+    let mut blobs: Vec<&PlannedBlob> = plan
+        .blobs
+        .iter()
+        .filter(|b| omitted.is_none_or(|o| !o.contains(&b.digest)))
+        .collect();
     blobs.sort_by_key(|b| b.digest.blob_path());
     let algs: std::collections::BTreeSet<String> = blobs
         .iter()
@@ -361,7 +377,7 @@ pub fn write_archive(
         .collect();
     let mut report = CopyReport::default();
     let mut deferred: Vec<(u64, LazyLayer, u64, Digest)> = Vec::new();
-    progress.begin(plan.bytes);
+    progress.begin(blobs.iter().map(|b| b.size).fold(0u64, u64::saturating_add));
     let advance = |n| progress.advance(n);
     let mut h = header(tar::EntryType::Directory, 0o755, 0);
     tar.append_data(&mut h, "blobs/", io::empty())

@@ -49,7 +49,7 @@ mod run;
 mod uncompress;
 pub(crate) use archive::Encoder;
 pub use archive::{write_archive, ArchiveKind, ArchiveOut};
-pub use run::{run, Mode, RunError, RunOptions, RunReport};
+pub use run::{run, DeltaReport, Mode, RunError, RunOptions, RunReport};
 pub(crate) use uncompress::{uncompress_layers, uncompress_layers_with, LazyLayer, Uncompress};
 
 /// Why a copy failed. Each names the blob, file or reference at fault.
@@ -232,6 +232,12 @@ pub struct Plan {
     pub lock_policy: crate::layout::LockPolicy,
     /// Stops the copy at its next write.
     pub cancel: crate::cancel::Cancel,
+    /// Blobs the images need that no source holds (planned with
+    /// [`plan_collecting_missing`]), with what each is.
+    pub(crate) missing: Vec<(Digest, String)>,
+    /// Blobs an archive leaves out (a delta bundle: the far side holds
+    /// them), with the annotations its `index.json` carries.
+    pub(crate) delta: Option<(HashSet<Digest>, BTreeMap<String, String>)>,
 }
 
 /// What a copy did.
@@ -253,6 +259,8 @@ struct Planner<'a, 'b> {
     seen: HashSet<Digest>,
     referrers: HashMap<usize, Vec<Referrer>>,
     options: &'b CopyOptions,
+    /// Record missing blobs in the plan instead of failing at the first.
+    collect_missing: bool,
 }
 
 /// Plans a copy: which blobs, in which order, and which roots.
@@ -261,7 +269,26 @@ struct Planner<'a, 'b> {
 /// Unresolvable references, missing or damaged blobs, and requests that
 /// cannot be met (a target name for several images).
 pub fn plan(sources: &[Source<'_>], options: &CopyOptions) -> Result<Plan, CopyError> {
+    plan_with(sources, options, false)
+}
+
+/// Plans a copy as [`plan`] does, but a blob no source holds is recorded in
+/// [`Plan::missing`] rather than failing the plan, so that all of them can
+/// be named at once (a delta bundle imported where its base is incomplete).
+pub(crate) fn plan_collecting_missing(
+    sources: &[Source<'_>],
+    options: &CopyOptions,
+) -> Result<Plan, CopyError> {
+    plan_with(sources, options, true)
+}
+
+fn plan_with(
+    sources: &[Source<'_>],
+    options: &CopyOptions,
+    collect_missing: bool,
+) -> Result<Plan, CopyError> {
     let mut p = Planner {
+        collect_missing,
         sources,
         plan: Plan {
             limits: options.limits,
@@ -491,6 +518,15 @@ impl Planner<'_, '_> {
             return Ok(());
         }
         let store = self.store(i);
+        if self.collect_missing && matches!(store.open_blob(&digest), Err(StoreError::Missing { .. }))
+        {
+            if self.seen.insert(digest.clone()) {
+                self.plan
+                    .missing
+                    .push((digest, format!("document, {}", desc.media_type)));
+            }
+            return Ok(());
+        }
         let kind = self.kind_of(i, desc)?;
         match kind {
             Kind::Index | Kind::Manifest => {
@@ -547,6 +583,13 @@ impl Planner<'_, '_> {
                     "non-distributable layer {digest} is not in {} and is left out (its descriptor is kept)",
                     store.name()
                 ));
+                return Ok(());
+            }
+            Err(StoreError::Missing { .. }) if self.collect_missing => {
+                self.seen.insert(digest.clone());
+                self.plan
+                    .missing
+                    .push((digest, format!("{what}, {}", desc.media_type)));
                 return Ok(());
             }
             Err(StoreError::Missing { .. }) => {

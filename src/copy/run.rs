@@ -66,6 +66,10 @@ pub struct RunOptions {
     /// Cut an archive file into parts `FILE.000`, `FILE.001`, … of at most
     /// this many bytes.
     pub split: Option<u64>,
+    /// Write a delta bundle: leave out the blobs this side holds (a layout
+    /// directory, an archive, or the JSON of `ls --json --blobs` written
+    /// there; see [`crate::delta::Have::load`]).
+    pub delta_from: Option<String>,
 }
 
 /// Why a copy failed.
@@ -87,6 +91,35 @@ pub enum RunError {
     /// The request cannot be carried out as asked.
     #[error("{0}")]
     Invalid(String),
+    /// `--delta-from` cannot be read.
+    #[error(transparent)]
+    Delta(#[from] crate::delta::DeltaError),
+    /// A delta bundle's images need blobs that neither it nor the target
+    /// holds: nothing was published.
+    #[error("{delta} is a delta bundle made against {record}; {} lacks {} blob{} its images need, so nothing was imported: {}", target.display(), missing.len(), if missing.len() == 1 { "" } else { "s" }, missing.iter().map(|(d, what)| format!("{d} ({what})")).collect::<Vec<_>>().join(", "))]
+    DeltaIncomplete {
+        /// The delta bundle.
+        delta: String,
+        /// What it was made against.
+        record: crate::delta::DeltaRecord,
+        /// Where it was imported.
+        target: PathBuf,
+        /// The blobs missing, with what each is.
+        missing: Vec<(crate::digest::Digest, String)>,
+    },
+    /// A blob the target holds and a delta bundle relies on is damaged:
+    /// nothing was published.
+    #[error("{delta} is a delta bundle and relies on blob {digest} in {}, which is damaged ({reason}); nothing was imported", target.display())]
+    DeltaBase {
+        /// The delta bundle.
+        delta: String,
+        /// The target layout.
+        target: PathBuf,
+        /// The damaged blob.
+        digest: crate::digest::Digest,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Splitting an archive or writing its checksum failed.
     #[error(transparent)]
     Parts(#[from] crate::archive::parts::PartsError),
@@ -109,6 +142,22 @@ pub struct RunReport {
     /// What the user should know about the written archive (the CLI prints
     /// them as warnings once the progress bar is gone).
     pub warnings: Vec<String>,
+    /// A delta bundle written or read: what it was made against, and the
+    /// blobs it does not carry (left out of an export; taken from the target
+    /// layout, verified, on import).
+    pub delta: Option<DeltaReport>,
+}
+
+/// What a delta bundle does not carry.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct DeltaReport {
+    /// What the bundle was made against.
+    pub record: crate::delta::DeltaRecord,
+    /// Blobs the images need that the bundle does not carry.
+    pub blobs_left_out: u64,
+    /// Their bytes.
+    pub bytes_left_out: u64,
 }
 
 /// Runs a copy: parses and opens the sources, decides the target
@@ -168,12 +217,50 @@ pub fn run(
         (_, Some(size)) => crate::archive::parts::check_split_size(size)?,
         _ => {}
     }
+    if options.delta_from.is_some() {
+        match &target_kind {
+            Target::Archive {
+                kind: ArchiveKind::OciArchive,
+                ..
+            } => {}
+            Target::Archive { .. } => return Err(RunError::Invalid(
+                "--delta-from writes an oci-archive: a docker-archive must hold every layer of its images".into(),
+            )),
+            Target::Layout(_) => {
+                return Err(RunError::Invalid(
+                    "--delta-from writes an archive, not a layout".into(),
+                ))
+            }
+        }
+        if options.uncompressed_layers {
+            return Err(RunError::Invalid(
+                "--delta-from and --uncompressed-layers cannot be combined: the far side holds the layers as they are stored, not uncompressed".into(),
+            ));
+        }
+    }
     let mut opened = Vec::new();
     let mut source_paths = Vec::new();
     let open = crate::archive::OpenOptions::new(options.limits, options.cancel.clone());
+    let have = match &options.delta_from {
+        Some(h) => {
+            source_paths.push(Location::parse(h)?.path);
+            Some(crate::delta::Have::load(h, &open, notice)?)
+        }
+        None => None,
+    };
+    // Delta bundles among the sources: read over the target layout.
+    let mut deltas: Vec<(String, crate::delta::DeltaRecord)> = Vec::new();
     for s in &options.sources {
         let loc = Location::parse(s)?;
-        let store = loc.open(&open, notice)?;
+        let mut store = loc.open(&open, notice)?;
+        if let Some(record) = crate::delta::record_of_store(&*store) {
+            deltas.push((store.name(), record));
+            let base = match &target_kind {
+                Target::Layout(dir) if dir.is_dir() => Some(dir.as_path()),
+                _ => None,
+            };
+            store = Box::new(crate::delta::Overlay::new(store, base));
+        }
         opened.push((store, loc.reference));
         source_paths.push(loc.path);
     }
@@ -220,7 +307,61 @@ pub fn run(
         lock_policy: options.lock_policy,
         cancel: options.cancel.clone(),
     };
-    let mut plan = plan(&srcs, &copy_options)?;
+    let mut plan = if deltas.is_empty() {
+        plan(&srcs, &copy_options)?
+    } else {
+        let p = super::plan_collecting_missing(&srcs, &copy_options)?;
+        if !p.missing.is_empty() {
+            let (delta, record) = deltas.swap_remove(0);
+            return Err(RunError::DeltaIncomplete {
+                delta,
+                record,
+                target: match &target_kind {
+                    Target::Layout(dir) => dir.clone(),
+                    Target::Archive { path: Some(p), .. } => p.clone(),
+                    Target::Archive { path: None, .. } => PathBuf::from("<stdout>"),
+                },
+                missing: p.missing,
+            });
+        }
+        p
+    };
+    let mut delta_report = None;
+    if let Some((delta, record)) = deltas.first() {
+        let mut left_out = (0u64, 0u64);
+        if let Target::Layout(dir) = &target_kind {
+            left_out = verify_base(delta, dir, &plan)?;
+        }
+        delta_report = Some(DeltaReport {
+            record: record.clone(),
+            blobs_left_out: left_out.0,
+            bytes_left_out: left_out.1,
+        });
+    }
+    if let Some(have) = &have {
+        let omit: std::collections::HashSet<crate::digest::Digest> = plan
+            .blobs
+            .iter()
+            .filter(|b| have.holds(&b.digest, b.size))
+            .map(|b| b.digest.clone())
+            .collect();
+        let bytes = plan
+            .blobs
+            .iter()
+            .filter(|b| omit.contains(&b.digest))
+            .map(|b| b.size)
+            .fold(0u64, u64::saturating_add);
+        delta_report = Some(DeltaReport {
+            record: crate::delta::DeltaRecord {
+                fingerprint: have.fingerprint().to_string(),
+                description: have.description().to_string(),
+                omitted: Some(omit.len() as u64),
+            },
+            blobs_left_out: omit.len() as u64,
+            bytes_left_out: bytes,
+        });
+        plan.delta = Some((omit.clone(), have.annotations(omit.len())));
+    }
     for n in &plan.notes {
         notice(Notice::Note(n.clone()));
     }
@@ -315,7 +456,58 @@ pub fn run(
     for n in uncompress_notes {
         notice(Notice::Note(n));
     }
-    Ok(RunReport { copy, warnings })
+    Ok(RunReport {
+        copy,
+        warnings,
+        delta: delta_report,
+    })
+}
+
+/// Hashes every planned blob the target layout already holds (a delta
+/// bundle relies on them; the copy would skip them), in parallel, before
+/// anything is written. Returns how many there are and their bytes.
+fn verify_base(
+    delta: &str,
+    dir: &Path,
+    plan: &super::Plan,
+) -> Result<(u64, u64), RunError> {
+    use rayon::prelude::*;
+    use crate::store::Store as _;
+    let store = crate::store::LayoutStore::new(dir);
+    let held: Vec<&super::PlannedBlob> = plan
+        .blobs
+        .iter()
+        .filter(|b| {
+            std::fs::symlink_metadata(dir.join(b.digest.blob_path()))
+                .is_ok_and(|m| m.is_file() && m.len() == b.size)
+        })
+        .collect();
+    held.par_iter().try_for_each(|b| {
+        let damaged = |reason: String| RunError::DeltaBase {
+            delta: delta.to_string(),
+            target: dir.to_path_buf(),
+            digest: b.digest.clone(),
+            reason,
+        };
+        if !b.digest.algorithm().is_verifiable() {
+            return Ok(());
+        }
+        let blob = store.open_blob(&b.digest).map_err(|e| damaged(e.to_string()))?;
+        let (got, len) = blob
+            .hash(b.digest.algorithm().clone())
+            .map_err(|e| damaged(e.to_string()))?;
+        if len != b.size {
+            return Err(damaged(format!("{len} bytes, not {}", b.size)));
+        }
+        if got != b.digest {
+            return Err(damaged(format!("it hashes to {got}")));
+        }
+        Ok(())
+    })?;
+    Ok((
+        held.len() as u64,
+        held.iter().map(|b| b.size).fold(0u64, u64::saturating_add),
+    ))
 }
 
 /// The transfer steps after an archive file is complete: `--split` cuts
