@@ -122,6 +122,17 @@ fn airgap_guide_runs_as_written() {
             "legacy was untagged and collected"
         );
         assert!(dir.join("for-docker.tar").is_file());
+        // The delta flow: site-b got run2 from a bundle of run2's own blobs.
+        assert_eq!(index_tags(&dir.join("site-b")), ["run1", "run2"]);
+        let mut carried = Vec::new();
+        let mut a = tar::Archive::new(std::fs::File::open(dir.join("release2.tar")).unwrap());
+        for e in a.entries().unwrap() {
+            let p = e.unwrap().path().unwrap().display().to_string();
+            if p.starts_with("blobs/sha256/") && p.len() > "blobs/sha256/".len() {
+                carried.push(p);
+            }
+        }
+        assert_eq!(carried.len(), 3, "run2's manifest, config and app layer: {carried:?}");
         if dir.join("roundtrip").exists() {
             // The registry round trip kept the manifest digest.
             assert_eq!(
