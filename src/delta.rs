@@ -160,18 +160,17 @@ impl Have {
     }
 
     fn from_json(path: &Path) -> Result<Have, DeltaError> {
-        let bytes = crate::store::read_small_file(path, MAX_HAVE_JSON).map_err(|e| {
-            DeltaError::Json {
+        let bytes =
+            crate::store::read_small_file(path, MAX_HAVE_JSON).map_err(|e| DeltaError::Json {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let bad = |reason: String| DeltaError::Json {
             path: path.to_path_buf(),
             reason,
         };
-        let doc: LsBlobs =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not the JSON expected: {e}")))?;
+        let doc: LsBlobs = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("not the JSON expected: {e}")))?;
         let Some(list) = doc.blobs else {
             return Err(bad(
                 "holds no \"blobs\" list (was it written without --blobs?)".into(),
@@ -179,17 +178,14 @@ impl Have {
         };
         let mut blobs = Vec::with_capacity(list.len());
         for b in list {
-            let digest = Digest::parse(&b.digest)
-                .map_err(|e| bad(format!("blob {:?}: {e}", b.digest)))?;
+            let digest =
+                Digest::parse(&b.digest).map_err(|e| bad(format!("blob {:?}: {e}", b.digest)))?;
             blobs.push(BlobInfo {
                 digest,
                 size: b.size,
             });
         }
-        let from = doc
-            .location
-            .map(|l| format!(" of {l}"))
-            .unwrap_or_default();
+        let from = doc.location.map(|l| format!(" of {l}")).unwrap_or_default();
         let description = format!(
             "the blob list {}{from} ({} blobs)",
             path.display(),
@@ -253,6 +249,7 @@ fn looks_like_json(path: &Path) -> Result<bool, DeltaError> {
 
 /// What a delta bundle records about the side it was made against.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DeltaRecord {
     /// The fingerprint of that side's blobs ([`fingerprint`]).
     pub fingerprint: String,

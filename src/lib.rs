@@ -97,8 +97,8 @@
 
 pub mod archive;
 pub mod cancel;
-pub mod delta;
 pub mod copy;
+pub mod delta;
 pub mod diff;
 pub mod digest;
 mod docker;

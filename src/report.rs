@@ -661,6 +661,46 @@ impl<'a> PruneDocument<'a> {
     }
 }
 
+/// `ocikit copy|import|export --json`: what a copy wrote, or with
+/// `--dry-run` would write.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyDocument<'a> {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Nothing was written; the counts say what would be.
+    pub dry_run: bool,
+    /// The target as given.
+    pub target: &'a str,
+    /// The images recorded: `TAG DIGEST`, or the digest of an unnamed one.
+    pub images: &'a [String],
+    /// Blobs written (or to write).
+    pub blobs_written: u64,
+    /// Blobs the target already held (for a delta export: left out).
+    pub blobs_skipped: u64,
+    /// Bytes written (or to write).
+    pub bytes_written: u64,
+    /// A delta bundle written or read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<&'a crate::copy::DeltaReport>,
+}
+
+impl<'a> CopyDocument<'a> {
+    /// The document of a copy to `target`.
+    pub fn new(target: &'a str, report: &'a crate::copy::RunReport) -> Self {
+        CopyDocument {
+            schema_version: SCHEMA_VERSION,
+            dry_run: report.dry_run,
+            target,
+            images: &report.copy.images,
+            blobs_written: report.copy.blobs_written,
+            blobs_skipped: report.copy.blobs_skipped,
+            bytes_written: report.copy.bytes_written,
+            delta: report.delta.as_ref(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

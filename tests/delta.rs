@@ -36,7 +36,13 @@ fn fixture() -> Fixture {
     let l3 = layer(&src, "app/v1", "version one\n");
     let l4 = layer(&src, "app/v2", "version two\n");
     let base = put_image(&src, "amd64", None, &[l1.clone(), l2.clone(), l3], false);
-    let v2 = put_image(&src, "amd64", None, &[l1.clone(), l2.clone(), l4.clone()], false);
+    let v2 = put_image(
+        &src,
+        "amd64",
+        None,
+        &[l1.clone(), l2.clone(), l4.clone()],
+        false,
+    );
     let mut b = base.clone();
     b["annotations"] = json!({"org.opencontainers.image.ref.name": "base"});
     let mut v = v2.clone();
@@ -329,13 +335,23 @@ fn delta_refusals_say_why() {
         &["export", &src, &out, "--delta-from", &s(&no_blobs)],
         &["ls.json", "--blobs"],
     );
-    fs::write(&no_blobs, b"{\"blobs\": [{\"digest\": \"sha256:zz\", \"size\": 1}]}").unwrap();
+    fs::write(
+        &no_blobs,
+        b"{\"blobs\": [{\"digest\": \"sha256:zz\", \"size\": 1}]}",
+    )
+    .unwrap();
     fails(
         &["export", &src, &out, "--delta-from", &s(&no_blobs)],
         &["ls.json", "sha256:zz"],
     );
     fails(
-        &["export", &src, &out, "--delta-from", &s(&f.dir.join("nowhere"))],
+        &[
+            "export",
+            &src,
+            &out,
+            "--delta-from",
+            &s(&f.dir.join("nowhere")),
+        ],
         &["nowhere"],
     );
     // The delta may not overwrite what it is made against.
@@ -347,4 +363,62 @@ fn delta_refusals_say_why() {
     );
     assert_eq!(fs::read(&have_tar).unwrap(), before);
     assert!(!f.dir.join("d.tar").exists());
+}
+
+#[test]
+fn dry_run_and_json_say_what_a_delta_would_carry() {
+    let f = fixture();
+    let b = side_b(&f);
+    let delta = f.dir.join("delta.tar");
+    let src = format!("{}:v2", s(&f.src));
+    // Export --dry-run: no file, the counts of the real run.
+    let o = ocikit_ok([
+        "export",
+        &src,
+        &s(&delta),
+        "--delta-from",
+        &s(&b),
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(!delta.exists());
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["dryRun"], json!(true));
+    assert_eq!(v["blobsWritten"], json!(3));
+    assert_eq!(v["blobsSkipped"], json!(2));
+    assert_eq!(v["delta"]["blobsLeftOut"], json!(2));
+    let o = ocikit_ok(["export", &src, &s(&delta), "--delta-from", &s(&b), "--json"]);
+    let real: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(real["dryRun"], json!(false));
+    for k in [
+        "blobsWritten",
+        "blobsSkipped",
+        "bytesWritten",
+        "images",
+        "delta",
+    ] {
+        assert_eq!(real[k], v[k], "{k}");
+    }
+    assert_eq!(archive_blobs(&delta).0.len(), 3);
+    // Import --dry-run: B unchanged, 3 blobs to write, 2 (verified) there.
+    let before = fs::read(b.join("index.json")).unwrap();
+    let blobs_before = blob_files(&b);
+    let o = ocikit_ok(["import", &s(&delta), &s(&b), "--dry-run"]);
+    assert!(
+        stdout(&o).contains("would write 3 blobs") && stdout(&o).contains(&f.v2_manifest),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(fs::read(b.join("index.json")).unwrap(), before);
+    assert_eq!(blob_files(&b), blobs_before);
+    // Into an empty place, --dry-run refuses as the import would.
+    fails(
+        &[
+            "import",
+            &s(&delta),
+            &s(&f.dir.join("nowhere")),
+            "--dry-run",
+        ],
+        &[&f.shared[0], &f.shared[1]],
+    );
 }

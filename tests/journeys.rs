@@ -132,7 +132,11 @@ fn airgap_guide_runs_as_written() {
                 carried.push(p);
             }
         }
-        assert_eq!(carried.len(), 3, "run2's manifest, config and app layer: {carried:?}");
+        assert_eq!(
+            carried.len(),
+            3,
+            "run2's manifest, config and app layer: {carried:?}"
+        );
         if dir.join("roundtrip").exists() {
             // The registry round trip kept the manifest digest.
             assert_eq!(

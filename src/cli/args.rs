@@ -464,6 +464,12 @@ pub struct CopyArgs {
     /// a new manifest; its config, image ID and diff_ids are unchanged).
     #[arg(long)]
     pub uncompressed_layers: bool,
+    /// Plan only: say what would be written (blobs, bytes, images), write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print what was written (or would be) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How an archive target is written (copy to a file, export).

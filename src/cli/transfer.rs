@@ -6,7 +6,9 @@ use anyhow::Result;
 use ocikit::copy::{self, Mode, RunOptions};
 
 use super::args::{ArchiveArgs, CopyArgs};
-use super::output::{clean, human, notice, say, Bar};
+use std::io::Write;
+
+use super::output::{clean, human, notice, out, print_json, say, Bar};
 use crate::cancel_on_signals;
 
 /// Copies `sources` to `target` under `mode`'s rules and says what was copied.
@@ -37,6 +39,7 @@ pub fn copy_cmd(
         checksum: archive.is_some_and(|a| a.checksum),
         split: archive.and_then(|a| a.split),
         delta_from: archive.and_then(|a| a.delta_from.clone()),
+        dry_run: args.dry_run,
     };
     let bar = Bar::lazy("copying");
     let result = copy::run(&options, &bar, &mut notice);
@@ -44,6 +47,31 @@ pub fn copy_cmd(
     let done = result?;
     for n in &done.warnings {
         say!("ocikit: warning: {n}");
+    }
+    if args.json {
+        return print_json(&ocikit::report::CopyDocument::new(&options.target, &done));
+    }
+    if done.dry_run {
+        // The plan is the result: on stdout, as gc's and prune's are.
+        let r = &done.copy;
+        let mut o = out();
+        for i in &r.images {
+            writeln!(o, "would copy {}", clean(i))?;
+        }
+        writeln!(
+            o,
+            "dry run: would write {} blobs ({}); {} {}",
+            r.blobs_written,
+            human(r.bytes_written),
+            r.blobs_skipped,
+            match &done.delta {
+                Some(_) if archive.is_some_and(|a| a.delta_from.is_some()) =>
+                    "left out (the far side holds them)",
+                _ => "already there",
+            }
+        )?;
+        o.flush()?;
+        return Ok(());
     }
     if let Some(d) = &done.delta {
         match mode {

@@ -518,7 +518,8 @@ impl Planner<'_, '_> {
             return Ok(());
         }
         let store = self.store(i);
-        if self.collect_missing && matches!(store.open_blob(&digest), Err(StoreError::Missing { .. }))
+        if self.collect_missing
+            && matches!(store.open_blob(&digest), Err(StoreError::Missing { .. }))
         {
             if self.seen.insert(digest.clone()) {
                 self.plan

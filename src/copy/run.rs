@@ -70,6 +70,8 @@ pub struct RunOptions {
     /// directory, an archive, or the JSON of `ls --json --blobs` written
     /// there; see [`crate::delta::Have::load`]).
     pub delta_from: Option<String>,
+    /// Plan (and check) only: report what would be written, write nothing.
+    pub dry_run: bool,
 }
 
 /// Why a copy failed.
@@ -146,10 +148,14 @@ pub struct RunReport {
     /// blobs it does not carry (left out of an export; taken from the target
     /// layout, verified, on import).
     pub delta: Option<DeltaReport>,
+    /// Nothing was written: `copy` says what would have been (blobs and
+    /// bytes to write, blobs the target holds, images).
+    pub dry_run: bool,
 }
 
 /// What a delta bundle does not carry.
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct DeltaReport {
     /// What the bundle was made against.
@@ -237,6 +243,11 @@ pub fn run(
                 "--delta-from and --uncompressed-layers cannot be combined: the far side holds the layers as they are stored, not uncompressed".into(),
             ));
         }
+    }
+    if options.dry_run && options.uncompressed_layers {
+        return Err(RunError::Invalid(
+            "--dry-run cannot tell what --uncompressed-layers would write (its blobs are made by decompressing); run without --dry-run".into(),
+        ));
     }
     let mut opened = Vec::new();
     let mut source_paths = Vec::new();
@@ -375,6 +386,9 @@ pub fn run(
         // Layers whose only digest is their DiffID are always checked.
         check_unverified_layers(&srcs, &plan)?;
     }
+    if options.dry_run {
+        return Ok(dry_run_report(&plan, &target_kind, delta_report));
+    }
     // Into an uncompressed archive file, layers whose size their gzip trailer
     // announces are decompressed straight into their places; if one was
     // announced wrongly, the export starts over with temporary files.
@@ -456,23 +470,61 @@ pub fn run(
     for n in uncompress_notes {
         notice(Notice::Note(n));
     }
+    // What a delta leaves out counts as what the target already holds.
+    let mut copy = copy;
+    if let Some((omit, _)) = &plan.delta {
+        copy.blobs_skipped += omit.len() as u64;
+    }
     Ok(RunReport {
         copy,
         warnings,
         delta: delta_report,
+        dry_run: false,
     })
+}
+
+/// What a copy would write: into a layout, the planned blobs it lacks (by
+/// name and size, as the copy skips them); into an archive, every planned
+/// blob but those a delta leaves out.
+fn dry_run_report(plan: &super::Plan, target: &Target, delta: Option<DeltaReport>) -> RunReport {
+    let omitted =
+        |d: &crate::digest::Digest| plan.delta.as_ref().is_some_and(|(o, _)| o.contains(d));
+    let mut copy = CopyReport::default();
+    for b in &plan.blobs {
+        let held = match target {
+            Target::Layout(dir) => std::fs::symlink_metadata(dir.join(b.digest.blob_path()))
+                .is_ok_and(|m| m.is_file() && m.len() == b.size),
+            Target::Archive { .. } => omitted(&b.digest),
+        };
+        if held {
+            copy.blobs_skipped += 1;
+        } else {
+            copy.blobs_written += 1;
+            copy.bytes_written = copy.bytes_written.saturating_add(b.size);
+        }
+    }
+    copy.images = plan
+        .roots
+        .iter()
+        .map(|r| match &r.tag {
+            Some(t) => format!("{t} {}", r.descriptor.digest),
+            None => r.descriptor.digest.clone(),
+        })
+        .collect();
+    RunReport {
+        copy,
+        warnings: Vec::new(),
+        delta,
+        dry_run: true,
+    }
 }
 
 /// Hashes every planned blob the target layout already holds (a delta
 /// bundle relies on them; the copy would skip them), in parallel, before
 /// anything is written. Returns how many there are and their bytes.
-fn verify_base(
-    delta: &str,
-    dir: &Path,
-    plan: &super::Plan,
-) -> Result<(u64, u64), RunError> {
-    use rayon::prelude::*;
+fn verify_base(delta: &str, dir: &Path, plan: &super::Plan) -> Result<(u64, u64), RunError> {
     use crate::store::Store as _;
+    use rayon::prelude::*;
     let store = crate::store::LayoutStore::new(dir);
     let held: Vec<&super::PlannedBlob> = plan
         .blobs
@@ -492,7 +544,9 @@ fn verify_base(
         if !b.digest.algorithm().is_verifiable() {
             return Ok(());
         }
-        let blob = store.open_blob(&b.digest).map_err(|e| damaged(e.to_string()))?;
+        let blob = store
+            .open_blob(&b.digest)
+            .map_err(|e| damaged(e.to_string()))?;
         let (got, len) = blob
             .hash(b.digest.algorithm().clone())
             .map_err(|e| damaged(e.to_string()))?;
