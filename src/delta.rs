@@ -58,7 +58,7 @@ pub enum DeltaError {
         /// HAVE.
         path: PathBuf,
         /// Why.
-        source: crate::report::ReportError,
+        source: Box<crate::report::ReportError>,
     },
     /// HAVE is a JSON file that cannot be read.
     #[error("--delta-from {path}: {source}")]
@@ -146,9 +146,9 @@ impl Have {
             path: loc.path.clone(),
             source: Box::new(e),
         })?;
-        let blobs = crate::report::blobs(&*store).map_err(|source| DeltaError::List {
+        let blobs = crate::report::blobs(&*store).map_err(|e| DeltaError::List {
             path: loc.path.clone(),
-            source,
+            source: Box::new(e),
         })?;
         let what = match loc.archive_expect() {
             Ok(None) => "layout",
@@ -306,7 +306,7 @@ impl Overlay {
     }
 
     /// Whether the blob comes from the base layout (the delta lacks it).
-    pub(crate) fn from_base(&self, digest: &Digest) -> bool {
+    pub(crate) fn served_by_base(&self, digest: &Digest) -> bool {
         matches!(
             self.delta.open_blob(digest),
             Err(StoreError::Missing { .. })
@@ -332,7 +332,7 @@ impl Store for Overlay {
 
     fn blob_location(&self, digest: &Digest) -> PathBuf {
         match &self.base {
-            Some(base) if self.from_base(digest) => base.blob_location(digest),
+            Some(base) if self.served_by_base(digest) => base.blob_location(digest),
             _ => self.delta.blob_location(digest),
         }
     }

@@ -103,7 +103,7 @@ pub enum RunError {
         /// The delta bundle.
         delta: String,
         /// What it was made against.
-        record: crate::delta::DeltaRecord,
+        record: Box<crate::delta::DeltaRecord>,
         /// Where it was imported.
         target: PathBuf,
         /// The blobs missing, with what each is.
@@ -326,7 +326,7 @@ pub fn run(
             let (delta, record) = deltas.swap_remove(0);
             return Err(RunError::DeltaIncomplete {
                 delta,
-                record,
+                record: Box::new(record),
                 target: match &target_kind {
                     Target::Layout(dir) => dir.clone(),
                     Target::Archive { path: Some(p), .. } => p.clone(),
