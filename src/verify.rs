@@ -425,7 +425,11 @@ pub(crate) fn verify_with_progress(
     }
     // A delta bundle leaves out what the side it was made against holds:
     // its absent blobs are expected (its present ones are checked as usual).
-    if let Some(record) = crate::delta::record_of_store(store) {
+    let missing = findings.iter().any(|f| f.kind == IssueKind::Missing);
+    if let Some(record) = missing
+        .then(|| crate::delta::record_of_store(store))
+        .flatten()
+    {
         for f in findings.iter_mut().filter(|f| f.kind == IssueKind::Missing) {
             f.kind = IssueKind::DeltaOmitted;
             f.message = format!(
