@@ -114,7 +114,19 @@ impl Pattern {
         let regex = regex::RegexBuilder::new(&format!("^(?:{text})$"))
             .size_limit(1 << 20)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                // The syntax error's last line says what is wrong (the lines
+                // before it draw the anchored pattern).
+                regex::Error::Syntax(m) => m
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("syntax error")
+                    .trim()
+                    .trim_start_matches("error: ")
+                    .to_string(),
+                other => other.to_string(),
+            })?;
         Ok(Pattern {
             text: text.to_string(),
             regex,
@@ -529,7 +541,11 @@ impl Config {
     /// [`SyncError::Config`].
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, SyncError> {
         let ctx = Ctx { file };
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        // YAML 1.2 booleans only: `yes`, `on` (or "yes" in a JSON config)
+        // are not `true`.
+        let mut yaml = serde_saphyr::Options::default();
+        yaml.strict_booleans = true;
+        let raw: RawConfig = serde_saphyr::from_str_with_options(text, yaml).map_err(|e| {
             let loc = e.location();
             ctx.err(loc.as_ref(), yaml_message(&e))
         })?;
@@ -780,6 +796,8 @@ pub struct SyncOptions {
 pub struct Listed {
     /// Its `ref.name`.
     pub name: Option<String>,
+    /// Its `io.containerd.image.name` (docker-archives, Docker 25+).
+    pub image_name: Option<String>,
     /// Its descriptor's digest.
     pub digest: String,
 }
@@ -818,14 +836,30 @@ pub fn select(entry: &Entry, base: &str, listed: &[Listed]) -> Vec<Choice> {
             return Err("untagged".into());
         };
         let (repo, tag) = split_name(name);
+        // A bare tag whose containerd name carries the repository (Docker
+        // 25's way) takes that repository, in its familiar form.
+        let familiar = l.image_name.as_deref().map(crate::reference::familiar);
+        let from_image = familiar.as_deref().and_then(|f| match split_name(f) {
+            (Some(r), t) if t == tag => Some(r),
+            _ => None,
+        });
         let target = entry.template.render(&Vars {
             name,
             tag,
-            repo: repo.unwrap_or(base),
+            repo: repo.or(from_image).unwrap_or(base),
             digest: &l.digest,
         });
-        if !crate::reference::is_valid_ref_name(&target) || Digest::parse(&target).is_ok() {
+        if !crate::reference::is_valid_ref_name(&target) {
             return Err(format!("target name {target:?} is not a valid name"));
+        }
+        // `L:sha256:…` must not name something other than `L@sha256:…`.
+        if Digest::parse(&target).is_ok_and(|d| {
+            matches!(
+                d.algorithm(),
+                crate::digest::Algorithm::Sha256 | crate::digest::Algorithm::Sha512
+            )
+        }) {
+            return Err(format!("target name {target:?} reads as a digest"));
         }
         Ok(target)
     };
@@ -1000,6 +1034,7 @@ fn list_store(store: &dyn Store, reference: Option<&Reference>) -> Result<Vec<Li
         .into_iter()
         .map(|d| Listed {
             name: d.ref_name().map(str::to_string),
+            image_name: d.annotation(ANNOTATION_IMAGE_NAME).map(str::to_string),
             digest: d.digest.clone(),
         })
         .collect())
@@ -1347,6 +1382,7 @@ sync:
         assert_eq!(e.source_resolved, "/cfg/src");
         let img = |n: &str, d: &str| Listed {
             name: Some(n.into()),
+            image_name: None,
             digest: format!("sha256:{}", d.repeat(64)),
         };
         let sig = format!("sha256-{}.sig", "b".repeat(64));
@@ -1362,6 +1398,7 @@ sync:
             img(&sig2, "2"),
             Listed {
                 name: None,
+                image_name: None,
                 digest: "sha256:x".into(),
             },
         ];
@@ -1379,6 +1416,15 @@ sync:
         assert_eq!(got[6], copy(&format!("src:{sig}")));
         assert!(matches!(&got[7], Choice::Skip(s) if s.starts_with("digest tag")));
         assert_eq!(got[8], Choice::Skip("untagged".into()));
+        // A docker-archive's bare tag takes its containerd name's repository.
+        let docker = [Listed {
+            name: Some("1.0".into()),
+            image_name: Some("docker.io/library/busybox:1.0".into()),
+            digest: format!("sha256:{}", "e".repeat(64)),
+        }];
+        let mut e = e.clone();
+        e.tags = TagFilter::default();
+        assert_eq!(select(&e, "arch", &docker), [copy("busybox:1.0")]);
     }
 
     #[test]
@@ -1426,6 +1472,12 @@ sync:
         assert!(e.starts_with("sync.yaml:2:15: defaults: platforms:"), "{e}");
         let e = err("");
         assert!(e.starts_with("sync.yaml:"), "{e}");
+        let e = err("sync: []\nsync: []\n");
+        assert!(e.starts_with("sync.yaml:2:"), "{e}");
+        let e = err("sync:\n  - {source: a, target: b, referrers: yes}\n");
+        assert!(e.starts_with("sync.yaml:2:"), "{e}");
+        let e = err("sync:\n  - {source: a, target: b, tags: {deny: ['(x']}}\n");
+        assert!(e.ends_with("bad regex \"(x\": unclosed group"), "{e}");
     }
 
     #[test]
