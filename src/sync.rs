@@ -809,6 +809,9 @@ pub enum Choice {
     Copy(String),
     /// Leave it out, for this reason.
     Skip(String),
+    /// It passes the filters but cannot be named (the template gives an
+    /// invalid name): it fails.
+    Fail(String),
 }
 
 /// `sha256-<64 hex>` with an optional `.suffix`: the digest it names.
@@ -889,7 +892,7 @@ pub fn select(entry: &Entry, base: &str, listed: &[Listed]) -> Vec<Choice> {
                 kept.insert(&l.digest);
                 Choice::Copy(t)
             }
-            Err(e) => Choice::Skip(e),
+            Err(e) => Choice::Fail(e),
         });
     }
     for (i, l) in listed.iter().enumerate() {
@@ -904,7 +907,7 @@ pub fn select(entry: &Entry, base: &str, listed: &[Listed]) -> Vec<Choice> {
         out[i] = Some(if kept.contains(subject.as_str()) {
             match name_of(l) {
                 Ok(t) => Choice::Copy(t),
-                Err(e) => Choice::Skip(e),
+                Err(e) => Choice::Fail(e),
             }
         } else {
             Choice::Skip(format!("digest tag: its image {subject} is not synced"))
@@ -1186,6 +1189,10 @@ fn run_source(
         };
         match choice {
             Choice::Skip(why) => ir.reason = Some(why),
+            Choice::Fail(why) => {
+                ir.status = Status::Failed;
+                ir.reason = Some(why);
+            }
             Choice::Copy(name) => {
                 ir.target_name = Some(name.clone());
                 if let Some(other) = given.get(&name).filter(|d| **d != l.digest) {
@@ -1437,6 +1444,26 @@ sync:
         for bad in ["latest", "1..2", "v", "1.2.3.4", "01.2"] {
             assert_eq!(v(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn an_invalid_rendered_name_fails() {
+        let c = parse("sync:\n  - {source: s, target: 'o:{{tag}}-'}\n").unwrap();
+        let l = [Listed {
+            name: Some("1.0".into()),
+            image_name: None,
+            digest: format!("sha256:{}", "a".repeat(64)),
+        }];
+        assert_eq!(
+            select(&c.entries[0], "s", &l),
+            [Choice::Fail(
+                "target name \"1.0-\" is not a valid name".into()
+            )]
+        );
+        let c = parse("sync:\n  - {source: s, target: 'o:sha256:{{hex}}'}\n").unwrap();
+        assert!(
+            matches!(&select(&c.entries[0], "s", &l)[0], Choice::Fail(m) if m.ends_with("reads as a digest"))
+        );
     }
 
     #[test]
