@@ -800,6 +800,9 @@ pub struct Listed {
     pub image_name: Option<String>,
     /// Its descriptor's digest.
     pub digest: String,
+    /// Its descriptor in the source's `index.json` (`None` in tests of
+    /// [`select`]).
+    pub descriptor: Option<Descriptor>,
 }
 
 /// What [`select`] decided for one listed image.
@@ -1039,8 +1042,71 @@ fn list_store(store: &dyn Store, reference: Option<&Reference>) -> Result<Vec<Li
             name: d.ref_name().map(str::to_string),
             image_name: d.annotation(ANNOTATION_IMAGE_NAME).map(str::to_string),
             digest: d.digest.clone(),
+            descriptor: Some(d),
         })
         .collect())
+}
+
+/// A source's referrers, found by one scan. Copy's planner finds referrers
+/// by listing every blob and reading each small JSON one; planned image by
+/// image, that scan would run once per image (quadratic in the source's
+/// size). [`View`]s list only the referrers found here, so each plan sees the
+/// same referrers at the cost of one scan.
+struct Scanned<'a> {
+    inner: &'a dyn Store,
+    referrers: Option<Vec<crate::store::BlobEntry>>,
+}
+
+impl<'a> Scanned<'a> {
+    fn new(inner: &'a dyn Store, referrers: bool) -> Result<Scanned<'a>, String> {
+        let referrers = if referrers {
+            let found: BTreeSet<Digest> = crate::graph::find_referrers(inner, |_| false)
+                .into_iter()
+                .map(|r| r.digest)
+                .collect();
+            let all = inner.list_blobs().map_err(|e| e.to_string())?;
+            Some(
+                all.into_iter()
+                    .filter(|e| e.digest.as_ref().is_some_and(|d| found.contains(d)))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        Ok(Scanned { inner, referrers })
+    }
+}
+
+/// The source as one image's plan reads it: an `index.json` of just that
+/// image's entry (so a plan does not parse the whole source index again), the
+/// scanned referrers, every blob of the source.
+struct View<'a> {
+    scanned: &'a Scanned<'a>,
+    index: Vec<u8>,
+}
+
+impl Store for View<'_> {
+    fn name(&self) -> String {
+        self.scanned.inner.name()
+    }
+    fn index_bytes(&self) -> Result<Vec<u8>, crate::store::StoreError> {
+        Ok(self.index.clone())
+    }
+    fn open_blob(&self, digest: &Digest) -> Result<crate::store::Blob, crate::store::StoreError> {
+        self.scanned.inner.open_blob(digest)
+    }
+    fn blob_location(&self, digest: &Digest) -> PathBuf {
+        self.scanned.inner.blob_location(digest)
+    }
+    fn list_blobs(&self) -> Result<Vec<crate::store::BlobEntry>, crate::store::StoreError> {
+        match &self.scanned.referrers {
+            Some(r) => Ok(r.clone()),
+            None => self.scanned.inner.list_blobs(),
+        }
+    }
+    fn diff_id_is_only_check(&self, digest: &Digest) -> bool {
+        self.scanned.inner.diff_id_is_only_check(digest)
+    }
 }
 
 /// Runs every entry of `config`. Notes and warnings from opening sources go
@@ -1165,6 +1231,7 @@ fn run_source(
     )
     .map_err(|e| e.to_string())?;
     let listed = list_store(&*store, loc.reference.as_ref())?;
+    let scanned = Scanned::new(&*store, entry.referrers)?;
     let base_name = base_name(&loc.path);
     let choices = select(entry, &base_name, &listed);
     let copy_options = CopyOptions {
@@ -1175,6 +1242,9 @@ fn run_source(
         cancel: options.cancel.clone(),
         ..CopyOptions::default()
     };
+    // Planned images wait here and are written together: one pass under the
+    // writer lock and one `index.json` write per source, not per image.
+    let mut batch: Vec<(usize, copy::Plan)> = Vec::new();
     for (l, choice) in listed.iter().zip(choices) {
         let mut ir = ImageReport {
             source: shown.to_string(),
@@ -1202,50 +1272,64 @@ fn run_source(
                     ));
                 } else {
                     given.insert(name.clone(), l.digest.clone());
-                    copy_one(
-                        entry,
-                        options,
-                        &*store,
-                        l,
-                        &name,
-                        &copy_options,
-                        target,
-                        &mut ir,
-                    );
-                }
-                if options.cancel.is_cancelled() {
-                    er.images.push(ir);
-                    return Ok(());
+                    if let Some(plan) =
+                        plan_one(entry, &scanned, l, &name, &copy_options, target, &mut ir)
+                    {
+                        if !options.dry_run {
+                            batch.push((er.images.len(), plan));
+                        }
+                    }
                 }
             }
         }
         er.images.push(ir);
     }
+    if !batch.is_empty() {
+        write_batch(entry, &scanned, batch, &mut er.images, target);
+    }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn copy_one(
+/// A store that serves the source's blobs to the write (its `index.json` is
+/// not read there).
+fn blob_view<'a>(scanned: &'a Scanned<'a>, index: &serde_json::Value) -> View<'a> {
+    View {
+        scanned,
+        index: index.to_string().into_bytes(),
+    }
+}
+
+/// Plans one image: `None` when it is settled here (failed, up to date, or
+/// counted for a dry run as `would copy`), else the plan to write, with the
+/// blobs the target lacks counted in `ir`.
+fn plan_one(
     entry: &Entry,
-    options: &SyncOptions,
-    store: &dyn Store,
+    scanned: &Scanned<'_>,
     l: &Listed,
     name: &str,
     copy_options: &CopyOptions,
     target: &mut TargetState,
     ir: &mut ImageReport,
-) {
+) -> Option<copy::Plan> {
     let fail = |ir: &mut ImageReport, e: String| {
         ir.status = Status::Failed;
         ir.reason = Some(e);
+        None
     };
-    let reference = match Digest::parse(&l.digest) {
-        Ok(d) => Reference::Digest(d),
-        Err(e) => return fail(ir, e.to_string()),
+    let Some(descriptor) = &l.descriptor else {
+        return fail(ir, "internal: no descriptor".into());
     };
+    let view = blob_view(
+        scanned,
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::spec::media_type::OCI_INDEX,
+            "manifests": [descriptor],
+        }),
+    );
     let srcs = [Source {
-        store,
-        reference: Some(reference),
+        store: &view,
+        reference: None,
     }];
     let mut co = copy_options.clone();
     co.target_name = Some(name.to_string());
@@ -1260,37 +1344,118 @@ fn copy_one(
     ir.target_digest = Some(digest.clone());
     if target.up_to_date(name, &digest) {
         ir.status = Status::UpToDate;
-        return;
+        return None;
     }
     if let Err(e) = copy::check_unverified_layers(&srcs, &plan) {
         return fail(ir, e.to_string());
     }
-    if options.dry_run {
-        for b in &plan.blobs {
-            let key = b.digest.to_string();
-            let present = entry
-                .target_layout
-                .join(b.digest.blob_path())
-                .symlink_metadata()
-                .is_ok_and(|m| m.is_file() && m.len() == b.size);
-            if !present && target.pending.insert(key) {
-                ir.blobs += 1;
-                ir.bytes += b.size;
+    // The blobs the target lacks, each counted once across the run.
+    for b in &plan.blobs {
+        let present = entry
+            .target_layout
+            .join(b.digest.blob_path())
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_file() && m.len() == b.size);
+        if !present && target.pending.insert(b.digest.to_string()) {
+            ir.blobs += 1;
+            ir.bytes += b.size;
+        }
+    }
+    ir.status = Status::WouldCopy;
+    target.record(name, &digest);
+    Some(plan)
+}
+
+/// Writes the planned images of one source in one `write_layout` (their
+/// plans merged: blobs deduplicated in order, so each document still comes
+/// after what it references). Each image is then `copied` with the blobs
+/// counted for it. If the merged write fails, each image is written on its
+/// own, so one bad image fails alone.
+fn write_batch(
+    entry: &Entry,
+    scanned: &Scanned<'_>,
+    batch: Vec<(usize, copy::Plan)>,
+    images: &mut [ImageReport],
+    target: &mut TargetState,
+) {
+    let view = blob_view(scanned, &serde_json::json!({}));
+    let srcs = [Source {
+        store: &view,
+        reference: None,
+    }];
+    let mut merged = copy::Plan {
+        limits: batch[0].1.limits,
+        lock_policy: batch[0].1.lock_policy,
+        cancel: batch[0].1.cancel.clone(),
+        ..copy::Plan::default()
+    };
+    let mut seen = BTreeSet::new();
+    for (_, p) in &batch {
+        for b in &p.blobs {
+            if seen.insert(b.digest.clone()) {
+                merged.bytes += b.size;
+                merged.blobs.push(b.clone());
             }
         }
-        ir.status = Status::WouldCopy;
-        target.record(name, &digest);
-        return;
+        merged.roots.extend(p.roots.iter().cloned());
+        merged
+            .built
+            .extend(p.built.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    match copy::write_layout(&srcs, &plan, &entry.target_layout, &()) {
-        Ok(r) => {
-            ir.status = Status::Copied;
-            ir.blobs = r.blobs_written;
-            ir.bytes = r.bytes_written;
-            target.record(name, &digest);
+    let single = batch.len() == 1;
+    match copy::write_layout(&srcs, &merged, &entry.target_layout, &()) {
+        Ok(_) => {
+            for (i, _) in &batch {
+                images[*i].status = Status::Copied;
+            }
         }
-        Err(e) => fail(ir, e.to_string()),
+        // One image, a lock timeout or an interruption: the same error for
+        // every image (writing them one by one would only repeat it).
+        Err(e) if single || entry_wide(&e) || merged.cancel.is_cancelled() => {
+            let text = e.to_string();
+            for (i, _) in &batch {
+                let ir = &mut images[*i];
+                forget(target, ir);
+                ir.status = Status::Failed;
+                ir.reason = Some(text.clone());
+            }
+        }
+        Err(_) => {
+            for (i, plan) in &batch {
+                let ir = &mut images[*i];
+                match copy::write_layout(&srcs, plan, &entry.target_layout, &()) {
+                    Ok(r) => {
+                        ir.status = Status::Copied;
+                        ir.blobs = r.blobs_written;
+                        ir.bytes = r.bytes_written;
+                    }
+                    Err(e) => {
+                        forget(target, ir);
+                        ir.status = Status::Failed;
+                        ir.reason = Some(e.to_string());
+                    }
+                }
+            }
+        }
     }
+}
+
+/// Whether a write error concerns the target as a whole, not one image.
+fn entry_wide(e: &copy::CopyError) -> bool {
+    matches!(
+        e,
+        copy::CopyError::Layout(crate::layout::LayoutError::LockTimeout { .. })
+    )
+}
+
+/// An image that failed to be written: its name is not in the target after
+/// all, and its blobs were not written.
+fn forget(target: &mut TargetState, ir: &mut ImageReport) {
+    if let Some(n) = &ir.target_name {
+        target.names.remove(n);
+    }
+    ir.blobs = 0;
+    ir.bytes = 0;
 }
 
 #[cfg(test)]
@@ -1391,6 +1556,7 @@ sync:
             name: Some(n.into()),
             image_name: None,
             digest: format!("sha256:{}", d.repeat(64)),
+            descriptor: None,
         };
         let sig = format!("sha256-{}.sig", "b".repeat(64));
         let sig2 = format!("sha256-{}.sig", "c".repeat(64));
@@ -1407,6 +1573,7 @@ sync:
                 name: None,
                 image_name: None,
                 digest: "sha256:x".into(),
+                descriptor: None,
             },
         ];
         let got = select(e, "src", &listed);
@@ -1428,6 +1595,7 @@ sync:
             name: Some("1.0".into()),
             image_name: Some("docker.io/library/busybox:1.0".into()),
             digest: format!("sha256:{}", "e".repeat(64)),
+            descriptor: None,
         }];
         let mut e = e.clone();
         e.tags = TagFilter::default();
@@ -1453,6 +1621,7 @@ sync:
             name: Some("1.0".into()),
             image_name: None,
             digest: format!("sha256:{}", "a".repeat(64)),
+            descriptor: None,
         }];
         assert_eq!(
             select(&c.entries[0], "s", &l),

@@ -363,8 +363,17 @@ fn dry_run_writes_nothing_and_predicts_the_copy() {
     assert_eq!(snapshot(&mirror), snap, "a dry run changed the target");
     let dst = statuses(&dry);
     assert_eq!(dst["1.2.0"].0, "up-to-date");
+    let before = blob_files(&mirror);
     let (rc, real) = sync_json(&cfg, &[]);
     assert_eq!(rc, 0);
+    // The counts are the blob files that appeared.
+    let new: Vec<String> = blob_files(&mirror).difference(&before).cloned().collect();
+    assert_eq!(real["summary"]["blobs"], new.len() as u64);
+    let new_bytes: u64 = new
+        .iter()
+        .map(|b| fs::metadata(mirror.join("blobs").join(b)).unwrap().len())
+        .sum();
+    assert_eq!(real["summary"]["bytes"], new_bytes);
     let blobs = |v: &Value| -> BTreeMap<String, (u64, u64)> {
         v["entries"][0]["images"]
             .as_array()
@@ -711,4 +720,68 @@ fn sync_waits_for_the_writer_lock() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(index_tags(&mirror).contains(&"legacy".to_string()));
+}
+
+#[test]
+fn a_damaged_image_fails_alone() {
+    let f = fixture();
+    // `latest`'s layer: same size, other bytes (found when it is written).
+    let src = f.path("src");
+    let m: Value = serde_json::from_slice(&blob_bytes(&src, &f.digests["latest"])).unwrap();
+    let layer = digest(&m["layers"][0]);
+    let path = src.join("blobs").join(blob_name(&layer));
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let cfg = write_config(
+        f.dir.path(),
+        "sync.yaml",
+        "sync:\n  - source: src\n    target: mirror\n    tags: {allow: ['1\\.2\\.0', latest, v1\\.4]}\n",
+    );
+    let (rc, v) = sync_json(&cfg, &[]);
+    assert_eq!(rc, 1, "{v:#}");
+    let st = statuses(&v);
+    assert_eq!(st["1.2.0"].0, "copied");
+    assert_eq!(st["v1.4"].0, "copied");
+    assert_eq!(st["latest"].0, "failed");
+    assert!(
+        st["latest"].2.as_deref().unwrap().contains(&layer),
+        "{:?}",
+        st["latest"]
+    );
+    assert_eq!(tags_of(&f.path("mirror")), set(["1.2.0", "v1.4"]));
+    assert!(!blob_files(&f.path("mirror")).contains(&blob_name(&layer)));
+    ocikit_ok(["verify", &s(&f.path("mirror"))]);
+}
+
+/// The demo's SBOM (a referrer of its amd64 manifest, not in index.json)
+/// comes along by default, found by the one scan per source; `referrers:
+/// false` leaves it out.
+#[test]
+fn referrers_follow_unless_turned_off() {
+    let demo = demo();
+    let sbom = blob_files(&demo)
+        .into_iter()
+        .find(|b| {
+            let bytes = fs::read(demo.join("blobs").join(b)).unwrap();
+            serde_json::from_slice::<Value>(&bytes)
+                .is_ok_and(|v| v["artifactType"] == "application/spdx+json")
+        })
+        .expect("the demo's SBOM");
+    let t = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        t.path(),
+        "sync.yaml",
+        &format!(
+            "sync:\n  - source: {d}\n    target: with\n  - source: {d}\n    target: without\n    referrers: false\n",
+            d = s(&demo)
+        ),
+    );
+    let (rc, v) = sync_json(&cfg, &[]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert!(blob_files(&t.path().join("with")).contains(&sbom));
+    assert!(!blob_files(&t.path().join("without")).contains(&sbom));
+    assert_eq!(tags_of(&t.path().join("with")), set(["1.0", "legacy"]));
+    assert_eq!(tags_of(&t.path().join("without")), set(["1.0", "legacy"]));
 }
