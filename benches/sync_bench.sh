@@ -2,8 +2,9 @@
 # benches/sync_bench.sh: the sync benchmark row. 200 single-image archives
 # (images m0000…m0199 of benches/gen_many.py's layout, each exported to
 # archives/imgNNN.tar) synced by a glob into one layout; then again, when
-# every image is up to date and nothing is written. Prints wall time and
-# peak RSS of both runs (the goal: peak RSS under 100 MiB).
+# every image is up to date and nothing is written; then the same for the
+# 2,000 images of gen_many's layout as one source. Prints wall time and peak
+# RSS of each run (the goal: peak RSS under 100 MiB).
 #
 #   benches/sync_bench.sh [OCIKIT_BIN]
 #
@@ -40,14 +41,24 @@ YAML
 rm -rf "$DIR/mirror"
 
 row() {
-    local what=$1
+    local what=$1 label=$2
     local log=$DIR/time-$what.txt
     /usr/bin/time -v "$BIN" sync "$DIR/sync.yaml" >"$DIR/out-$what.txt" 2>"$log"
     local wall rss
     wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
     rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
-    printf '%-28s wall %-9s peak RSS %6.1f MiB   %s\n' "sync $IMAGES archives ($what)" \
+    printf '%-34s wall %-9s peak RSS %6.1f MiB   %s\n' "$label ($what)" \
         "$wall" "$(echo "$rss / 1024" | bc -l)" "$(tail -n 1 "$DIR/out-$what.txt")"
 }
-row first
-row second
+row first "sync $IMAGES archives"
+row second "sync $IMAGES archives"
+
+# Also: every image of one big layout (gen_many's 2,000) into another.
+cat >"$DIR/sync.yaml" <<'YAML'
+sync:
+  - source: many
+    target: mirror
+YAML
+rm -rf "$DIR/mirror"
+row first "sync 2000 images of one layout"
+row second "sync 2000 images of one layout"
