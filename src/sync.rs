@@ -6,11 +6,12 @@
 //! serde-saphyr, refusing unknown fields; every error names the file, line
 //! and column. [`sync`] then works entry by entry: each source is opened
 //! once, its images are listed and filtered ([`select`], a pure function),
-//! and each chosen image is planned and written with the copy machinery
-//! ([`crate::copy::plan`], [`crate::copy::write_layout`], which takes the
-//! target's writer lock). An image whose target name already points at the
-//! planned digest is `up to date` and nothing is written. A failing source
-//! or image is recorded and the rest go on.
+//! each chosen image is planned with the copy machinery
+//! ([`crate::copy::plan`]), and the source's planned images are written
+//! together ([`crate::copy::write_layout`], under the target's writer lock).
+//! An image whose target name already points at the planned digest is
+//! `up to date` and nothing is written. A failing source or image is
+//! recorded and the rest go on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
