@@ -128,6 +128,7 @@ pub mod rewrite;
 pub mod spec;
 pub mod squash;
 pub mod store;
+pub mod sync;
 pub mod tarstream;
 pub mod verified;
 pub mod verify;

@@ -26,6 +26,7 @@ mod cli {
     pub mod output;
     pub mod prune;
     pub mod referrers;
+    pub mod sync;
     pub mod transfer;
 }
 

@@ -351,6 +351,24 @@ pub enum Command {
         after_help = "A tag is dropped only when every policy given drops it; tags --match does not match stay.\nExample:\n  ocikit prune ./images --match '^nightly-' --keep-last 3 --dry-run"
     )]
     Prune(PruneArgs),
+    /// Copy the images a config file picks into layouts, by tag filters.
+    #[command(
+        after_help = "CONFIG is YAML (or JSON): defaults, then a `sync` list of entries with source, target\n(LAYOUT[:NAME-TEMPLATE] with {{repo}}, {{tag}}, {{name}}), tags {allow, deny, semver},\nplatforms, referrers, digestTags; docs/decisions.md has the rules.\nExit status: 0 all copied or up to date, 1 an entry or image failed, 2 a bad config.\nExample:\n  ocikit sync sync.yaml --dry-run"
+    )]
+    Sync(SyncArgs),
+}
+
+/// `sync`'s arguments.
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    /// CONFIG file (YAML or JSON); relative paths in it are relative to its directory.
+    pub config: String,
+    /// Plan every entry and print what would be copied; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON (schema in docs/json.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `prune`'s arguments.

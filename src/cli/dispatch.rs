@@ -177,5 +177,6 @@ fn run_command(cli: Cli) -> Result<Option<Negative>> {
             platform,
         } => files::files_cmd(&location, choice(platform), long, json).map(|()| None),
         Command::Prune(args) => prune::prune_cmd(args).map(|()| None),
+        Command::Sync(args) => super::sync::sync_cmd(args),
     }
 }
