@@ -123,7 +123,13 @@ fn airgap_guide_runs_as_written() {
         );
         assert!(dir.join("for-docker.tar").is_file());
         // The delta flow: site-b got run2 from a bundle of run2's own blobs.
-        assert_eq!(index_tags(&dir.join("site-b")), ["run1", "run2"]);
+        // …and kept only the newest build after prune.
+        assert_eq!(index_tags(&dir.join("site-b")), ["run2"]);
+        // The list-driven flow: exactly these names, from two sources.
+        assert_eq!(
+            index_tags(&dir.join("outgoing")),
+            ["demo:1.0", "app:run1", "app:run2"]
+        );
         let mut carried = Vec::new();
         let mut a = tar::Archive::new(std::fs::File::open(dir.join("release2.tar")).unwrap());
         for e in a.entries().unwrap() {
