@@ -243,6 +243,30 @@ pub(crate) fn read_index_json(store: &dyn Store) -> Result<(Vec<u8>, ImageIndex)
     }
 }
 
+/// The entries of a store's `index.json`, each image once: an entry
+/// repeated with the same digest, `ref.name` and containerd name is one
+/// image (what `copy` and `sync` take as "every image").
+///
+/// # Errors
+/// A missing or invalid `index.json`.
+pub(crate) fn index_images(store: &dyn Store) -> Result<Vec<Descriptor>, ResolveError> {
+    let (_, index) = read_index_json(store)?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(index
+        .entries()
+        .iter()
+        .filter(|d| {
+            seen.insert((
+                d.digest.clone(),
+                d.ref_name().map(str::to_string),
+                d.annotation(crate::spec::ANNOTATION_IMAGE_NAME)
+                    .map(str::to_string),
+            ))
+        })
+        .cloned()
+        .collect())
+}
+
 /// A human label for an `index.json` entry: `tag (sha256:0123…, media type)`.
 pub(crate) fn entry_label(d: &Descriptor) -> String {
     let short = d

@@ -82,6 +82,19 @@ fn side_b(f: &Fixture) -> PathBuf {
     b
 }
 
+/// `ocikit export SRC:v2 OUT --delta-from HAVE EXTRA...`, which must succeed.
+fn export_v2(f: &Fixture, out: &Path, have: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "export".to_string(),
+        format!("{}:v2", s(&f.src)),
+        s(out),
+        "--delta-from".to_string(),
+        s(have),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    ocikit_ok(args)
+}
+
 /// The digests of the blobs an archive holds, and its index.json.
 fn archive_blobs(path: &Path) -> (BTreeSet<String>, Value) {
     let mut a = tar::Archive::new(fs::File::open(path).unwrap());
@@ -113,13 +126,7 @@ fn delta_carries_only_the_blobs_the_far_side_lacks_and_imports_there() {
     let listed = ls_blobs_json(&b, &have);
     let fp = listed["blobsFingerprint"].as_str().unwrap().to_string();
     let delta = f.dir.join("delta.tar");
-    let o = ocikit_ok([
-        "export",
-        &format!("{}:v2", s(&f.src)),
-        &s(&delta),
-        "--delta-from",
-        &s(&have),
-    ]);
+    let o = export_v2(&f, &delta, &have, &[]);
     assert!(
         stderr(&o).contains("left out 2 blobs"),
         "the two shared layers are left out: {}",
@@ -181,13 +188,7 @@ fn delta_into_a_layout_without_its_base_publishes_nothing() {
     let have = f.dir.join("have.json");
     ls_blobs_json(&b, &have);
     let delta = f.dir.join("delta.tar");
-    ocikit_ok([
-        "export",
-        &format!("{}:v2", s(&f.src)),
-        &s(&delta),
-        "--delta-from",
-        &s(&have),
-    ]);
+    export_v2(&f, &delta, &have, &[]);
     // A layout that does not exist yet is not created.
     let empty = f.dir.join("empty");
     let err = fails(
@@ -228,13 +229,7 @@ fn a_damaged_base_blob_stops_the_import() {
     let f = fixture();
     let b = side_b(&f);
     let delta = f.dir.join("delta.tar");
-    ocikit_ok([
-        "export",
-        &format!("{}:v2", s(&f.src)),
-        &s(&delta),
-        "--delta-from",
-        &s(&b),
-    ]);
+    export_v2(&f, &delta, &b, &[]);
     // Same size, one byte changed: only hashing finds it.
     let p = b.join("blobs").join(blob_name(&f.shared[1]));
     let mut bytes = fs::read(&p).unwrap();
@@ -254,14 +249,7 @@ fn verify_reads_a_delta_bundle_its_left_out_blobs_as_warnings() {
     let f = fixture();
     let b = side_b(&f);
     let delta = f.dir.join("delta.tar");
-    ocikit_ok([
-        "export",
-        &format!("{}:v2", s(&f.src)),
-        &s(&delta),
-        "--delta-from",
-        &s(&b),
-        "--checksum",
-    ]);
+    export_v2(&f, &delta, &b, &["--checksum"]);
     let o = ocikit(["verify", "--json", &s(&delta)]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -276,13 +264,7 @@ fn verify_reads_a_delta_bundle_its_left_out_blobs_as_warnings() {
     assert_eq!(v["errors"], json!(0));
     // Its own blobs are still checked: a damaged one is an error.
     let d2 = f.dir.join("delta2.tar");
-    ocikit_ok([
-        "export",
-        &format!("{}:v2", s(&f.src)),
-        &s(&d2),
-        "--delta-from",
-        &s(&b),
-    ]);
+    export_v2(&f, &d2, &b, &[]);
     let mut bytes = fs::read(&d2).unwrap();
     let manifest = blob_bytes(&f.src, &f.v2_manifest);
     let at = bytes
@@ -370,24 +352,15 @@ fn dry_run_and_json_say_what_a_delta_would_carry() {
     let f = fixture();
     let b = side_b(&f);
     let delta = f.dir.join("delta.tar");
-    let src = format!("{}:v2", s(&f.src));
     // Export --dry-run: no file, the counts of the real run.
-    let o = ocikit_ok([
-        "export",
-        &src,
-        &s(&delta),
-        "--delta-from",
-        &s(&b),
-        "--dry-run",
-        "--json",
-    ]);
+    let o = export_v2(&f, &delta, &b, &["--dry-run", "--json"]);
     assert!(!delta.exists());
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["dryRun"], json!(true));
     assert_eq!(v["blobsWritten"], json!(3));
     assert_eq!(v["blobsSkipped"], json!(2));
     assert_eq!(v["delta"]["blobsLeftOut"], json!(2));
-    let o = ocikit_ok(["export", &src, &s(&delta), "--delta-from", &s(&b), "--json"]);
+    let o = export_v2(&f, &delta, &b, &["--json"]);
     let real: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(real["dryRun"], json!(false));
     for k in [

@@ -49,30 +49,8 @@ struct Image {
 
 /// An image with its own created time and a distinct one-file layer.
 fn image(root: &Path, created: i64, content: &str) -> Image {
-    let layer = put_layer(
-        root,
-        OCI_TAR,
-        &tar(&[Entry::File("data", 0o644, content.as_bytes().to_vec())]),
-    );
-    let cfg = json!({
-        "created": rfc3339(created),
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [layer.1]},
-    });
-    let cfg_desc = put_blob(root, OCI_CONFIG, &to_bytes(&cfg));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": cfg_desc,
-        "layers": [layer.0],
-    });
-    let m = put_blob(root, OCI_MANIFEST, &to_bytes(&manifest));
-    let blobs = [&m, &cfg_desc, &layer.0]
-        .iter()
-        .map(|d| d["digest"].as_str().unwrap().to_string())
-        .collect();
-    Image { manifest: m, blobs }
+    let (manifest, blobs) = put_one_file_image(root, &rfc3339(created), content);
+    Image { manifest, blobs }
 }
 
 /// A referrer of `subject`, stored but not in index.json; returns its blobs.

@@ -16,25 +16,7 @@ use serde_json::{json, Value};
 
 /// An image with a distinct one-file layer; returns its manifest descriptor.
 fn image(root: &Path, content: &str) -> Value {
-    let layer = put_layer(
-        root,
-        OCI_TAR,
-        &tar(&[Entry::File("data", 0o644, content.as_bytes().to_vec())]),
-    );
-    let cfg = json!({
-        "created": "2024-01-01T00:00:00Z",
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [layer.1]},
-    });
-    let cfg_desc = put_blob(root, OCI_CONFIG, &to_bytes(&cfg));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": cfg_desc,
-        "layers": [layer.0],
-    });
-    put_blob(root, OCI_MANIFEST, &to_bytes(&manifest))
+    put_one_file_image(root, "2024-01-01T00:00:00Z", content).0
 }
 
 /// A cosign-style signature: a small artifact manifest (no subject).

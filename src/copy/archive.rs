@@ -484,14 +484,7 @@ pub fn write_archive(
             source: e.error,
         })?;
     }
-    report.images = plan
-        .roots
-        .iter()
-        .map(|r| match &r.tag {
-            Some(t) => format!("{t} {}", r.descriptor.digest),
-            None => r.descriptor.digest.clone(),
-        })
-        .collect();
+    report.images = plan.image_labels();
     Ok((report, notes))
 }
 

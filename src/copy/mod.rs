@@ -240,6 +240,20 @@ pub struct Plan {
     pub(crate) delta: Option<(HashSet<Digest>, BTreeMap<String, String>)>,
 }
 
+impl Plan {
+    /// The images it records, as reports list them: `TAG DIGEST`, or the
+    /// digest of an unnamed one.
+    pub fn image_labels(&self) -> Vec<String> {
+        self.roots
+            .iter()
+            .map(|r| match &r.tag {
+                Some(t) => format!("{t} {}", r.descriptor.digest),
+                None => r.descriptor.digest.clone(),
+            })
+            .collect()
+    }
+}
+
 /// What a copy did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct CopyReport {
@@ -303,22 +317,7 @@ fn plan_with(
     for (i, src) in sources.iter().enumerate() {
         let roots: Vec<Descriptor> = match &src.reference {
             Some(r) => vec![resolve::find_descriptor(src.store, Some(r))?],
-            None => {
-                let (_, index) = resolve::read_index_json(src.store)?;
-                let mut seen = HashSet::new();
-                index
-                    .entries()
-                    .iter()
-                    .filter(|d| {
-                        seen.insert((
-                            d.digest.clone(),
-                            d.ref_name().map(str::to_string),
-                            d.annotation(ANNOTATION_IMAGE_NAME).map(str::to_string),
-                        ))
-                    })
-                    .cloned()
-                    .collect()
-            }
+            None => resolve::index_images(src.store)?,
         };
         if roots.is_empty() {
             return Err(CopyError::Empty {

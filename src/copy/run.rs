@@ -503,14 +503,7 @@ fn dry_run_report(plan: &super::Plan, target: &Target, delta: Option<DeltaReport
             copy.bytes_written = copy.bytes_written.saturating_add(b.size);
         }
     }
-    copy.images = plan
-        .roots
-        .iter()
-        .map(|r| match &r.tag {
-            Some(t) => format!("{t} {}", r.descriptor.digest),
-            None => r.descriptor.digest.clone(),
-        })
-        .collect();
+    copy.images = plan.image_labels();
     RunReport {
         copy,
         warnings: Vec::new(),

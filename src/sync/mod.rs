@@ -446,22 +446,7 @@ fn list_store(store: &dyn Store, reference: Option<&Reference>) -> Result<Vec<Li
             }
             vec![d]
         }
-        None => {
-            let (_, index) = crate::resolve::read_index_json(store).map_err(|e| e.to_string())?;
-            let mut seen = BTreeSet::new();
-            index
-                .entries()
-                .iter()
-                .filter(|d| {
-                    seen.insert((
-                        d.digest.clone(),
-                        d.ref_name().map(str::to_string),
-                        d.annotation(ANNOTATION_IMAGE_NAME).map(str::to_string),
-                    ))
-                })
-                .cloned()
-                .collect()
-        }
+        None => crate::resolve::index_images(store).map_err(|e| e.to_string())?,
     };
     Ok(descriptors
         .into_iter()

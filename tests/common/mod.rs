@@ -274,6 +274,36 @@ pub fn put_image(
     put_blob(root, man_type, &to_bytes(&manifest))
 }
 
+/// A small amd64 image of one uncompressed one-file layer (`data` holding
+/// `content`) with `created` in its config; returns the manifest
+/// descriptor and the digests of its manifest, config and layer.
+pub fn put_one_file_image(root: &Path, created: &str, content: &str) -> (Value, Vec<String>) {
+    let layer = put_layer(
+        root,
+        OCI_TAR,
+        &tar(&[Entry::File("data", 0o644, content.as_bytes().to_vec())]),
+    );
+    let cfg = json!({
+        "created": created,
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer.1]},
+    });
+    let cfg_desc = put_blob(root, OCI_CONFIG, &to_bytes(&cfg));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": cfg_desc,
+        "layers": [layer.0],
+    });
+    let m = put_blob(root, OCI_MANIFEST, &to_bytes(&manifest));
+    let blobs = [&m, &cfg_desc, &layer.0]
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    (m, blobs)
+}
+
 /// Builds the demo layout (see testdata/README.md for what it holds).
 pub fn build_demo(root: &Path) {
     fs::create_dir_all(root.join("blobs/sha256")).unwrap();
