@@ -3,9 +3,9 @@
 //!
 //! `export … --delta-from HAVE` reads what the far side holds ([`Have`]: a
 //! layout, an archive, or the JSON of `ocikit ls --json --blobs` run there),
-//! leaves those blobs out and records HAVE's [fingerprint](fingerprint) in
+//! leaves those blobs out and records HAVE's [fingerprint] in
 //! the archive's `index.json` annotations ([`DeltaRecord`]). Importing such
-//! an archive reads it over the target layout ([`Overlay`]) and publishes
+//! an archive reads it over the target layout (an overlay store) and publishes
 //! nothing unless every blob its images need is present, the delta's
 //! verified as it is written and the layout's hashed first.
 
