@@ -139,6 +139,15 @@ fn all_tags() -> BTreeSet<String> {
     s
 }
 
+/// The text plan of `prune ROOT --dry-run ARGS`, which must succeed.
+fn plan_text(root: &Path, args: &[&str]) -> String {
+    let mut a = vec!["prune", root.to_str().unwrap(), "--dry-run"];
+    a.extend_from_slice(args);
+    let o = ocikit(&a);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    stdout(&o)
+}
+
 /// The names a dry run's plan drops, checking every tag appears once.
 fn dropped(root: &Path, args: &[&str]) -> BTreeSet<String> {
     let mut a = vec!["prune", root.to_str().unwrap(), "--dry-run", "--json"];
@@ -272,15 +281,7 @@ fn refusals_change_nothing() {
 fn dry_run_changes_nothing() {
     let f = fixture();
     let before = snapshot(&f.root);
-    let o = ocikit([
-        "prune",
-        f.root.to_str().unwrap(),
-        "--dry-run",
-        "--keep-last",
-        "1",
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let out = stdout(&o);
+    let out = plan_text(&f.root, &["--keep-last", "1"]);
     assert!(
         out.contains("keep latest (in the last 1 by created)"),
         "{out}"
@@ -290,16 +291,7 @@ fn dry_run_changes_nothing() {
         "{out}"
     );
     assert_eq!(out.lines().count(), 30, "{out}");
-    let o = ocikit([
-        "prune",
-        f.root.to_str().unwrap(),
-        "--dry-run",
-        "--match",
-        "^nightly-",
-        "--older-than",
-        "250h",
-    ]);
-    let out = stdout(&o);
+    let out = plan_text(&f.root, &["--match", "^nightly-", "--older-than", "250h"]);
     assert!(
         out.contains("drop nightly-2024-01-07 (older than 250h)"),
         "{out}"
@@ -474,15 +466,7 @@ fn an_index_is_as_new_as_its_newest_manifest() {
         &root,
         &json!({"schemaVersion": 2, "manifests": [single, multi]}),
     );
-    let o = ocikit([
-        "prune",
-        root.to_str().unwrap(),
-        "--keep-last",
-        "1",
-        "--dry-run",
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let out = stdout(&o);
+    let out = plan_text(&root, &["--keep-last", "1"]);
     assert!(
         out.contains("keep multi (in the last 1 by created)"),
         "{out}"

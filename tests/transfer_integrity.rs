@@ -81,12 +81,7 @@ fn checksum_passes_sha256sum() {
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stdout));
     // The file is the archive: it imports to the demo's manifests.
     let layout = t.path().join("l");
-    let o = ocikit([
-        std::ffi::OsStr::new("import"),
-        file.as_os_str(),
-        layout.as_os_str(),
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    ocikit_ok(["import", &s(&file), &s(&layout)]);
     assert_eq!(manifest_digests(&layout), manifest_digests(&demo));
     // A changed byte is caught by the checksum file beside it.
     let mut bytes = fs::read(&file).unwrap();
@@ -149,21 +144,10 @@ fn split_parts_read_as_one_archive() {
     );
 
     let first = t.path().join("demo.tar.000");
-    let o = ocikit([std::ffi::OsStr::new("verify"), first.as_os_str()]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    ocikit_ok(["verify", &s(&first)]);
     let layout = t.path().join("l");
-    let o = ocikit([
-        std::ffi::OsStr::new("import"),
-        first.as_os_str(),
-        layout.as_os_str(),
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = ocikit([
-        std::ffi::OsStr::new("verify"),
-        std::ffi::OsStr::new("--deep"),
-        layout.as_os_str(),
-    ]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    ocikit_ok(["import", &s(&first), &s(&layout)]);
+    ocikit_ok(["verify", "--deep", &s(&layout)]);
     assert_eq!(manifest_digests(&layout), manifest_digests(&demo));
 
     // A split into fewer parts removes the older split's extra parts.
