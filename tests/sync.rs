@@ -767,3 +767,49 @@ fn referrers_follow_unless_turned_off() {
     assert_eq!(tags_of(&t.path().join("with")), set(["1.0", "legacy"]));
     assert_eq!(tags_of(&t.path().join("without")), set(["1.0", "legacy"]));
 }
+
+#[test]
+fn a_name_moved_to_content_the_target_holds_is_copied_with_no_blob() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let one = image(&src, "one\n");
+    let two = image(&src, "two\n");
+    let tagged = |entries: &[(&str, &Value)]| {
+        let list: Vec<Value> = entries
+            .iter()
+            .map(|(tag, d)| {
+                let mut d = (*d).clone();
+                d["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+                d
+            })
+            .collect();
+        write_layout_files(&src, &json!({"schemaVersion": 2, "manifests": list}));
+    };
+    tagged(&[("app", &one), ("next", &two)]);
+    let config = write_config(
+        t.path(),
+        "s.yaml",
+        "sync:\n  - source: src\n    target: mirror\n",
+    );
+    let (code, _) = sync_json(&config, &[]);
+    assert_eq!(code, 0);
+    let mirror = t.path().join("mirror");
+    let blobs_before = blob_files(&mirror);
+    // `app` now names what `next` named: the target has every blob already.
+    tagged(&[("app", &two), ("next", &two)]);
+    let (code, v) = sync_json(&config, &[]);
+    assert_eq!(code, 0, "{v}");
+    let st = statuses(&v);
+    assert_eq!(st["app"].0, "copied", "{v}");
+    assert_eq!(st["next"].0, "up-to-date", "{v}");
+    let app = v["entries"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "app")
+        .unwrap();
+    assert_eq!(app["blobs"], 0, "{v}");
+    assert_eq!(v["summary"]["blobs"], 0, "{v}");
+    assert_eq!(blob_files(&mirror), blobs_before);
+    assert_eq!(index_entry(&mirror, "app")["digest"], two["digest"]);
+}
