@@ -139,6 +139,22 @@ fn all_tags() -> BTreeSet<String> {
     s
 }
 
+/// `prune ROOT --match ^nightly- --keep-last 3 --json` (a real run), which
+/// must succeed; its document.
+fn keep_last_3_nightlies(root: &str) -> Value {
+    let o = ocikit([
+        "prune",
+        root,
+        "--match",
+        "^nightly-",
+        "--keep-last",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
 /// The text plan of `prune ROOT --dry-run ARGS`, which must succeed.
 fn plan_text(root: &Path, args: &[&str]) -> String {
     let mut a = vec!["prune", root.to_str().unwrap(), "--dry-run"];
@@ -335,17 +351,7 @@ fn prune_frees_what_no_kept_name_reaches_and_is_idempotent() {
     assert!(!expect_removed.contains(&f.dropped_referrer[1]));
     assert_eq!(expect_removed.len(), 14 * 3 + 2);
 
-    let o = ocikit([
-        "prune",
-        r,
-        "--match",
-        "^nightly-",
-        "--keep-last",
-        "3",
-        "--json",
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let v = keep_last_3_nightlies(r);
     assert_eq!(v["dryRun"], json!(false));
     assert_eq!(v["schemaVersion"], json!(1));
     let untagged: BTreeSet<String> = v["untagged"]
@@ -388,17 +394,7 @@ fn prune_frees_what_no_kept_name_reaches_and_is_idempotent() {
 
     // Again: nothing to do.
     let snap = snapshot(&f.root);
-    let o = ocikit([
-        "prune",
-        r,
-        "--match",
-        "^nightly-",
-        "--keep-last",
-        "3",
-        "--json",
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let v = keep_last_3_nightlies(r);
     assert_eq!(v["untagged"], json!([]));
     assert_eq!(v["gc"]["blobs"], json!(0));
     assert_eq!(v["gc"]["bytes"], json!(0));

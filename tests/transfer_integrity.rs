@@ -87,7 +87,7 @@ fn checksum_passes_sha256sum() {
     let mut bytes = fs::read(&file).unwrap();
     bytes[600] ^= 1;
     fs::write(&file, &bytes).unwrap();
-    let o = ocikit([std::ffi::OsStr::new("verify"), file.as_os_str()]);
+    let o = ocikit(["verify", &s(&file)]);
     assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
     let said = format!("{}{}", stdout(&o), stderr(&o));
     assert!(said.contains("demo.tar: checksum mismatch"), "{said}");
@@ -97,11 +97,7 @@ fn checksum_passes_sha256sum() {
 fn split_parts_read_as_one_archive() {
     let (t, demo) = demo_copy();
     let whole = t.path().join("whole.tar");
-    let o = ocikit([
-        std::ffi::OsStr::new("export"),
-        demo.as_os_str(),
-        whole.as_os_str(),
-    ]);
+    let o = ocikit(["export", &s(&demo), &s(&whole)]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let whole_bytes = fs::read(&whole).unwrap();
     let size = whole_bytes.len().div_ceil(3) as u64;
@@ -176,17 +172,13 @@ fn corrupt_part_is_named_and_nothing_is_written() {
     fs::write(&second, &b).unwrap();
 
     let first = t.path().join("demo.tar.000");
-    let o = ocikit([std::ffi::OsStr::new("verify"), first.as_os_str()]);
+    let o = ocikit(["verify", &s(&first)]);
     assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
     let said = format!("{}{}", stdout(&o), stderr(&o));
     assert!(said.contains("demo.tar.001: checksum mismatch"), "{said}");
 
     let layout = t.path().join("l");
-    let o = ocikit([
-        std::ffi::OsStr::new("import"),
-        first.as_os_str(),
-        layout.as_os_str(),
-    ]);
+    let o = ocikit(["import", &s(&first), &s(&layout)]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(
         stderr(&o).contains("demo.tar.001: checksum mismatch"),
@@ -228,11 +220,7 @@ fn unlisted_and_missing_parts_are_named() {
     let first = t.path().join("demo.tar.000");
     let import = |name: &str| {
         let layout = t.path().join(name);
-        let o = ocikit([
-            std::ffi::OsStr::new("import"),
-            first.as_os_str(),
-            layout.as_os_str(),
-        ]);
+        let o = ocikit(["import", &s(&first), &s(&layout)]);
         assert!(!layout.exists(), "import wrote nothing");
         o
     };
